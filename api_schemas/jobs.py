@@ -1,0 +1,137 @@
+"""Wire models of profiling jobs and batches (the service's REST API)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from api_schemas.profile import DTypeName, LossName, PreconditionerParams, ProfileSettings
+
+JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+LayerState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
+BuiltinDataset = Literal["digits", "text", "synthetic"]
+Variant = Literal["ggn", "ef", "kron", "mc"]
+
+TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a keyset-paginated listing; pass ``next_cursor`` back as ``cursor``."""
+
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class ProfileRequest(BaseModel):
+    """Measurement settings shared by a job and a batch (everything but the checkpoint)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: str | None = Field(None, description="id of an uploaded dataset")
+    dataset: BuiltinDataset | None = Field(None, description="a built-in dataset, no upload")
+    loss: LossName = "cross_entropy"
+    batch_size: int = Field(2048, ge=1)
+    micro_batch_size: int | None = Field(None, ge=1)
+    top_k: int = Field(20, ge=1, le=1000)
+    lanczos_steps: int = Field(20, ge=0, le=2000)
+    dtype: DTypeName = "float64"
+    layers: str | None = Field(None, description="fnmatch glob on layer names")
+    seed: int = 0
+    variants: list[Variant] = Field(default_factory=lambda: ["ef", "kron"])
+    zoo_config: dict[str, Any] | None = Field(
+        None, description="architecture config for a `zoo:<arch>` checkpoint reference"
+    )
+
+    @model_validator(mode="after")
+    def _one_dataset(self) -> ProfileRequest:
+        if (self.dataset_id is None) == (self.dataset is None):
+            raise ValueError("give exactly one of dataset_id (an upload) or dataset (a built-in)")
+        return self
+
+    def to_settings(self) -> ProfileSettings:
+        return ProfileSettings(
+            loss=self.loss,
+            batch_size=self.batch_size,
+            micro_batch_size=self.micro_batch_size,
+            top_k=self.top_k,
+            lanczos_steps=self.lanczos_steps,
+            dtype=self.dtype,
+            seed=self.seed,
+            layers=self.layers,
+            variants=list(self.variants),
+        )
+
+
+class JobSpec(ProfileRequest):
+    """``POST /v1/jobs``: one checkpoint, one dataset, one set of settings."""
+
+    checkpoint_id: str = Field(..., description="an uploaded checkpoint id or `zoo:<arch>`")
+
+
+class BatchSpec(ProfileRequest):
+    """``POST /v1/batches``: many checkpoints, one spec; one job per checkpoint."""
+
+    checkpoint_ids: list[str] = Field(..., min_length=1, max_length=1000)
+
+    def job_spec(self, checkpoint_id: str) -> JobSpec:
+        fields = self.model_dump(exclude={"checkpoint_ids"})
+        return JobSpec(checkpoint_id=checkpoint_id, **fields)
+
+
+class LayerProgress(BaseModel):
+    name: str
+    state: LayerState
+    error: str | None = None
+    wall_seconds: float | None = None
+    node_id: str | None = None
+    attempts: int = 0
+
+
+class JobProgress(BaseModel):
+    done: int = 0
+    total: int = 0
+    failed: int = 0
+    layers: list[LayerProgress] = Field(default_factory=list)
+
+
+class JobTimings(BaseModel):
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    wall_seconds: float | None = Field(None, description="finished - started")
+    compute_seconds: float = Field(0.0, description="sum of the layers' wall seconds")
+
+
+class Job(BaseModel):
+    id: str
+    state: JobState
+    spec: JobSpec
+    architecture: str | None = None
+    batch_id: str | None = None
+    progress: JobProgress = Field(default_factory=JobProgress)
+    timings: JobTimings
+    error: str | None = None
+
+
+class Batch(BaseModel):
+    id: str
+    jobs: list[Job]
+
+
+class LayerPreconditioner(BaseModel):
+    layer_id: int
+    name: str
+    kind: str
+    alpha: float | None = None
+    params: list[PreconditionerParams] = Field(default_factory=list)
+
+
+class JobPreconditioner(BaseModel):
+    """``GET /v1/jobs/{id}/preconditioner``: T(sigma; alpha) parameters of every stored layer."""
+
+    job_id: str
+    layers: list[LayerPreconditioner]

@@ -1,0 +1,229 @@
+"""Wire models for curvature profiles: one layer, and a whole model.
+
+Undefined numbers (a fit over too few points, an empty set) travel as ``null``;
+the reason is always in ``flags``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+LayerKind = Literal[
+    "conv",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_o",
+    "attn_qkv",
+    "mlp_up",
+    "mlp_down",
+    "head",
+    "linear",
+]
+LossName = Literal["cross_entropy", "mse", "lm"]
+DTypeName = Literal["float32", "float64"]
+PreconditionerMode = Literal["paper", "newton", "normalized"]
+
+
+def _nan_to_none(value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+class LanczosSummary(BaseModel):
+    """Top eigenvalues of the layer-block Hessian from single-vector Lanczos."""
+
+    eigenvalues: list[float] = Field(default_factory=list, description="Ritz values, descending")
+    residuals: list[float] = Field(default_factory=list, description="|beta_m s_i[m]| per Ritz value")
+    converged: list[bool] = Field(default_factory=list)
+    n_converged: int = 0
+    steps: int = 0
+    tol: float = 0.0
+    most_negative: list[float] = Field(default_factory=list)
+
+
+class PreconditionerParams(BaseModel):
+    """T(sigma; alpha) = sigma / (kappa * (sigma/scale)^alpha + damping), science.md §11.1."""
+
+    mode: PreconditionerMode
+    alpha: float | None
+    kappa: float
+    damping: float
+    sigma_scale: float = Field(1.0, description="sigma is divided by this before T is applied")
+    coefficients: list[float] = Field(default_factory=list, description="T at the measured sigma_k")
+
+    _nan = field_validator("alpha", mode="before")(_nan_to_none)
+
+
+class Decomposition(BaseModel):
+    """Additive slope decomposition of alpha (science.md §9.3), each over the alpha fit set."""
+
+    alpha_exact: float | None = None
+    alpha_kron: float | None = None
+    alpha_ef: float | None = None
+    alpha_ggn: float | None = None
+    phi_kron_slope: float | None = Field(None, description="slope(log Phi^Kron ~ log sigma)")
+    chi_slope: float | None = Field(None, description="slope(log h_exact/h_Kron ~ log sigma)")
+    cosine_slope: float | None = Field(None, description="slope(log c_k ~ log sigma)")
+    beta: float | None = Field(None, description="slope(log Lambda_k ~ log sigma) (paper)")
+    phi_paper: float | None = Field(None, description="slope(log Phi^paper ~ log sigma)")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _finite(cls, value: object) -> object:
+        return _nan_to_none(value)
+
+
+class LayerProfile(BaseModel):
+    """Everything measured for one weight matrix (science.md §14)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    kind: LayerKind
+    parameter: str = Field(..., description="name of the parameter the matrix lives in")
+    shape: tuple[int, int]
+    rows: tuple[int, int] | None = Field(None, description="row block of a fused parameter")
+    positions: int = Field(1, description="T: positions per example (conv output pixels, tokens)")
+    rank_num: int = 0
+    k: int = Field(0, description="number of directions measured, min(top_k, numerical rank)")
+    sigma: list[float]
+    h: list[float] = Field(..., description="exact directional curvature <V_k, H V_k>, order of sigma")
+    h_ggn: list[float] = Field(default_factory=list)
+    h_ef: list[float] = Field(default_factory=list)
+    h_mc: list[float] = Field(default_factory=list)
+    h_kron_ef: list[float] = Field(default_factory=list)
+    h_kron_mc: list[float] = Field(default_factory=list)
+    phi: list[float] = Field(default_factory=list, description="Phi_k^Kron = h_kron_ef / sigma^2")
+    cosines: list[float] = Field(default_factory=list, description="alignment cosines c_k")
+    chi: list[float] = Field(default_factory=list, description="h_exact / h_kron_ef")
+    residuals: list[float] = Field(default_factory=list, description="||H V_k - h_k V_k|| / ||H V_k||")
+    eigenvalues: list[float] = Field(default_factory=list, description="Lanczos top eigenvalues")
+    lanczos: LanczosSummary | None = None
+    n_valid: int = 0
+    n_neg: int = 0
+    hvp_noise: float | None = None
+    eps_off: float | None = None
+    alpha: float | None = None
+    alpha_intercept: float | None = None
+    r2_alpha: float | None = None
+    alpha_se: float | None = None
+    alpha_ci_t: tuple[float, float] | None = None
+    alpha_ci_boot: tuple[float, float] | None = None
+    alpha_theilsen: float | None = None
+    alpha_excl_k1: float | None = None
+    alpha_merged: float | None = None
+    gamma: float | None = None
+    r2_gamma: float | None = None
+    s: float | None = Field(None, description="s_dir: slope of rank-sorted h (the paper's s)")
+    r2_s: float | None = None
+    s_unsorted: float | None = None
+    s_eig: float | None = None
+    r2_s_eig: float | None = None
+    predicted_s: float | None = None
+    triangle_error: float | None = None
+    triangle_relative_error: float | None = None
+    triangle_relative_error_unsorted: float | None = None
+    triangle_bound: float | None = None
+    bic: dict[str, float] = Field(default_factory=dict)
+    pr_h: float | None = None
+    pr_sigma: float | None = None
+    pr_sigma2: float | None = None
+    pr_lambda: float | None = None
+    zeta_pred: float | None = None
+    zeta_pred_k: float | None = None
+    decomposition: Decomposition | None = None
+    preconditioner: list[PreconditionerParams] = Field(default_factory=list)
+    flags: list[str] = Field(default_factory=list)
+    wall_seconds: float | None = None
+
+    @field_validator(
+        "alpha", "alpha_intercept", "r2_alpha", "alpha_se", "alpha_theilsen", "alpha_excl_k1",
+        "alpha_merged", "gamma", "r2_gamma", "s", "r2_s", "s_unsorted", "s_eig", "r2_s_eig",
+        "predicted_s", "triangle_error", "triangle_relative_error",
+        "triangle_relative_error_unsorted", "triangle_bound", "pr_h", "pr_sigma", "pr_sigma2",
+        "pr_lambda", "zeta_pred", "zeta_pred_k", "hvp_noise", "eps_off",
+        mode="before",
+    )
+    @classmethod
+    def _finite(cls, value: object) -> object:
+        return _nan_to_none(value)
+
+    @field_validator("alpha_ci_t", "alpha_ci_boot", mode="before")
+    @classmethod
+    def _finite_pair(cls, value: object) -> object:
+        if value is None:
+            return None
+        pair = tuple(value)  # type: ignore[arg-type]
+        if any(not math.isfinite(float(x)) for x in pair):
+            return None
+        return pair
+
+
+class Provenance(BaseModel):
+    """Where a profile's numbers came from."""
+
+    checkpoint_sha256: str | None = None
+    data_name: str | None = None
+    data_sha256: str | None = None
+    data_seed: int = 0
+    data_indices: list[int] = Field(default_factory=list)
+    versions: dict[str, str] = Field(default_factory=dict)
+    node_id: str | None = None
+    hostname: str | None = None
+    device: str = "cpu"
+
+
+class ProfileSettings(BaseModel):
+    """The measurement settings every number of a profile depends on."""
+
+    loss: LossName = "cross_entropy"
+    batch_size: int = Field(2048, ge=1)
+    micro_batch_size: int | None = Field(None, ge=1)
+    top_k: int = Field(20, ge=1, le=1000)
+    lanczos_steps: int = Field(20, ge=0, le=2000)
+    dtype: DTypeName = "float64"
+    seed: int = 0
+    layers: str | None = Field(None, description="fnmatch glob on layer names")
+    variants: list[Literal["ggn", "ef", "kron", "mc"]] = Field(
+        default_factory=lambda: ["ef", "kron"]
+    )
+    rank_cutoff: float = 1e-6
+    min_fit_points: int = 8
+    mode: Literal["eval"] = "eval"
+
+
+class Profile(BaseModel):
+    """A whole-model curvature profile."""
+
+    settings: ProfileSettings
+    layers: list[LayerProfile]
+    provenance: Provenance = Field(default_factory=Provenance)
+    architecture: str | None = None
+    skipped: dict[str, str] = Field(default_factory=dict, description="layer name -> reason")
+    wall_seconds: float | None = None
+
+    # Flat aliases that the issue names (loss, batch size, dtype, seed, K).
+    @property
+    def loss(self) -> str:
+        return self.settings.loss
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.batch_size
+
+    @property
+    def dtype(self) -> str:
+        return self.settings.dtype
+
+    @property
+    def seed(self) -> int:
+        return self.settings.seed
+
+    @property
+    def top_k(self) -> int:
+        return self.settings.top_k

@@ -1,0 +1,46 @@
+"""Wire models of stored-spectra queries: layer rows, summaries."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from api_schemas.profile import LayerProfile, Provenance
+
+
+class LayerRow(LayerProfile):
+    """A stored layer: every LayerProfile field plus where and when it was computed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    job_id: str
+    checkpoint_id: str | None = None
+    architecture: str | None = None
+    node_id: str | None = None
+
+
+class LayerDetail(LayerRow):
+    """``GET /v1/layers/{id}``: the row plus the provenance of its numbers."""
+
+    provenance: Provenance = Field(default_factory=Provenance)
+    dtype: str | None = None
+    top_k: int | None = None
+
+
+class SummaryRow(BaseModel):
+    kind: str
+    n: int
+    alpha_mean: float | None = None
+    alpha_sd: float | None = None
+    alpha_n: int = 0
+    gamma_mean: float | None = None
+    gamma_sd: float | None = None
+    gamma_n: int = 0
+    s_mean: float | None = None
+    s_sd: float | None = None
+    s_n: int = 0
+
+
+class Summary(BaseModel):
+    jobs: list[str]
+    rows: list[SummaryRow]

@@ -1,0 +1,125 @@
+"""h_k, σ_k and Lanczos eigenvalues against a dense float64 Hessian of the layer block."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call
+
+from tests.curvature.models import MLP, SmallCNN, TinyTransformer
+from workers.curvature import layer_inventory, profile_model
+from workers.curvature.measurement import make_batch, output_tensor
+
+
+def dense_reference(model, x, y, loss, spec):
+    """(G as m x n, dense block Hessian in the matrix's row-major vec order), float64."""
+    model = model.double().eval()
+    batch = make_batch(x, y, loss, dtype=torch.float64)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    W = params[spec.parameter]
+
+    def loss_of(w_flat: torch.Tensor) -> torch.Tensor:
+        p = {**params, spec.parameter: w_flat.reshape(W.shape)}
+        return batch.loss_of_output(output_tensor(functional_call(model, p, (batch.inputs,))))
+
+    flat = W.reshape(-1).clone()
+    H = torch.autograd.functional.hessian(loss_of, flat)
+    g = torch.func.grad(loss_of)(flat)
+    m, n = spec.shape
+    if spec.rows is not None:
+        r0, r1 = spec.rows
+        sl = slice(r0 * n, r1 * n)
+        return g[sl].reshape(m, n), H[sl, sl]
+    return g.reshape(m, n), H
+
+
+CASES = {
+    "mlp_tanh": (lambda: MLP((5, 7, 6, 3), "tanh"), lambda g: torch.randn(40, 5, generator=g), 3),
+    "mlp_relu": (lambda: MLP((5, 7, 6, 3), "relu"), lambda g: torch.randn(40, 5, generator=g), 3),
+    "mlp_gelu": (lambda: MLP((5, 7, 6, 3), "gelu"), lambda g: torch.randn(40, 5, generator=g), 3),
+    "cnn": (lambda: SmallCNN(4), lambda g: torch.randn(24, 1, 6, 6, generator=g), 4),
+    "attention": (lambda: TinyTransformer(4, 3), lambda g: torch.randn(16, 5, 4, generator=g), 3),
+    "attention_fused": (
+        lambda: TinyTransformer(4, 3, fused=True), lambda g: torch.randn(16, 5, 4, generator=g), 3,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_h_and_sigma_match_dense_hessian(case: str) -> None:
+    make_model, make_x, classes = CASES[case]
+    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(0)
+    model = make_model()
+    x = make_x(g)
+    y = torch.randint(0, classes, (x.shape[0],), generator=g)
+    profile = profile_model(model, x, y, top_k=6, lanczos_steps=0, dtype=torch.float64)
+    specs, _ = layer_inventory(model)
+    assert [s.name for s in specs] == [layer.name for layer in profile.layers]
+    for spec, layer in zip(specs, profile.layers, strict=True):
+        G, H = dense_reference(model, x, y, "cross_entropy", spec)
+        U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+        k = layer.k
+        assert k > 0
+        np.testing.assert_allclose(layer.sigma, S[:k].numpy(), rtol=1e-10)
+        h_ref = [float(torch.outer(U[:, i], Vh[i]).reshape(-1) @ H @ torch.outer(U[:, i], Vh[i]).reshape(-1)) for i in range(k)]
+        np.testing.assert_allclose(layer.h, h_ref, rtol=1e-8, atol=1e-12 * max(abs(v) for v in h_ref))
+
+
+@pytest.mark.parametrize("case", ["mlp_tanh", "cnn", "attention_fused"])
+def test_lanczos_matches_dense_eigenvalues(case: str) -> None:
+    make_model, make_x, classes = CASES[case]
+    g = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    model = make_model()
+    x = make_x(g)
+    y = torch.randint(0, classes, (x.shape[0],), generator=g)
+    specs, _ = layer_inventory(model)
+    spec = max(specs, key=lambda s: s.shape[0] * s.shape[1])
+    dim = spec.shape[0] * spec.shape[1]
+    profile = profile_model(model, x, y, top_k=5, lanczos_steps=dim, layers=spec.name, dtype=torch.float64)
+    (layer,) = profile.layers
+    _, H = dense_reference(model, x, y, "cross_entropy", spec)
+    exact = torch.linalg.eigvalsh(H).flip(0).numpy()
+    assert layer.lanczos is not None and layer.lanczos.n_converged >= 3
+    top = [v for v, c in zip(layer.eigenvalues, layer.lanczos.converged, strict=True) if c][:3]
+    np.testing.assert_allclose(top, exact[:3], rtol=1e-7)
+
+
+def test_float32_run_tracks_float64() -> None:
+    torch.manual_seed(2)
+    model = MLP((6, 8, 4), "tanh")
+    x = torch.randn(64, 6)
+    y = torch.randint(0, 4, (64,))
+    p64 = profile_model(model, x, y, top_k=3, lanczos_steps=0, dtype=torch.float64)
+    p32 = profile_model(model, x, y, top_k=3, lanczos_steps=0, dtype=torch.float32)
+    for a, b in zip(p64.layers, p32.layers, strict=True):
+        np.testing.assert_allclose(b.sigma, a.sigma, rtol=1e-4)
+        np.testing.assert_allclose(b.h, a.h, rtol=1e-3, atol=1e-6)
+    assert p32.settings.dtype == "float32"
+
+
+def test_micro_batches_are_exact() -> None:
+    torch.manual_seed(3)
+    model = SmallCNN(4)
+    x = torch.randn(30, 1, 6, 6)
+    y = torch.randint(0, 4, (30,))
+    whole = profile_model(model, x, y, top_k=4, lanczos_steps=8)
+    parts = profile_model(model, x, y, top_k=4, lanczos_steps=8, micro_batch_size=7)
+    for a, b in zip(whole.layers, parts.layers, strict=True):
+        np.testing.assert_allclose(b.sigma, a.sigma, rtol=1e-12)
+        np.testing.assert_allclose(b.h, a.h, rtol=1e-10)
+        np.testing.assert_allclose(b.h_ef, a.h_ef, rtol=1e-10)
+        np.testing.assert_allclose(b.h_kron_ef, a.h_kron_ef, rtol=1e-10)
+        np.testing.assert_allclose(b.eigenvalues, a.eigenvalues, rtol=1e-8, atol=1e-14)
+
+
+def test_model_left_untouched() -> None:
+    model = MLP((4, 5, 3), "relu").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    profile_model(model, torch.randn(10, 4), torch.randint(0, 3, (10,)), top_k=2, lanczos_steps=2)
+    assert model.training
+    assert all(p.dtype == torch.float32 and p.requires_grad for p in model.parameters())
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k])

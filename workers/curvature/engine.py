@@ -1,0 +1,251 @@
+"""The profiling engine: every path (CLI, Ray workers, tests) computes layers through here.
+
+Per layer group: one gradient pass for all layers (G, float64 SVD), one projection pass for the
+Kronecker/EF quantities, then per layer the exact h_k by a reused double-backward graph,
+optional GGN, Lanczos on the block, the fits, participation ratios and preconditioner.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from api_schemas import Decomposition, LanczosSummary, LayerProfile, PreconditionerParams, ProfileSettings
+from workers.curvature import fits as fitting
+from workers.curvature.ggn import ggn_curvature
+from workers.curvature.gradient import GradientSVD, gradient_svd, layer_gradients
+from workers.curvature.hvp import BlockHessian, compressed_diagnostics, directional_curvature, layer_matvec
+from workers.curvature.inventory import LayerSpec, layer_inventory, select_layers
+from workers.curvature.kfac import Projections, alpha_decomposition, collect_projections, kronecker_quantities
+from workers.curvature.lanczos import LanczosResult, lanczos
+from workers.curvature.measurement import Batch, make_batch, measurement_mode
+from workers.curvature.participation import finite_zeta_prediction, participation_ratio, zeta_prediction
+from workers.curvature.preconditioner import preconditioner_params
+
+Progress = Callable[[str, int, int], None]
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def list_layer_names(model: nn.Module, layers_glob: str | None = None) -> list[str]:
+    """Names of the analysable matrices matching ``layers_glob`` (all when None)."""
+    specs, _ = layer_inventory(model)
+    return [s.name for s in select_layers(specs, layers_glob)]
+
+
+def _prepare(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, settings: ProfileSettings,
+    attention_mask: torch.Tensor | None,
+) -> tuple[nn.Module, Batch]:  # fmt: skip
+    dtype = DTYPES[settings.dtype]
+    work = copy.deepcopy(model).to(dtype)
+    for p in work.parameters():
+        p.requires_grad_(False)
+    device = next(work.parameters()).device
+    batch = make_batch(inputs, targets, settings.loss, dtype=dtype, attention_mask=attention_mask,
+                       device=device)  # fmt: skip
+    return work, batch
+
+
+def _softmax_classes(spec: LayerSpec, loss: str, n_outputs: int) -> int | None:
+    if loss != "mse" and spec.kind == "head" and spec.shape[0] == n_outputs:
+        return n_outputs
+    return None
+
+
+def profile_layers(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    layer_names: Sequence[str],
+    settings: ProfileSettings,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    progress: Progress | None = None,
+) -> list[LayerProfile]:
+    """Profile the named layers on the whole (inputs, targets) measurement batch."""
+    work, batch = _prepare(model, inputs, targets, settings, attention_mask)
+    specs_all, _ = layer_inventory(work)
+    by_name = {s.name: s for s in specs_all}
+    missing = [n for n in layer_names if n not in by_name]
+    if missing:
+        raise ValueError(f"unknown layer {missing[0]!r}")
+    specs = [by_name[n] for n in layer_names]
+    micro = batch.split(settings.micro_batch_size)
+    results: list[LayerProfile] = []
+    with measurement_mode(work), torch.no_grad():
+        started = time.perf_counter()
+        with torch.enable_grad():
+            grads, _ = layer_gradients(work, micro, specs)
+            n_outputs = int(micro[0].forward(work).shape[-1])
+        svds = {
+            s.name: gradient_svd(grads[s.name], settings.top_k, rank_cutoff=settings.rank_cutoff,
+                                 softmax_classes=_softmax_classes(s, settings.loss, n_outputs))
+            for s in specs
+        }  # fmt: skip
+        kron_layers = [
+            (s, svds[s.name].U, svds[s.name].V)
+            for s in specs
+            if svds[s.name].k > 0 and "kfac_unavailable" not in s.flags
+        ]
+        projections: dict[str, dict[str, Projections]] = {}
+        with torch.enable_grad():
+            if kron_layers and {"ef", "kron"} & set(settings.variants):
+                projections["true"] = collect_projections(work, micro, kron_layers, seed=settings.seed)
+            if kron_layers and "mc" in settings.variants:
+                projections["mc"] = collect_projections(
+                    work, micro, kron_layers, labels="mc", seed=settings.seed, factors=False
+                )
+        shared = (time.perf_counter() - started) / max(len(specs), 1)
+        for index, spec in enumerate(specs):
+            t0 = time.perf_counter()
+            with torch.enable_grad():
+                profile = _profile_one(work, micro, spec, svds[spec.name], settings, projections)
+            profile.wall_seconds = shared + time.perf_counter() - t0
+            results.append(profile)
+            if progress is not None:
+                progress(spec.name, index + 1, len(specs))
+    return results
+
+
+def _lanczos(block: BlockHessian, spec: LayerSpec, settings: ProfileSettings) -> LanczosResult | None:
+    if settings.lanczos_steps <= 0:
+        return None
+    dim, matvec = layer_matvec(block, spec)
+    steps = min(settings.lanczos_steps, dim)
+    tol = 1e-8 if settings.dtype == "float64" else 1e-4
+    k = min(settings.top_k, steps)
+    return lanczos(matvec, dim, steps=steps, k=k, tol=tol, seed=settings.seed)  # type: ignore[arg-type]
+
+
+def _as_list(t: torch.Tensor | np.ndarray | None) -> list[float]:
+    if t is None:
+        return []
+    arr = t.detach().cpu().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
+    return [float(v) for v in arr]
+
+
+def _profile_one(
+    model: nn.Module, micro: list[Batch], spec: LayerSpec, svd: GradientSVD,
+    settings: ProfileSettings, projections: dict[str, dict[str, Projections]],
+) -> LayerProfile:  # fmt: skip
+    flags = list(spec.flags) + list(svd.flags)
+    sigma = svd.sigma
+    base = {
+        "name": spec.name, "kind": spec.kind, "parameter": spec.parameter, "shape": spec.shape,
+        "rows": spec.rows, "rank_num": svd.rank_num, "k": svd.k, "sigma": _as_list(sigma),
+    }  # fmt: skip
+    block = BlockHessian(model, micro, spec.parameter)
+    extra: dict[str, object] = {}
+    h = torch.zeros(0, dtype=torch.float64)
+    if svd.k > 0:
+        curv = directional_curvature(block, spec, svd.U, svd.V)
+        h = curv["h"]
+        extra.update(compressed_diagnostics(curv["M"], h, curv["hv_norms"]))
+        if "ggn" in settings.variants:
+            try:
+                extra["h_ggn"] = _as_list(ggn_curvature(model, micro, spec, svd.U, svd.V))
+            except (RuntimeError, NotImplementedError):
+                flags.append("ggn_unavailable")
+        extra.update(_kron_fields(spec, svd, h, projections, micro[0].n_examples, flags))
+    lz = _lanczos(block, spec, settings)
+    block.release()
+    positions = int(extra.pop("positions", 1))  # type: ignore[call-overload]
+    decomposition = extra.pop("decomposition", None)
+    noise = extra.get("hvp_noise")
+    h_floor = 10.0 * noise if isinstance(noise, float) and math.isfinite(noise) else 0.0
+    eigs = np.array([], dtype=float)
+    if lz is not None:
+        eigs = lz.eigenvalues[lz.converged & (lz.eigenvalues > 0)]
+        if lz.n_converged < len(lz.eigenvalues):
+            flags.append("lanczos_unconverged")
+    fit = fitting.fit_exponents(
+        sigma.numpy(), h.numpy(), eigenvalues=eigs if eigs.size else None, h_floor=h_floor,
+        min_points=settings.min_fit_points, seed=settings.seed,
+    )  # fmt: skip
+    flags.extend(f for f in fit.flags if f not in flags)
+    mask = np.asarray(fit.fit_mask, dtype=bool)
+    h_np = h.numpy()
+    s_np = sigma.numpy()
+    return LayerProfile(
+        **base,  # type: ignore[arg-type]
+        positions=positions,
+        h=_as_list(h),
+        **extra,  # type: ignore[arg-type]
+        eigenvalues=_as_list(lz.eigenvalues) if lz is not None else [],
+        lanczos=_lanczos_summary(lz),
+        n_valid=fit.n_valid, n_neg=fit.n_neg,
+        alpha=fit.alpha, alpha_intercept=fit.alpha_intercept, r2_alpha=fit.r2_alpha,
+        alpha_se=fit.alpha_se, alpha_ci_t=fit.alpha_ci_t, alpha_ci_boot=fit.alpha_ci_boot,
+        alpha_theilsen=fit.alpha_theilsen, alpha_excl_k1=fit.alpha_excl_k1,
+        alpha_merged=fit.alpha_merged, gamma=fit.gamma, r2_gamma=fit.r2_gamma, s=fit.s,
+        r2_s=fit.r2_s, s_unsorted=fit.s_unsorted, s_eig=fit.s_eig, r2_s_eig=fit.r2_s_eig,
+        predicted_s=fit.predicted_s, triangle_error=fit.triangle_error,
+        triangle_relative_error=fit.triangle_relative_error,
+        triangle_relative_error_unsorted=fit.triangle_relative_error_unsorted,
+        triangle_bound=fit.triangle_bound,
+        bic={name: float(v.get("bic", float("nan"))) for name, v in fit.bic.items()},
+        pr_h=participation_ratio(h_np[mask]) if mask.any() else float("nan"),
+        pr_sigma=participation_ratio(s_np) if s_np.size else float("nan"),
+        pr_sigma2=participation_ratio(s_np**2) if s_np.size else float("nan"),
+        pr_lambda=participation_ratio(eigs) if eigs.size else float("nan"),
+        zeta_pred=zeta_prediction(fit.predicted_s),
+        zeta_pred_k=finite_zeta_prediction(fit.predicted_s, fit.n_valid) if fit.n_valid else float("nan"),
+        decomposition=decomposition,
+        preconditioner=[
+            PreconditionerParams(**preconditioner_params(s_np, fit.alpha, fit.alpha_intercept, mode))
+            for mode in ("paper", "newton", "normalized")
+        ],
+        flags=flags,
+    )
+
+
+def _kron_fields(
+    spec: LayerSpec, svd: GradientSVD, h: torch.Tensor, projections: dict[str, dict[str, Projections]],
+    n_examples: int, flags: list[str],
+) -> dict[str, object]:  # fmt: skip
+    true = projections.get("true", {}).get(spec.name)
+    if true is None:
+        if projections and "kfac_unavailable" not in flags:
+            flags.append("kfac_unavailable")
+        return {}
+    q = kronecker_quantities(true, svd.sigma, n_examples)
+    flags.extend(f for f in q["flags"] if f not in flags)  # type: ignore[attr-defined]
+    h_kron: torch.Tensor = q["h_kron"]  # type: ignore[assignment]
+    out: dict[str, object] = {
+        "h_ef": _as_list(q["h_ef"]),  # type: ignore[arg-type]
+        "h_kron_ef": _as_list(h_kron),
+        "phi": _as_list(q["phi"]),  # type: ignore[arg-type]
+        "cosines": _as_list(q["cosines"]),  # type: ignore[arg-type]
+        "chi": _as_list(h / h_kron.clamp_min(1e-300)),
+        "positions": q["positions"],
+    }
+    mc = projections.get("mc", {}).get(spec.name)
+    if mc is not None:
+        qm = kronecker_quantities(mc, svd.sigma, n_examples)
+        out["h_mc"] = _as_list(qm["h_ef"])  # type: ignore[arg-type]
+        out["h_kron_mc"] = _as_list(qm["h_kron"])  # type: ignore[arg-type]
+    dec = alpha_decomposition(
+        svd.sigma.numpy(), h.numpy(), h_kron.numpy(), q["cosines"].numpy(),  # type: ignore[attr-defined]
+        Lambda=q["Lambda"].numpy() if "Lambda" in q else None,  # type: ignore[attr-defined]
+        phi_paper=q["phi_paper"].numpy() if "phi_paper" in q else None,  # type: ignore[attr-defined]
+        h_ef=q["h_ef"].numpy(),  # type: ignore[attr-defined]
+    )
+    if dec:
+        out["decomposition"] = Decomposition(**dec)
+    return out
+
+
+def _lanczos_summary(lz: LanczosResult | None) -> LanczosSummary | None:
+    if lz is None:
+        return None
+    return LanczosSummary(
+        eigenvalues=_as_list(lz.eigenvalues), residuals=_as_list(lz.residuals),
+        converged=[bool(c) for c in lz.converged], n_converged=int(lz.n_converged),
+        steps=int(lz.steps), tol=float(lz.tol), most_negative=_as_list(lz.most_negative),
+    )  # fmt: skip

@@ -1,0 +1,81 @@
+"""Layer gradients G = ∇_W L, their float64 SVD and the numerical rank (science.md §4).
+
+G = Σ_j ∇_W L_j over micro-batches j (exact: each L_j carries the full batch's normaliser).
+G = U Σ Vᵀ in float64; directions V_k = u_k v_kᵀ are Frobenius-orthonormal and paired (u_k, v_k)
+come from the same SVD, so h_k has no sign ambiguity. Only σ_k > τ·σ_1 are kept (τ = 1e-6),
+and a softmax cross-entropy head has rank(G) ≤ C − 1 because 1ᵀG = 0 (test T10).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from workers.curvature.inventory import LayerSpec
+from workers.curvature.measurement import Batch, grad_only_for, parameter_by_name
+
+
+@dataclass
+class GradientSVD:
+    """Top-K singular triplets of one layer's gradient, in float64."""
+
+    sigma: torch.Tensor  # (K,)
+    U: torch.Tensor  # (m, K)
+    V: torch.Tensor  # (n, K)
+    rank_num: int
+    flags: tuple[str, ...]
+
+    @property
+    def k(self) -> int:
+        return int(self.sigma.numel())
+
+
+def layer_gradients(
+    model: nn.Module, micro_batches: list[Batch], specs: list[LayerSpec]
+) -> tuple[dict[str, torch.Tensor], float]:
+    """G (float64, m x n) for each layer in ``specs`` with one backward per micro-batch."""
+    params = parameter_by_name(model)
+    names = sorted({s.parameter for s in specs})
+    tensors = [params[n] for n in names]
+    totals = [torch.zeros_like(t, dtype=torch.float64) for t in tensors]
+    loss_total = 0.0
+    with grad_only_for(model, tensors):
+        for mb in micro_batches:
+            loss = mb.loss_value(model)
+            grads = torch.autograd.grad(loss, tensors, allow_unused=True)
+            for acc, g in zip(totals, grads, strict=True):
+                if g is not None:
+                    acc += g.detach().to(torch.float64)
+            loss_total += float(loss.detach())
+    by_param = dict(zip(names, totals, strict=True))
+    return {s.name: s.matrix(by_param[s.parameter]) for s in specs}, loss_total
+
+
+def gradient_svd(
+    G: torch.Tensor,
+    top_k: int,
+    *,
+    rank_cutoff: float = 1e-6,
+    softmax_classes: int | None = None,
+) -> GradientSVD:
+    """Thin SVD of G in float64 keeping K = min(top_k, r_num) directions.
+
+    r_num = #{σ_k > τ σ_1}; with ``softmax_classes`` = C (a softmax-CE head), r_num ≤ C − 1.
+    """
+    G64 = G.to(torch.float64)
+    U, S, Vh = torch.linalg.svd(G64, full_matrices=False)
+    flags: list[str] = []
+    if S.numel() == 0 or float(S[0]) == 0.0:
+        empty = G64.new_zeros((0,))
+        return GradientSVD(
+            empty, G64.new_zeros((G64.shape[0], 0)), G64.new_zeros((G64.shape[1], 0)), 0,
+            ("zero_gradient",),
+        )  # fmt: skip
+    rank_num = int((rank_cutoff * S[0] < S).sum())
+    if softmax_classes is not None and rank_num > softmax_classes - 1:
+        rank_num = softmax_classes - 1
+        flags.append("head_rank_bound")
+    k = min(top_k, rank_num)
+    return GradientSVD(S[:k].clone(), U[:, :k].clone(), Vh[:k].T.clone(), rank_num, tuple(flags))

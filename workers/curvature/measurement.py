@@ -1,0 +1,166 @@
+"""Measurement state (science.md §3): eval mode, one fixed batch, a mean-reduced loss, no TF32.
+
+Every loss is written as a *sum* over examples (tokens for ``lm``) divided by a normaliser
+fixed for the whole measurement batch, so that gradients and Hessian-vector products of
+micro-batches add up exactly to those of the full batch:
+L = (1/N) Σ_i ℓ_i with N = B (``cross_entropy``, ``mse``) or the number of predicted tokens
+(``lm``). ``mse`` is ½‖f − y‖² per example, so its output Hessian is the identity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSSES = ("cross_entropy", "mse", "lm")
+IGNORE_INDEX = -100
+
+
+def output_tensor(out: object) -> torch.Tensor:
+    """The tensor a loss is taken on: logits if the model returns a structured output."""
+    if isinstance(out, torch.Tensor):
+        return out
+    logits = getattr(out, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    if isinstance(out, dict):
+        return output_tensor(next(iter(out.values())))
+    if isinstance(out, (tuple, list)) and out:
+        return output_tensor(out[0])
+    raise TypeError(f"model output of type {type(out).__name__} holds no tensor")
+
+
+@dataclass
+class Batch:
+    """A measurement batch (or a micro-batch of it) with the loss normaliser of the full batch."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    attention_mask: torch.Tensor | None
+    loss: str
+    normaliser: float
+    n_examples: int
+
+    def split(self, micro_batch_size: int | None) -> list[Batch]:
+        """Consecutive micro-batches sharing the full batch's normaliser."""
+        size = self.inputs.shape[0]
+        step = size if not micro_batch_size or micro_batch_size >= size else micro_batch_size
+        return [
+            Batch(
+                self.inputs[i : i + step],
+                self.targets[i : i + step],
+                None if self.attention_mask is None else self.attention_mask[i : i + step],
+                self.loss,
+                self.normaliser,
+                self.n_examples,
+            )
+            for i in range(0, size, step)
+        ]
+
+    def forward(self, model: nn.Module) -> torch.Tensor:
+        if self.attention_mask is not None:
+            return output_tensor(model(self.inputs, attention_mask=self.attention_mask))
+        return output_tensor(model(self.inputs))
+
+    def loss_of_output(self, out: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+        """Σ_i ℓ_i / N on this micro-batch (targets default to the batch's own)."""
+        y = self.targets if targets is None else targets
+        if self.loss == "cross_entropy":
+            return F.cross_entropy(out, y, reduction="sum") / self.normaliser
+        if self.loss == "mse":
+            diff = out - y.reshape(out.shape)
+            return 0.5 * (diff * diff).sum() / self.normaliser
+        flat = out.reshape(-1, out.shape[-1])
+        return (
+            F.cross_entropy(flat, y.reshape(-1), reduction="sum", ignore_index=IGNORE_INDEX)
+            / self.normaliser
+        )
+
+    def loss_value(self, model: nn.Module) -> torch.Tensor:
+        """The micro-batch's share of the mean-reduced loss."""
+        return self.loss_of_output(self.forward(model))
+
+
+def _lm_targets(targets: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return targets
+    return targets.masked_fill(mask == 0, IGNORE_INDEX)
+
+
+def make_batch(
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss: str,
+    *,
+    dtype: torch.dtype,
+    attention_mask: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+) -> Batch:
+    """Cast floating inputs/targets to ``dtype`` and fix the loss normaliser for the batch."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    x = inputs.to(device)
+    x = x.to(dtype) if x.is_floating_point() else x
+    y = targets.to(device)
+    if loss == "mse":
+        y = y.to(dtype)
+    elif y.is_floating_point():
+        raise ValueError(f"loss {loss!r} needs integer class targets, got {y.dtype}")
+    else:
+        y = y.long()
+    mask = None if attention_mask is None else attention_mask.to(device)
+    n = int(x.shape[0])
+    if loss == "lm":
+        y = _lm_targets(y, mask)
+        normaliser = float((y != IGNORE_INDEX).sum().item())
+        if normaliser == 0:
+            raise ValueError("lm loss: the batch has no target tokens")
+    else:
+        normaliser = float(n)
+    return Batch(x, y, mask, loss, normaliser, n)
+
+
+@contextlib.contextmanager
+def measurement_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode, TF32 off and highest float32 matmul precision, restored afterwards."""
+    was_training = model.training
+    matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32
+    precision = torch.get_float32_matmul_precision()
+    model.eval()
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+        torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+        torch.set_float32_matmul_precision(precision)
+
+
+@contextlib.contextmanager
+def grad_only_for(model: nn.Module, params: list[torch.Tensor]) -> Iterator[None]:
+    """Let only ``params`` require grad, so the graph is built for them alone."""
+    wanted = {id(p) for p in params}
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in saved:
+        p.requires_grad_(id(p) in wanted)
+    try:
+        yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+
+
+def parameter_by_name(model: nn.Module) -> dict[str, torch.Tensor]:
+    return dict(model.named_parameters())
+
+
+LossFn = Callable[[nn.Module], torch.Tensor]

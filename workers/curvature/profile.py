@@ -1,0 +1,94 @@
+"""``profile_model``: the public whole-model entry point (a model in memory, one batch)."""
+
+from __future__ import annotations
+
+import platform
+import socket
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from api_schemas import Profile, ProfileSettings, Provenance
+from workers.curvature.engine import Progress, list_layer_names, profile_layers
+from workers.curvature.inventory import layer_inventory
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of everything a profile's numbers depend on."""
+    import scipy
+
+    from workers import __version__
+
+    return {
+        "curvprof": __version__, "torch": torch.__version__, "numpy": np.__version__,
+        "scipy": scipy.__version__, "python": platform.python_version(),
+    }  # fmt: skip
+
+
+def draw_indices(n: int, batch_size: int | None, seed: int) -> list[int]:
+    """Sorted indices of the measurement batch: all of them, or B drawn without replacement."""
+    if batch_size is None or batch_size >= n:
+        return list(range(n))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(n, size=batch_size, replace=False))
+
+
+def profile_model(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    loss: str = "cross_entropy",
+    top_k: int = 20,
+    lanczos_steps: int = 20,
+    dtype: torch.dtype = torch.float64,
+    layers: str | None = None,
+    seed: int = 0,
+    *,
+    batch_size: int | None = None,
+    micro_batch_size: int | None = None,
+    variants: Sequence[str] = ("ef", "kron"),
+    attention_mask: torch.Tensor | None = None,
+    progress: Progress | None = None,
+    provenance: Provenance | None = None,
+) -> Profile:
+    """Curvature profile of every analysable matrix of ``model`` (or those matching ``layers``).
+
+    The whole ``inputs`` is the measurement batch unless ``batch_size`` is given, in which case
+    B examples are drawn with ``seed`` and their indices recorded in the provenance.
+    """
+    if dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    n = int(inputs.shape[0])
+    indices = draw_indices(n, batch_size, seed)
+    if len(indices) < n:
+        idx = torch.tensor(indices, dtype=torch.long)
+        inputs, targets = inputs[idx], targets[idx]
+        attention_mask = None if attention_mask is None else attention_mask[idx]
+    settings = ProfileSettings(
+        loss=loss,  # type: ignore[arg-type]
+        batch_size=len(indices), micro_batch_size=micro_batch_size, top_k=top_k,
+        lanczos_steps=lanczos_steps, dtype="float64" if dtype == torch.float64 else "float32",
+        seed=seed, layers=layers, variants=list(variants),  # type: ignore[arg-type]
+    )  # fmt: skip
+    names = list_layer_names(model, layers)
+    if not names:
+        raise ValueError(f"no analysable layer matches {layers!r}" if layers else "model has no analysable layer")
+    started = time.perf_counter()
+    results = profile_layers(
+        model, inputs, targets, names, settings, attention_mask=attention_mask, progress=progress
+    )
+    prov = provenance.model_copy() if provenance is not None else Provenance()
+    prov.data_seed = seed
+    prov.data_indices = indices
+    prov.versions = {**library_versions(), **prov.versions}
+    prov.hostname = prov.hostname or socket.gethostname()
+    _, skipped = layer_inventory(model)
+    config = getattr(model, "curvprof_config", None)
+    return Profile(
+        settings=settings, layers=results, provenance=prov, skipped=skipped,
+        architecture=config.get("arch") if isinstance(config, dict) else type(model).__name__,
+        wall_seconds=time.perf_counter() - started,
+    )  # fmt: skip
