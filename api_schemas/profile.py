@@ -26,6 +26,8 @@ LayerKind = Literal[
 LossName = Literal["cross_entropy", "mse", "lm"]
 DTypeName = Literal["float32", "float64"]
 PreconditionerMode = Literal["paper", "newton", "normalized"]
+VariantName = Literal["ggn", "ef", "kron", "mc"]
+DEFAULT_VARIANTS: tuple[VariantName, ...] = ("ef", "kron")
 
 
 def _nan_to_none(value: object) -> object:
@@ -38,7 +40,9 @@ class LanczosSummary(BaseModel):
     """Top eigenvalues of the layer-block Hessian from single-vector Lanczos."""
 
     eigenvalues: list[float] = Field(default_factory=list, description="Ritz values, descending")
-    residuals: list[float] = Field(default_factory=list, description="|beta_m s_i[m]| per Ritz value")
+    residuals: list[float] = Field(
+        default_factory=list, description="|beta_m s_i[m]| per Ritz value"
+    )
     converged: list[bool] = Field(default_factory=list)
     n_converged: int = 0
     steps: int = 0
@@ -92,7 +96,9 @@ class LayerProfile(BaseModel):
     rank_num: int = 0
     k: int = Field(0, description="number of directions measured, min(top_k, numerical rank)")
     sigma: list[float]
-    h: list[float] = Field(..., description="exact directional curvature <V_k, H V_k>, order of sigma")
+    h: list[float] = Field(
+        ..., description="exact directional curvature <V_k, H V_k>, order of sigma"
+    )
     h_ggn: list[float] = Field(default_factory=list)
     h_ef: list[float] = Field(default_factory=list)
     h_mc: list[float] = Field(default_factory=list)
@@ -101,7 +107,9 @@ class LayerProfile(BaseModel):
     phi: list[float] = Field(default_factory=list, description="Phi_k^Kron = h_kron_ef / sigma^2")
     cosines: list[float] = Field(default_factory=list, description="alignment cosines c_k")
     chi: list[float] = Field(default_factory=list, description="h_exact / h_kron_ef")
-    residuals: list[float] = Field(default_factory=list, description="||H V_k - h_k V_k|| / ||H V_k||")
+    residuals: list[float] = Field(
+        default_factory=list, description="||H V_k - h_k V_k|| / ||H V_k||"
+    )
     eigenvalues: list[float] = Field(default_factory=list, description="Lanczos top eigenvalues")
     lanczos: LanczosSummary | None = None
     n_valid: int = 0
@@ -142,11 +150,33 @@ class LayerProfile(BaseModel):
     wall_seconds: float | None = None
 
     @field_validator(
-        "alpha", "alpha_intercept", "r2_alpha", "alpha_se", "alpha_theilsen", "alpha_excl_k1",
-        "alpha_merged", "gamma", "r2_gamma", "s", "r2_s", "s_unsorted", "s_eig", "r2_s_eig",
-        "predicted_s", "triangle_error", "triangle_relative_error",
-        "triangle_relative_error_unsorted", "triangle_bound", "pr_h", "pr_sigma", "pr_sigma2",
-        "pr_lambda", "zeta_pred", "zeta_pred_k", "hvp_noise", "eps_off",
+        "alpha",
+        "alpha_intercept",
+        "r2_alpha",
+        "alpha_se",
+        "alpha_theilsen",
+        "alpha_excl_k1",
+        "alpha_merged",
+        "gamma",
+        "r2_gamma",
+        "s",
+        "r2_s",
+        "s_unsorted",
+        "s_eig",
+        "r2_s_eig",
+        "predicted_s",
+        "triangle_error",
+        "triangle_relative_error",
+        "triangle_relative_error_unsorted",
+        "triangle_bound",
+        "pr_h",
+        "pr_sigma",
+        "pr_sigma2",
+        "pr_lambda",
+        "zeta_pred",
+        "zeta_pred_k",
+        "hvp_noise",
+        "eps_off",
         mode="before",
     )
     @classmethod
@@ -158,8 +188,8 @@ class LayerProfile(BaseModel):
     def _finite_pair(cls, value: object) -> object:
         if value is None:
             return None
-        pair = tuple(value)  # type: ignore[arg-type]
-        if any(not math.isfinite(float(x)) for x in pair):
+        pair: tuple[object, ...] = tuple(value)  # type: ignore[arg-type]
+        if any(not math.isfinite(float(x)) for x in pair):  # type: ignore[arg-type]
             return None
         return pair
 
@@ -189,9 +219,7 @@ class ProfileSettings(BaseModel):
     dtype: DTypeName = "float64"
     seed: int = 0
     layers: str | None = Field(None, description="fnmatch glob on layer names")
-    variants: list[Literal["ggn", "ef", "kron", "mc"]] = Field(
-        default_factory=lambda: ["ef", "kron"]
-    )
+    variants: list[VariantName] = Field(default_factory=lambda: list(DEFAULT_VARIANTS))
     rank_cutoff: float = 1e-6
     min_fit_points: int = 8
     mode: Literal["eval"] = "eval"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import torch
@@ -13,7 +14,7 @@ class MLP(nn.Module):
         super().__init__()
         acts = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU}
         layers: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=False)):
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
             layers.append(nn.Linear(a, b))
             if i < len(sizes) - 2:
                 layers.append(acts[act]())

@@ -41,7 +41,9 @@ CASES = {
     "cnn": (lambda: SmallCNN(4), lambda g: torch.randn(24, 1, 6, 6, generator=g), 4),
     "attention": (lambda: TinyTransformer(4, 3), lambda g: torch.randn(16, 5, 4, generator=g), 3),
     "attention_fused": (
-        lambda: TinyTransformer(4, 3, fused=True), lambda g: torch.randn(16, 5, 4, generator=g), 3,
+        lambda: TinyTransformer(4, 3, fused=True),
+        lambda g: torch.randn(16, 5, 4, generator=g),
+        3,
     ),
 }
 
@@ -63,8 +65,17 @@ def test_h_and_sigma_match_dense_hessian(case: str) -> None:
         k = layer.k
         assert k > 0
         np.testing.assert_allclose(layer.sigma, S[:k].numpy(), rtol=1e-10)
-        h_ref = [float(torch.outer(U[:, i], Vh[i]).reshape(-1) @ H @ torch.outer(U[:, i], Vh[i]).reshape(-1)) for i in range(k)]
-        np.testing.assert_allclose(layer.h, h_ref, rtol=1e-8, atol=1e-12 * max(abs(v) for v in h_ref))
+        h_ref = [
+            float(
+                torch.outer(U[:, i], Vh[i]).reshape(-1)
+                @ H
+                @ torch.outer(U[:, i], Vh[i]).reshape(-1)
+            )
+            for i in range(k)
+        ]
+        np.testing.assert_allclose(
+            layer.h, h_ref, rtol=1e-8, atol=1e-12 * max(abs(v) for v in h_ref)
+        )
 
 
 @pytest.mark.parametrize("case", ["mlp_tanh", "cnn", "attention_fused"])
@@ -78,7 +89,9 @@ def test_lanczos_matches_dense_eigenvalues(case: str) -> None:
     specs, _ = layer_inventory(model)
     spec = max(specs, key=lambda s: s.shape[0] * s.shape[1])
     dim = spec.shape[0] * spec.shape[1]
-    profile = profile_model(model, x, y, top_k=5, lanczos_steps=dim, layers=spec.name, dtype=torch.float64)
+    profile = profile_model(
+        model, x, y, top_k=5, lanczos_steps=dim, layers=spec.name, dtype=torch.float64
+    )
     (layer,) = profile.layers
     _, H = dense_reference(model, x, y, "cross_entropy", spec)
     exact = torch.linalg.eigvalsh(H).flip(0).numpy()

@@ -31,7 +31,7 @@ def test_t1_single_sample_rank_one() -> None:
     assert layer.alpha is None and "few_points" in layer.flags
     # the Newton step with the measured h solves the problem
     G = torch.tensor([[-3.0, -6.0, -6.0], [-4.0, -8.0, -8.0]], dtype=torch.float64)
-    U, S, Vh = torch.linalg.svd(G)
+    U, _, Vh = torch.linalg.svd(G)
     W_new = -(layer.sigma[0] / layer.h[0]) * torch.outer(U[:, 0], Vh[0])
     assert torch.allclose(W_new @ x[0].double(), y[0].double(), atol=1e-12)
 
@@ -48,7 +48,7 @@ def test_t2_linear_batch_kronecker_and_restriction() -> None:
     _, _, Vh = torch.linalg.svd(G)
     expected = [float(Vh[k] @ C @ Vh[k]) for k in range(layer.k)]
     np.testing.assert_allclose(layer.h, expected, rtol=1e-12)
-    converged = [v for v, c in zip(layer.eigenvalues, layer.lanczos.converged) if c]
+    converged = [v for v, c in zip(layer.eigenvalues, layer.lanczos.converged, strict=True) if c]
     assert sorted({round(v, 10) for v in converged}, reverse=True)[:2] == [2.0, 0.5]
 
 
@@ -99,8 +99,9 @@ def test_t5_kronecker_quadratic_exact_alpha(alpha: float) -> None:
     with torch.no_grad():
         model.lin.weight.copy_(W)
     y = (s_half @ W_star @ a_half).reshape(1, -1)
-    profile = profile_model(model, torch.ones(1, 1, dtype=torch.float64), y, loss="mse",
-                            top_k=10, lanczos_steps=48)  # fmt: skip
+    profile = profile_model(
+        model, torch.ones(1, 1, dtype=torch.float64), y, loss="mse", top_k=10, lanczos_steps=48
+    )
     (layer,) = profile.layers
     assert "kfac_unavailable" in layer.flags  # the weight is used functionally: no hooks
     np.testing.assert_allclose(layer.sigma, (sa ** (1 / alpha)).numpy(), rtol=1e-10)
@@ -108,7 +109,7 @@ def test_t5_kronecker_quadratic_exact_alpha(alpha: float) -> None:
     fit = fit_exponents(np.array(layer.sigma), np.array(layer.h), min_points=3)
     assert fit.alpha == pytest.approx(alpha, abs=1e-10)
     products = np.sort(np.outer(s.numpy(), a.numpy()).ravel())[::-1]
-    converged = [v for v, c in zip(layer.eigenvalues, layer.lanczos.converged) if c]
+    converged = [v for v, c in zip(layer.eigenvalues, layer.lanczos.converged, strict=True) if c]
     np.testing.assert_allclose(converged[:3], products[:3], rtol=1e-10)
 
 

@@ -16,9 +16,14 @@ def kinds(model: nn.Module) -> dict[str, str]:
 
 def test_transformer_kinds_and_fused_split() -> None:
     assert kinds(TinyTransformer(4, 3)) == {
-        "attn.q_proj": "attn_q", "attn.k_proj": "attn_k", "attn.v_proj": "attn_v",
-        "attn.out_proj": "attn_o", "mlp.fc1": "mlp_up", "mlp.fc2": "mlp_down", "head": "head",
-    }  # fmt: skip
+        "attn.q_proj": "attn_q",
+        "attn.k_proj": "attn_k",
+        "attn.v_proj": "attn_v",
+        "attn.out_proj": "attn_o",
+        "mlp.fc1": "mlp_up",
+        "mlp.fc2": "mlp_down",
+        "head": "head",
+    }
     specs, _ = layer_inventory(TinyTransformer(4, 3, fused=True))
     by = {s.name: s for s in specs}
     assert [by[f"attn.qkv:{p}"].rows for p in "qkv"] == [(0, 4), (4, 8), (8, 12)]
@@ -56,7 +61,13 @@ def test_skips_embeddings_norms_grouped_conv_and_handles_mha() -> None:
     specs, skipped = layer_inventory(Net())
     by = {s.name: s for s in specs}
     assert "dw" in skipped and "groups=4" in skipped["dw"]
-    assert {"mha.in_proj:q", "mha.in_proj:k", "mha.in_proj:v", "mha.in_proj", "mha.out_proj"} <= set(by)
+    assert {
+        "mha.in_proj:q",
+        "mha.in_proj:k",
+        "mha.in_proj:v",
+        "mha.in_proj",
+        "mha.out_proj",
+    } <= set(by)
     assert by["mha.out_proj"].kind == "attn_o"
     assert "emb" not in by and "norm" not in by
     assert "tied_embedding" in by["lm_head"].flags  # analysed, but its gradient mixes both uses

@@ -9,7 +9,12 @@ from torch.func import functional_call, grad, vmap
 
 from tests.curvature.models import SmallCNN
 from workers.curvature import fit_exponents, layer_inventory, profile_model
-from workers.curvature.kfac import Projections, _accumulate, alpha_decomposition, kronecker_quantities
+from workers.curvature.kfac import (
+    Projections,
+    _accumulate,
+    alpha_decomposition,
+    kronecker_quantities,
+)
 from workers.curvature.measurement import make_batch, output_tensor
 
 
@@ -18,7 +23,9 @@ def _orthonormal(rows: int, cols: int, g: torch.Generator) -> torch.Tensor:
     return q
 
 
-def _constructed(delta: torch.Tensor, acts: torch.Tensor, K: int) -> tuple[dict, torch.Tensor, Projections]:
+def _constructed(
+    delta: torch.Tensor, acts: torch.Tensor, K: int
+) -> tuple[dict, torch.Tensor, Projections]:
     B = delta.shape[0]
     G = delta.T @ acts / B
     U, S, Vh = torch.linalg.svd(G, full_matrices=False)
@@ -67,9 +74,13 @@ def test_t4_misalignment_gives_any_alpha(alpha: float) -> None:
     fit = fit_exponents(measured.numpy(), q["h_kron"].numpy(), min_points=3)
     assert fit.alpha == pytest.approx(alpha, abs=1e-10)
     dec = alpha_decomposition(
-        measured.numpy(), q["h_kron"].numpy(), q["h_kron"].numpy(), q["cosines"].numpy(),
-        Lambda=q["Lambda"].numpy(), phi_paper=q["phi_paper"].numpy(),
-    )  # fmt: skip
+        measured.numpy(),
+        q["h_kron"].numpy(),
+        q["h_kron"].numpy(),
+        q["cosines"].numpy(),
+        Lambda=q["Lambda"].numpy(),
+        phi_paper=q["phi_paper"].numpy(),
+    )
     assert dec["beta"] == pytest.approx(alpha, abs=1e-8)  # the paper assigns it all to beta
     assert dec["alpha_kron"] == pytest.approx(2 - 2 * dec["cosine_slope"], abs=1e-12)
 
@@ -85,11 +96,16 @@ def test_t11_empirical_fisher_identity_with_per_example_gradients() -> None:
     batch = make_batch(x, y, "cross_entropy", dtype=torch.float64)
 
     for spec, layer in zip(specs, profile.layers, strict=True):
-        def per_example_loss(w: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor, spec=spec) -> torch.Tensor:
+
+        def per_example_loss(
+            w: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor, spec=spec
+        ) -> torch.Tensor:
             out = output_tensor(functional_call(model, {**params, spec.parameter: w}, (xi[None],)))
             return torch.nn.functional.cross_entropy(out, yi[None])
 
-        G_i = vmap(grad(per_example_loss), in_dims=(None, 0, 0))(params[spec.parameter], batch.inputs, batch.targets)
+        G_i = vmap(grad(per_example_loss), in_dims=(None, 0, 0))(
+            params[spec.parameter], batch.inputs, batch.targets
+        )
         G_i = G_i.reshape(G_i.shape[0], spec.shape[0], -1)
         U, S, Vh = torch.linalg.svd(G_i.mean(0), full_matrices=False)
         k = layer.k
@@ -100,7 +116,9 @@ def test_t11_empirical_fisher_identity_with_per_example_gradients() -> None:
         T = layer.positions
         assert np.all(np.array(layer.h_kron_ef) >= np.array(layer.sigma) ** 2 / T * (1 - 1e-12))
         assert "kron_normalisation_violation" not in layer.flags
-        np.testing.assert_allclose(np.array(layer.phi), 1 / (T * np.array(layer.cosines) ** 2), rtol=1e-9)
+        np.testing.assert_allclose(
+            np.array(layer.phi), 1 / (T * np.array(layer.cosines) ** 2), rtol=1e-9
+        )
 
 
 def test_slope_decomposition_sums_exactly_on_a_network() -> None:

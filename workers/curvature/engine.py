@@ -16,16 +16,36 @@ import numpy as np
 import torch
 from torch import nn
 
-from api_schemas import Decomposition, LanczosSummary, LayerProfile, PreconditionerParams, ProfileSettings
+from api_schemas import (
+    Decomposition,
+    LanczosSummary,
+    LayerProfile,
+    PreconditionerParams,
+    ProfileSettings,
+)
 from workers.curvature import fits as fitting
 from workers.curvature.ggn import ggn_curvature
 from workers.curvature.gradient import GradientSVD, gradient_svd, layer_gradients
-from workers.curvature.hvp import BlockHessian, compressed_diagnostics, directional_curvature, layer_matvec
+from workers.curvature.hvp import (
+    BlockHessian,
+    compressed_diagnostics,
+    directional_curvature,
+    layer_matvec,
+)
 from workers.curvature.inventory import LayerSpec, layer_inventory, select_layers
-from workers.curvature.kfac import Projections, alpha_decomposition, collect_projections, kronecker_quantities
+from workers.curvature.kfac import (
+    Projections,
+    alpha_decomposition,
+    collect_projections,
+    kronecker_quantities,
+)
 from workers.curvature.lanczos import LanczosResult, lanczos
 from workers.curvature.measurement import Batch, make_batch, measurement_mode
-from workers.curvature.participation import finite_zeta_prediction, participation_ratio, zeta_prediction
+from workers.curvature.participation import (
+    finite_zeta_prediction,
+    participation_ratio,
+    zeta_prediction,
+)
 from workers.curvature.preconditioner import preconditioner_params
 
 Progress = Callable[[str, int, int], None]
@@ -39,16 +59,20 @@ def list_layer_names(model: nn.Module, layers_glob: str | None = None) -> list[s
 
 
 def _prepare(
-    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, settings: ProfileSettings,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    settings: ProfileSettings,
     attention_mask: torch.Tensor | None,
-) -> tuple[nn.Module, Batch]:  # fmt: skip
+) -> tuple[nn.Module, Batch]:
     dtype = DTYPES[settings.dtype]
     work = copy.deepcopy(model).to(dtype)
     for p in work.parameters():
         p.requires_grad_(False)
     device = next(work.parameters()).device
-    batch = make_batch(inputs, targets, settings.loss, dtype=dtype, attention_mask=attention_mask,
-                       device=device)  # fmt: skip
+    batch = make_batch(
+        inputs, targets, settings.loss, dtype=dtype, attention_mask=attention_mask, device=device
+    )
     return work, batch
 
 
@@ -84,10 +108,14 @@ def profile_layers(
             grads, _ = layer_gradients(work, micro, specs)
             n_outputs = int(micro[0].forward(work).shape[-1])
         svds = {
-            s.name: gradient_svd(grads[s.name], settings.top_k, rank_cutoff=settings.rank_cutoff,
-                                 softmax_classes=_softmax_classes(s, settings.loss, n_outputs))
+            s.name: gradient_svd(
+                grads[s.name],
+                settings.top_k,
+                rank_cutoff=settings.rank_cutoff,
+                softmax_classes=_softmax_classes(s, settings.loss, n_outputs),
+            )
             for s in specs
-        }  # fmt: skip
+        }
         kron_layers = [
             (s, svds[s.name].U, svds[s.name].V)
             for s in specs
@@ -96,7 +124,9 @@ def profile_layers(
         projections: dict[str, dict[str, Projections]] = {}
         with torch.enable_grad():
             if kron_layers and {"ef", "kron"} & set(settings.variants):
-                projections["true"] = collect_projections(work, micro, kron_layers, seed=settings.seed)
+                projections["true"] = collect_projections(
+                    work, micro, kron_layers, seed=settings.seed
+                )
             if kron_layers and "mc" in settings.variants:
                 projections["mc"] = collect_projections(
                     work, micro, kron_layers, labels="mc", seed=settings.seed, factors=False
@@ -113,7 +143,9 @@ def profile_layers(
     return results
 
 
-def _lanczos(block: BlockHessian, spec: LayerSpec, settings: ProfileSettings) -> LanczosResult | None:
+def _lanczos(
+    block: BlockHessian, spec: LayerSpec, settings: ProfileSettings
+) -> LanczosResult | None:
     if settings.lanczos_steps <= 0:
         return None
     dim, matvec = layer_matvec(block, spec)
@@ -131,15 +163,25 @@ def _as_list(t: torch.Tensor | np.ndarray | None) -> list[float]:
 
 
 def _profile_one(
-    model: nn.Module, micro: list[Batch], spec: LayerSpec, svd: GradientSVD,
-    settings: ProfileSettings, projections: dict[str, dict[str, Projections]],
-) -> LayerProfile:  # fmt: skip
+    model: nn.Module,
+    micro: list[Batch],
+    spec: LayerSpec,
+    svd: GradientSVD,
+    settings: ProfileSettings,
+    projections: dict[str, dict[str, Projections]],
+) -> LayerProfile:
     flags = list(spec.flags) + list(svd.flags)
     sigma = svd.sigma
     base = {
-        "name": spec.name, "kind": spec.kind, "parameter": spec.parameter, "shape": spec.shape,
-        "rows": spec.rows, "rank_num": svd.rank_num, "k": svd.k, "sigma": _as_list(sigma),
-    }  # fmt: skip
+        "name": spec.name,
+        "kind": spec.kind,
+        "parameter": spec.parameter,
+        "shape": spec.shape,
+        "rows": spec.rows,
+        "rank_num": svd.rank_num,
+        "k": svd.k,
+        "sigma": _as_list(sigma),
+    }
     block = BlockHessian(model, micro, spec.parameter)
     extra: dict[str, object] = {}
     h = torch.zeros(0, dtype=torch.float64)
@@ -157,6 +199,7 @@ def _profile_one(
     block.release()
     positions = int(extra.pop("positions", 1))  # type: ignore[call-overload]
     decomposition = extra.pop("decomposition", None)
+    assert decomposition is None or isinstance(decomposition, Decomposition)
     noise = extra.get("hvp_noise")
     h_floor = 10.0 * noise if isinstance(noise, float) and math.isfinite(noise) else 0.0
     eigs = np.array([], dtype=float)
@@ -165,9 +208,13 @@ def _profile_one(
         if lz.n_converged < len(lz.eigenvalues):
             flags.append("lanczos_unconverged")
     fit = fitting.fit_exponents(
-        sigma.numpy(), h.numpy(), eigenvalues=eigs if eigs.size else None, h_floor=h_floor,
-        min_points=settings.min_fit_points, seed=settings.seed,
-    )  # fmt: skip
+        sigma.numpy(),
+        h.numpy(),
+        eigenvalues=eigs if eigs.size else None,
+        h_floor=h_floor,
+        min_points=settings.min_fit_points,
+        seed=settings.seed,
+    )
     flags.extend(f for f in fit.flags if f not in flags)
     mask = np.asarray(fit.fit_mask, dtype=bool)
     h_np = h.numpy()
@@ -179,13 +226,26 @@ def _profile_one(
         **extra,  # type: ignore[arg-type]
         eigenvalues=_as_list(lz.eigenvalues) if lz is not None else [],
         lanczos=_lanczos_summary(lz),
-        n_valid=fit.n_valid, n_neg=fit.n_neg,
-        alpha=fit.alpha, alpha_intercept=fit.alpha_intercept, r2_alpha=fit.r2_alpha,
-        alpha_se=fit.alpha_se, alpha_ci_t=fit.alpha_ci_t, alpha_ci_boot=fit.alpha_ci_boot,
-        alpha_theilsen=fit.alpha_theilsen, alpha_excl_k1=fit.alpha_excl_k1,
-        alpha_merged=fit.alpha_merged, gamma=fit.gamma, r2_gamma=fit.r2_gamma, s=fit.s,
-        r2_s=fit.r2_s, s_unsorted=fit.s_unsorted, s_eig=fit.s_eig, r2_s_eig=fit.r2_s_eig,
-        predicted_s=fit.predicted_s, triangle_error=fit.triangle_error,
+        n_valid=fit.n_valid,
+        n_neg=fit.n_neg,
+        alpha=fit.alpha,
+        alpha_intercept=fit.alpha_intercept,
+        r2_alpha=fit.r2_alpha,
+        alpha_se=fit.alpha_se,
+        alpha_ci_t=fit.alpha_ci_t,
+        alpha_ci_boot=fit.alpha_ci_boot,
+        alpha_theilsen=fit.alpha_theilsen,
+        alpha_excl_k1=fit.alpha_excl_k1,
+        alpha_merged=fit.alpha_merged,
+        gamma=fit.gamma,
+        r2_gamma=fit.r2_gamma,
+        s=fit.s,
+        r2_s=fit.r2_s,
+        s_unsorted=fit.s_unsorted,
+        s_eig=fit.s_eig,
+        r2_s_eig=fit.r2_s_eig,
+        predicted_s=fit.predicted_s,
+        triangle_error=fit.triangle_error,
         triangle_relative_error=fit.triangle_relative_error,
         triangle_relative_error_unsorted=fit.triangle_relative_error_unsorted,
         triangle_bound=fit.triangle_bound,
@@ -195,10 +255,14 @@ def _profile_one(
         pr_sigma2=participation_ratio(s_np**2) if s_np.size else float("nan"),
         pr_lambda=participation_ratio(eigs) if eigs.size else float("nan"),
         zeta_pred=zeta_prediction(fit.predicted_s),
-        zeta_pred_k=finite_zeta_prediction(fit.predicted_s, fit.n_valid) if fit.n_valid else float("nan"),
+        zeta_pred_k=finite_zeta_prediction(fit.predicted_s, fit.n_valid)
+        if fit.n_valid
+        else float("nan"),
         decomposition=decomposition,
         preconditioner=[
-            PreconditionerParams(**preconditioner_params(s_np, fit.alpha, fit.alpha_intercept, mode))
+            PreconditionerParams(
+                **preconditioner_params(s_np, fit.alpha, fit.alpha_intercept, mode)
+            )
             for mode in ("paper", "newton", "normalized")
         ],
         flags=flags,
@@ -206,9 +270,13 @@ def _profile_one(
 
 
 def _kron_fields(
-    spec: LayerSpec, svd: GradientSVD, h: torch.Tensor, projections: dict[str, dict[str, Projections]],
-    n_examples: int, flags: list[str],
-) -> dict[str, object]:  # fmt: skip
+    spec: LayerSpec,
+    svd: GradientSVD,
+    h: torch.Tensor,
+    projections: dict[str, dict[str, Projections]],
+    n_examples: int,
+    flags: list[str],
+) -> dict[str, object]:
     true = projections.get("true", {}).get(spec.name)
     if true is None:
         if projections and "kfac_unavailable" not in flags:
@@ -231,7 +299,10 @@ def _kron_fields(
         out["h_mc"] = _as_list(qm["h_ef"])  # type: ignore[arg-type]
         out["h_kron_mc"] = _as_list(qm["h_kron"])  # type: ignore[arg-type]
     dec = alpha_decomposition(
-        svd.sigma.numpy(), h.numpy(), h_kron.numpy(), q["cosines"].numpy(),  # type: ignore[attr-defined]
+        svd.sigma.numpy(),
+        h.numpy(),
+        h_kron.numpy(),
+        q["cosines"].numpy(),  # type: ignore[attr-defined]
         Lambda=q["Lambda"].numpy() if "Lambda" in q else None,  # type: ignore[attr-defined]
         phi_paper=q["phi_paper"].numpy() if "phi_paper" in q else None,  # type: ignore[attr-defined]
         h_ef=q["h_ef"].numpy(),  # type: ignore[attr-defined]
@@ -245,7 +316,11 @@ def _lanczos_summary(lz: LanczosResult | None) -> LanczosSummary | None:
     if lz is None:
         return None
     return LanczosSummary(
-        eigenvalues=_as_list(lz.eigenvalues), residuals=_as_list(lz.residuals),
-        converged=[bool(c) for c in lz.converged], n_converged=int(lz.n_converged),
-        steps=int(lz.steps), tol=float(lz.tol), most_negative=_as_list(lz.most_negative),
-    )  # fmt: skip
+        eigenvalues=_as_list(lz.eigenvalues),
+        residuals=_as_list(lz.residuals),
+        converged=[bool(c) for c in lz.converged],
+        n_converged=int(lz.n_converged),
+        steps=int(lz.steps),
+        tol=float(lz.tol),
+        most_negative=_as_list(lz.most_negative),
+    )

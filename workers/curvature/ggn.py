@@ -46,6 +46,6 @@ def ggn_curvature(
 
         for k in range(K):
             tangent = spec.embed(torch.outer(U[:, k], V[:, k]).to(weight.dtype))
-            out, jx = jvp(outputs, (weight,), (tangent,))
+            out, jx = jvp(outputs, (weight,), (tangent,))[:2]
             total[k] += float(_output_quadratic(mb, out.detach(), jx.detach()))
     return total / micro_batches[0].normaliser

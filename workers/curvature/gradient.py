@@ -70,9 +70,12 @@ def gradient_svd(
     if S.numel() == 0 or float(S[0]) == 0.0:
         empty = G64.new_zeros((0,))
         return GradientSVD(
-            empty, G64.new_zeros((G64.shape[0], 0)), G64.new_zeros((G64.shape[1], 0)), 0,
+            empty,
+            G64.new_zeros((G64.shape[0], 0)),
+            G64.new_zeros((G64.shape[1], 0)),
+            0,
             ("zero_gradient",),
-        )  # fmt: skip
+        )
     rank_num = int((rank_cutoff * S[0] < S).sum())
     if softmax_classes is not None and rank_num > softmax_classes - 1:
         rank_num = softmax_classes - 1

@@ -96,14 +96,18 @@ def directional_curvature(
     return {"h": torch.diagonal(M).clone(), "M": M, "hv_norms": norms}
 
 
-def compressed_diagnostics(M: torch.Tensor, h: torch.Tensor, hv_norms: torch.Tensor) -> dict[str, float | list[float]]:
+def compressed_diagnostics(
+    M: torch.Tensor, h: torch.Tensor, hv_norms: torch.Tensor
+) -> dict[str, float | list[float]]:
     """HVP noise ε = median_{j<k}|M_jk − M_kj|, off-diagonal mass and per-direction residuals."""
     K = M.shape[0]
     if K >= 2:
         iu = torch.triu_indices(K, K, offset=1)
         noise = float(torch.median((M[iu[0], iu[1]] - M[iu[1], iu[0]]).abs()))
         total = float(torch.linalg.norm(M))
-        eps_off = float(torch.linalg.norm(M - torch.diag(torch.diagonal(M)))) / total if total else 0.0
+        eps_off = (
+            float(torch.linalg.norm(M - torch.diag(torch.diagonal(M)))) / total if total else 0.0
+        )
     else:
         noise, eps_off = float("nan"), float("nan")
     ratio = torch.where(hv_norms > 0, h / hv_norms.clamp_min(1e-300), torch.zeros_like(h))

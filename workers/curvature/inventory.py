@@ -16,9 +16,17 @@ import torch
 from torch import nn
 
 KINDS = (
-    "conv", "attn_q", "attn_k", "attn_v", "attn_o", "attn_qkv", "mlp_up", "mlp_down", "head",
+    "conv",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_o",
+    "attn_qkv",
+    "mlp_up",
+    "mlp_down",
+    "head",
     "linear",
-)  # fmt: skip
+)
 
 _Q = {"q", "q_proj", "query", "wq", "to_q", "q_lin"}
 _K = {"k", "k_proj", "key", "wk", "to_k", "k_lin"}
@@ -170,9 +178,15 @@ def layer_inventory(model: nn.Module) -> tuple[list[LayerSpec], dict[str, str]]:
                 continue
             c_out = weight.shape[0]
             spec = LayerSpec(
-                path, explicit.get(pname, "conv"), pname, path,
-                (c_out, weight[0].numel()), tuple(weight.shape), conv=geo, module_type="Conv2d",
-            )  # fmt: skip
+                path,
+                explicit.get(pname, "conv"),
+                pname,
+                path,
+                (c_out, weight[0].numel()),
+                tuple(weight.shape),
+                conv=geo,
+                module_type="Conv2d",
+            )
             specs.append(spec)
         elif isinstance(mod, nn.Linear) or _is_hf_conv1d(mod):
             seen.add(id(weight))
@@ -180,9 +194,16 @@ def layer_inventory(model: nn.Module) -> tuple[list[LayerSpec], dict[str, str]]:
             m, n = (weight.shape[1], weight.shape[0]) if transpose else tuple(weight.shape)
             kind = explicit.get(pname) or _kind_of_linear(path, path == last_linear)
             spec = LayerSpec(
-                path, kind, pname, path, (int(m), int(n)), tuple(weight.shape),
-                transpose=transpose, module_type=type(mod).__name__, flags=flags,
-            )  # fmt: skip
+                path,
+                kind,
+                pname,
+                path,
+                (int(m), int(n)),
+                tuple(weight.shape),
+                transpose=transpose,
+                module_type=type(mod).__name__,
+                flags=flags,
+            )
             specs.extend(_split_qkv(spec, flags) if kind == "attn_qkv" else [spec])
     if not specs:
         specs = _graph_inventory(model, explicit)
@@ -195,9 +216,15 @@ def _mha_specs(path: str, mod: nn.MultiheadAttention) -> list[LayerSpec]:
     pname = f"{path}.in_proj_weight"
     w = mod.in_proj_weight
     fused = LayerSpec(
-        f"{path}.in_proj", "attn_qkv", pname, path, (int(w.shape[0]), int(w.shape[1])),
-        tuple(w.shape), module_type="MultiheadAttention", flags=("kfac_unavailable",),
-    )  # fmt: skip
+        f"{path}.in_proj",
+        "attn_qkv",
+        pname,
+        path,
+        (int(w.shape[0]), int(w.shape[1])),
+        tuple(w.shape),
+        module_type="MultiheadAttention",
+        flags=("kfac_unavailable",),
+    )
     return _split_qkv(fused, ("kfac_unavailable",))
 
 
@@ -214,17 +241,28 @@ def _graph_inventory(model: nn.Module, explicit: dict[str, str]) -> list[LayerSp
         if p.ndim == 4:
             specs.append(
                 LayerSpec(
-                    module, explicit.get(pname, "conv"), pname, module,
-                    (int(p.shape[0]), int(p[0].numel())), tuple(p.shape),
-                    module_type="graph", flags=("kfac_unavailable", "kind_from_shape"),
-                )  # fmt: skip
+                    module,
+                    explicit.get(pname, "conv"),
+                    pname,
+                    module,
+                    (int(p.shape[0]), int(p[0].numel())),
+                    tuple(p.shape),
+                    module_type="graph",
+                    flags=("kfac_unavailable", "kind_from_shape"),
+                )
             )
         elif p.ndim == 2:
             kind = explicit.get(pname) or _kind_of_linear(module, pname == two_d[-1])
             spec = LayerSpec(
-                module, kind, pname, module, (int(p.shape[0]), int(p.shape[1])), tuple(p.shape),
-                module_type="graph", flags=("kfac_unavailable",),
-            )  # fmt: skip
+                module,
+                kind,
+                pname,
+                module,
+                (int(p.shape[0]), int(p.shape[1])),
+                tuple(p.shape),
+                module_type="graph",
+                flags=("kfac_unavailable",),
+            )
             specs.extend(_split_qkv(spec, spec.flags) if kind == "attn_qkv" else [spec])
     return specs
 
@@ -234,9 +272,7 @@ def select_layers(specs: list[LayerSpec], pattern: str | None) -> list[LayerSpec
     if not pattern:
         return specs
     globs = [g.strip() for g in pattern.split(",") if g.strip()]
-    return [
-        s for s in specs if any(fnmatch.fnmatchcase(s.name, g) or s.kind == g for g in globs)
-    ]
+    return [s for s in specs if any(fnmatch.fnmatchcase(s.name, g) or s.kind == g for g in globs)]
 
 
 def _is_hf_conv1d(mod: nn.Module) -> bool:

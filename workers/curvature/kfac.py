@@ -56,7 +56,11 @@ def _activations(spec: LayerSpec, module_input: torch.Tensor) -> torch.Tensor:
 def _output_grads(spec: LayerSpec, grad: torch.Tensor, scale: float) -> torch.Tensor:
     """δ_{i,t} as (b, T, m) float64 (the row block of a fused output)."""
     g = grad.detach().to(torch.float64) * scale
-    g = g.flatten(2).transpose(1, 2) if spec.conv is not None else g.reshape(g.shape[0], -1, g.shape[-1])
+    g = (
+        g.flatten(2).transpose(1, 2)
+        if spec.conv is not None
+        else g.reshape(g.shape[0], -1, g.shape[-1])
+    )
     if spec.rows is not None:
         g = g[..., spec.rows[0] : spec.rows[1]]
     return g
@@ -93,8 +97,9 @@ def collect_projections(
     handles = []
     for path in {s.module for s, _, _ in layers}:
 
-        def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor,
-                 path: str = path) -> None:  # fmt: skip
+        def hook(
+            mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor, path: str = path
+        ) -> None:
             acts[path] = inputs[0]
 
             def grad_hook(g: torch.Tensor) -> None:
@@ -130,16 +135,23 @@ def collect_projections(
 
 
 def _accumulate(
-    acc: Projections, a: torch.Tensor, d: torch.Tensor, U: torch.Tensor, V: torch.Tensor,
+    acc: Projections,
+    a: torch.Tensor,
+    d: torch.Tensor,
+    U: torch.Tensor,
+    V: torch.Tensor,
     factors: bool,
-) -> None:  # fmt: skip
+) -> None:
     P = d @ U  # (b, T, K)
     Q = a @ V
     acc.x.append((P * Q).sum(dim=1))
     acc.positions = int(a.shape[1])
     acc.rows += int(a.shape[0] * a.shape[1])
-    for attr, value in (("sum_p2", (P * P).sum((0, 1))), ("sum_q2", (Q * Q).sum((0, 1))),
-                        ("sum_pq", (P * Q).sum((0, 1)))):  # fmt: skip
+    for attr, value in (
+        ("sum_p2", (P * P).sum((0, 1))),
+        ("sum_q2", (Q * Q).sum((0, 1))),
+        ("sum_pq", (P * Q).sum((0, 1))),
+    ):
         current = getattr(acc, attr)
         setattr(acc, attr, value if current is None else current + value)
     if factors and max(a.shape[-1], d.shape[-1]) <= FACTOR_MAX_DIM:
@@ -149,7 +161,9 @@ def _accumulate(
         acc.S = d2.T @ d2 if acc.S is None else acc.S + d2.T @ d2
 
 
-def kronecker_quantities(proj: Projections, sigma: torch.Tensor, n_examples: int) -> dict[str, object]:
+def kronecker_quantities(
+    proj: Projections, sigma: torch.Tensor, n_examples: int
+) -> dict[str, object]:
     """h^EF, h^Kron, cosines c_k, Φ^Kron, the σ check, and the paper's Φ and Λ (science.md §9)."""
     B = float(n_examples)
     T = proj.positions
@@ -165,20 +179,31 @@ def kronecker_quantities(proj: Projections, sigma: torch.Tensor, n_examples: int
     flags: list[str] = []
     if bool((phi < (1.0 - 1e-6) / T).any()):
         flags.append("kron_normalisation_violation")
-    sigma_rel = float(((sigma_hooks - sigma).abs() / sigma.clamp_min(1e-300)).max()) if sigma.numel() else 0.0
+    sigma_rel = (
+        float(((sigma_hooks - sigma).abs() / sigma.clamp_min(1e-300)).max())
+        if sigma.numel()
+        else 0.0
+    )
     if sigma_rel > 1e-4:
         flags.append("hook_sigma_mismatch")
     out: dict[str, object] = {
-        "h_ef": h_ef, "h_kron": h_kron, "cosines": cos, "phi": phi, "positions": T,
-        "sigma_check_rel": sigma_rel, "flags": flags,
-    }  # fmt: skip
+        "h_ef": h_ef,
+        "h_kron": h_kron,
+        "cosines": cos,
+        "phi": phi,
+        "positions": T,
+        "sigma_check_rel": sigma_rel,
+        "flags": flags,
+    }
     if proj.S is not None and proj.A is not None:
         lam_d = torch.linalg.eigvalsh(proj.S / B).flip(0)
         lam_a = torch.linalg.eigvalsh(proj.A / (B * T)).flip(0)
         K = sigma.numel()
         Lambda = lam_d[:K] * lam_a[:K]
         out["Lambda"] = Lambda
-        out["phi_paper"] = (s_delta / lam_d[:K].clamp_min(1e-300)) * (s_act / lam_a[:K].clamp_min(1e-300))
+        out["phi_paper"] = (s_delta / lam_d[:K].clamp_min(1e-300)) * (
+            s_act / lam_a[:K].clamp_min(1e-300)
+        )
     return out
 
 
@@ -195,11 +220,14 @@ def alpha_decomposition(
 ) -> dict[str, float]:
     """The additive slope decomposition of α over one index set F (science.md §9.3).
 
-    α_exact = 2 + slope(log Φ^Kron ~ log σ) + slope(log χ ~ log σ) = 2 − 2 slope(log c) + slope(log χ),
+    α_exact = 2 + slope(log Φ^Kron ~ log σ) + slope(log χ ~ log σ)
+            = 2 − 2 slope(log c) + slope(log χ),
     α_Kron = β + φ_paper with β = slope(log Λ), and α_exact = α_GGN + slope(log h/h^GGN).
     F = {k : every quantity used is > 0}; slopes are OLS on log σ.
     """
-    arrays = [sigma, h_exact, h_kron, cosines] + [a for a in (Lambda, phi_paper, h_ef, h_ggn) if a is not None]
+    arrays = [sigma, h_exact, h_kron, cosines] + [
+        a for a in (Lambda, phi_paper, h_ef, h_ggn) if a is not None
+    ]
     mask = np.all([np.isfinite(a) & (a > 0) for a in arrays], axis=0)
     if mask.sum() < 3:
         return {}

@@ -67,7 +67,9 @@ class Batch:
             return output_tensor(model(self.inputs, attention_mask=self.attention_mask))
         return output_tensor(model(self.inputs))
 
-    def loss_of_output(self, out: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
+    def loss_of_output(
+        self, out: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Σ_i ℓ_i / N on this micro-batch (targets default to the batch's own)."""
         y = self.targets if targets is None else targets
         if self.loss == "cross_entropy":

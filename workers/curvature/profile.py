@@ -23,9 +23,12 @@ def library_versions() -> dict[str, str]:
     from workers import __version__
 
     return {
-        "curvprof": __version__, "torch": torch.__version__, "numpy": np.__version__,
-        "scipy": scipy.__version__, "python": platform.python_version(),
-    }  # fmt: skip
+        "curvprof": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def draw_indices(n: int, batch_size: int | None, seed: int) -> list[int]:
@@ -69,13 +72,20 @@ def profile_model(
         attention_mask = None if attention_mask is None else attention_mask[idx]
     settings = ProfileSettings(
         loss=loss,  # type: ignore[arg-type]
-        batch_size=len(indices), micro_batch_size=micro_batch_size, top_k=top_k,
-        lanczos_steps=lanczos_steps, dtype="float64" if dtype == torch.float64 else "float32",
-        seed=seed, layers=layers, variants=list(variants),  # type: ignore[arg-type]
-    )  # fmt: skip
+        batch_size=len(indices),
+        micro_batch_size=micro_batch_size,
+        top_k=top_k,
+        lanczos_steps=lanczos_steps,
+        dtype="float64" if dtype == torch.float64 else "float32",
+        seed=seed,
+        layers=layers,
+        variants=list(variants),  # type: ignore[arg-type]
+    )
     names = list_layer_names(model, layers)
     if not names:
-        raise ValueError(f"no analysable layer matches {layers!r}" if layers else "model has no analysable layer")
+        raise ValueError(
+            f"no analysable layer matches {layers!r}" if layers else "model has no analysable layer"
+        )
     started = time.perf_counter()
     results = profile_layers(
         model, inputs, targets, names, settings, attention_mask=attention_mask, progress=progress
@@ -88,7 +98,10 @@ def profile_model(
     _, skipped = layer_inventory(model)
     config = getattr(model, "curvprof_config", None)
     return Profile(
-        settings=settings, layers=results, provenance=prov, skipped=skipped,
+        settings=settings,
+        layers=results,
+        provenance=prov,
+        skipped=skipped,
         architecture=config.get("arch") if isinstance(config, dict) else type(model).__name__,
         wall_seconds=time.perf_counter() - started,
-    )  # fmt: skip
+    )
