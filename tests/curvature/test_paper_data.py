@@ -16,14 +16,8 @@ from workers.curvature.fits import bic_compare, fit_exponents
 from workers.curvature.participation import participation_ratio, zeta_prediction
 
 REPO = Path(__file__).resolve().parents[2]
-_CANDIDATES = [
-    Path(os.environ.get("CURVPROF_PAPER_DATA", "/nonexistent")),
-    REPO / "shared" / "paper-data",
-    REPO / "tests" / "data" / "paper-data",
-    Path("/work/shared/paper-data"),
-]
-PAPER_DATA = next((p for p in _CANDIDATES if (p / "results_alpha_triangle.json").is_file()), None)
-needs_data = pytest.mark.skipif(PAPER_DATA is None, reason="paper-data/ not found")
+# The paper's frozen result files (MIT) ship with the repository under data/paper-data.
+PAPER_DATA = Path(os.environ.get("CURVPROF_PAPER_DATA", REPO / "data" / "paper-data"))
 
 # The paper fitted with no minimum point count; every CIFAR row has |F| ≥ 9 ≥ the default
 # min_points = 8, so the default is kept (the 10-class heads have 10 σ and one h ≤ 0).
@@ -82,8 +76,6 @@ def _printed(value: float, printed: str) -> bool:
 
 
 def _rows() -> list[tuple[str, dict[str, Any]]]:
-    if PAPER_DATA is None:
-        return []
     data = json.loads((PAPER_DATA / "results_alpha_triangle.json").read_text())
     return [(e["experiment"], r) for e in data for r in e["results"]]
 
@@ -120,7 +112,6 @@ def test_t16_conv1_table() -> None:
 # --- every layer of results_alpha_triangle.json ---------------------------------------------
 
 
-@needs_data
 @pytest.mark.parametrize(("exp", "row"), ROWS, ids=ROW_IDS)
 def test_alpha_triangle_row(exp: str, row: dict[str, Any]) -> None:
     f = fit_exponents(row["sigma"], row["h_exact"])
@@ -140,12 +131,9 @@ def test_alpha_triangle_row(exp: str, row: dict[str, Any]) -> None:
 
 
 def test_paper_data_has_the_17_cifar_rows() -> None:
-    if PAPER_DATA is None:
-        pytest.skip("paper-data/ not found")
     assert len(ROWS) == 17
 
 
-@needs_data
 def test_model_fit_comparison_bic() -> None:
     assert PAPER_DATA is not None
     sigma = {(exp, r["name"]): r["sigma"] for exp, r in ROWS}
@@ -171,7 +159,6 @@ def test_model_fit_comparison_bic() -> None:
 # --- softmax-head rank (T16, §15 caveat 2) ---------------------------------------------------
 
 
-@needs_data
 def test_fc_head_rank_cutoff() -> None:
     fc = next(r for exp, r in ROWS if exp == "resnet18_triangle" and r["name"] == "fc")
     assert fc["sigma"][9] < 1e-6 * fc["sigma"][0]
@@ -189,7 +176,6 @@ def test_fc_head_rank_cutoff() -> None:
 # --- §7 medians over the 17 CIFAR rows, junk σ and h ≤ 0 excluded ----------------------------
 
 
-@needs_data
 def test_section7_medians_and_bounds() -> None:
     fits = [fit_exponents(r["sigma"], r["h_exact"], rank_cutoff=1e-6, bootstrap=0) for _, r in ROWS]
     err_dir = np.array([f.triangle_relative_error for f in fits])
@@ -213,7 +199,6 @@ def test_section7_medians_and_bounds() -> None:
 # --- §10: PR_h against ζ(αγ)²/ζ(2αγ) ---------------------------------------------------------
 
 
-@needs_data
 def test_section10_zeta_bound_exceeded() -> None:
     def exceed(rank_cutoff: float | None) -> list[str]:
         out = []
