@@ -1,0 +1,10 @@
+"""The one error type of model and data intake."""
+
+from __future__ import annotations
+
+
+class IntakeError(ValueError):
+    """A checkpoint, config or data file that cannot be used; the message is one line."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))

@@ -1,0 +1,141 @@
+"""Hugging Face checkpoints (optional ``transformers``, imported lazily) and their layer kinds.
+
+Models load with ``attn_implementation="eager"`` (explicit softmax attention, so double
+backward and forward-mode AD work), ``local_files_only=True`` and safetensors weights only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from workers.intake.errors import IntakeError
+
+_Q = {"query", "q_proj", "q_lin", "q"}
+_K = {"key", "k_proj", "k_lin", "k"}
+_V = {"value", "v_proj", "v_lin", "v"}
+_O = {"out_proj", "o_proj", "out_lin", "o"}
+_QKV = {"c_attn", "qkv", "query_key_value", "Wqkv"}
+_UP = {"c_fc", "fc1", "up_proj", "gate_proj", "lin1", "wi", "wi_0", "wi_1", "dense_h_to_4h"}
+_DOWN = {"fc2", "down_proj", "lin2", "wo", "dense_4h_to_h"}
+_HEAD = {"lm_head", "classifier", "score", "decoder", "qa_outputs"}
+_ATTN_PARENTS = {"attn", "attention", "self_attn", "crossattention"}
+
+
+class HFModel(nn.Module):
+    """Wraps a ``transformers`` model so that ``forward`` returns one tensor.
+
+    Logits for LM / sequence-classification heads, else the first output (last hidden state).
+    Parameter names gain a ``model.`` prefix.
+    """
+
+    def __init__(self, model: nn.Module, default_loss: str) -> None:
+        super().__init__()
+        self.model = model
+        self.default_loss = default_loss
+        self.input_name = str(getattr(model, "main_input_name", "input_ids"))
+        self.curvprof_config: dict[str, Any] = {}
+        self.curvprof_kinds: dict[str, str] = {}
+        self.curvprof_transposed: list[str] = []
+
+    def forward(
+        self, inputs: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        kwargs: dict[str, Any] = {self.input_name: inputs}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
+        out = self.model(**kwargs)
+        if self.default_loss == "mse":
+            first: torch.Tensor = out[0]
+            return first
+        logits: torch.Tensor = out.logits
+        return logits
+
+
+def load_hf(directory: Path, config: dict[str, Any]) -> HFModel:
+    """Instantiate the class named in ``config["architectures"]`` (else ``AutoModel``)."""
+    try:
+        import transformers
+    except ImportError:
+        raise IntakeError(
+            "Hugging Face checkpoints need transformers: install curvprof[hf]"
+        ) from None
+    names = config.get("architectures") or []
+    cls = getattr(transformers, str(names[0]), None) if names else transformers.AutoModel
+    if cls is None or not hasattr(cls, "from_pretrained"):
+        raise IntakeError(f"unknown Hugging Face architecture {names[0]!r}")
+    try:
+        model = cls.from_pretrained(
+            str(directory),
+            attn_implementation="eager",
+            local_files_only=True,
+            use_safetensors=True,
+        )
+    except Exception as exc:
+        text = (str(exc).strip().splitlines() or [""])[0]
+        raise IntakeError(f"cannot load Hugging Face model from {directory}: {text}") from None
+    if getattr(model.config, "use_cache", None):
+        model.config.use_cache = False
+    wrapped = HFModel(model, _hf_loss(model))
+    wrapped.curvprof_config = {"arch": type(model).__name__, "hf_config": config}
+    wrapped.curvprof_kinds = hf_kinds(wrapped)
+    wrapped.curvprof_transposed = hf_transposed(wrapped)
+    return wrapped
+
+
+def _hf_loss(model: nn.Module) -> str:
+    name = type(model).__name__
+    get_out = getattr(model, "get_output_embeddings", None)
+    if name.endswith(("LMHeadModel", "ForCausalLM", "ForMaskedLM")) or (
+        callable(get_out) and get_out() is not None
+    ):
+        return "lm"
+    if name.endswith("ForSequenceClassification"):
+        return "cross_entropy"
+    return "mse"
+
+
+def hf_kinds(model: nn.Module) -> dict[str, str]:
+    """``"<module>.weight"`` -> kind for BERT-, GPT-2-, ViT- and LLaMA-style module names."""
+    from workers.zoo import kinds_from_modules
+
+    return kinds_from_modules(model, _hf_kind)
+
+
+def hf_transposed(model: nn.Module) -> list[str]:
+    """Weights of GPT-2 ``Conv1D`` modules, stored (in, out): the inventory transposes them."""
+    return [f"{p}.weight" for p, m in model.named_modules() if type(m).__name__ == "Conv1D"]
+
+
+def _hf_kind(path: str, module: nn.Module, is_last_linear: bool) -> str | None:
+    del is_last_linear  # a bare encoder's last Linear (e.g. the pooler) is not a head
+    if isinstance(module, nn.Conv2d):
+        return "conv"
+    if not (isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"):
+        return None
+    parts = path.split(".")
+    last = parts[-1]
+    parent = parts[-2] if len(parts) > 1 else ""
+    grandparent = parts[-3] if len(parts) > 2 else ""
+    if last == "dense":  # BERT / ViT: attention.output.dense, intermediate.dense, output.dense
+        if parent == "output":
+            return "attn_o" if grandparent == "attention" else "mlp_down"
+        return "mlp_up" if parent == "intermediate" else "linear"
+    if last == "c_proj":  # GPT-2: attn.c_proj vs mlp.c_proj
+        return "attn_o" if parent in _ATTN_PARENTS else "mlp_down"
+    for names, kind in (
+        (_QKV, "attn_qkv"),
+        (_Q, "attn_q"),
+        (_K, "attn_k"),
+        (_V, "attn_v"),
+        (_O, "attn_o"),
+        (_UP, "mlp_up"),
+        (_DOWN, "mlp_down"),
+        (_HEAD, "head"),
+    ):
+        if last in names:
+            return kind
+    return "linear"

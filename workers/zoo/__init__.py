@@ -1,0 +1,116 @@
+"""Model zoo: ``build_model({"arch": ..., **options})`` for mlp, vgg, resnet, vit and gpt.
+
+Every model carries ``curvprof_config`` (the full config, defaults filled in, JSON-safe),
+``curvprof_kinds`` (``"<module>.weight"`` -> layer kind) and ``default_loss``.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from types import ModuleType
+from typing import Any
+
+from torch import nn
+
+from workers.intake.errors import IntakeError
+from workers.zoo import gpt, mlp, resnet, vgg, vit
+
+ARCHS: dict[str, ModuleType] = {"mlp": mlp, "vgg": vgg, "resnet": resnet, "vit": vit, "gpt": gpt}
+
+_LINEAR_KINDS = {
+    "q_proj": "attn_q",
+    "k_proj": "attn_k",
+    "v_proj": "attn_v",
+    "out_proj": "attn_o",
+    "qkv": "attn_qkv",
+    "fc1": "mlp_up",
+    "fc2": "mlp_down",
+}
+
+__all__ = ["ARCHS", "build_model", "kinds_from_modules", "resolve_config"]
+
+
+def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``config`` and fill in the arch's defaults; IntakeError on any problem."""
+    if not isinstance(config, Mapping):
+        raise IntakeError(f"model config must be a JSON object, got {type(config).__name__}")
+    arch = config.get("arch")
+    if not isinstance(arch, str) or arch not in ARCHS:
+        raise IntakeError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    module = ARCHS[arch]
+    defaults: dict[str, Any] = module.DEFAULTS
+    unknown = [k for k in config if k != "arch" and k not in defaults]
+    if unknown:
+        raise IntakeError(
+            f"unknown config key {unknown[0]!r} for arch {arch!r}; allowed: {', '.join(defaults)}"
+        )
+    cfg: dict[str, Any] = {"arch": arch, **copy.deepcopy(defaults)}
+    for key, value in config.items():
+        if key != "arch":
+            cfg[key] = _checked(arch, key, value, defaults[key], module.CHOICES.get(key, ()))
+    return cfg
+
+
+def _checked(arch: str, key: str, value: Any, default: Any, choices: tuple[str, ...]) -> Any:
+    where = f"{arch} config key {key!r}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise IntakeError(f"{where} must be true or false, got {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise IntakeError(f"{where} must be a positive integer, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise IntakeError(f"{where} must be a non-negative number, got {value!r}")
+        value = float(value)
+    elif isinstance(default, str):
+        if value not in choices:
+            raise IntakeError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+    elif isinstance(default, list):
+        if not isinstance(value, (list, tuple)) or not value:
+            raise IntakeError(f"{where} must be a non-empty list, got {value!r}")
+        for item in value:
+            ok_int = isinstance(item, int) and not isinstance(item, bool) and item >= 1
+            if not ok_int and item not in choices:
+                raise IntakeError(f"{where} has a bad entry {item!r}")
+        value = list(value)
+    return value
+
+
+def build_model(config: Mapping[str, Any]) -> nn.Module:
+    """A freshly initialised zoo model (float32, train mode) for ``config``."""
+    cfg = resolve_config(config)
+    model: nn.Module = ARCHS[cfg["arch"]].build(cfg)
+    vars(model).update(curvprof_config=cfg, curvprof_kinds=kinds_from_modules(model, _zoo_kind))
+    return model
+
+
+def _zoo_kind(name: str, module: nn.Module, is_last_linear: bool) -> str | None:
+    if isinstance(module, nn.Conv2d):
+        return "conv"
+    if not isinstance(module, nn.Linear):
+        return None
+    if is_last_linear:
+        return "head"
+    return _LINEAR_KINDS.get(name.rsplit(".", 1)[-1], "linear")
+
+
+def kinds_from_modules(
+    model: nn.Module, kind_of: Callable[[str, nn.Module, bool], str | None]
+) -> dict[str, str]:
+    """``"<module path>.weight"`` -> kind for every module ``kind_of`` names.
+
+    ``kind_of(path, module, is_last_linear)`` returns a kind or None (not analysed). Keys use
+    module paths, so a tied ``lm_head`` is listed as ``lm_head.weight``.
+    """
+    modules = list(model.named_modules())
+    linear = [p for p, m in modules if isinstance(m, nn.Linear) or type(m).__name__ == "Conv1D"]
+    kinds: dict[str, str] = {}
+    for path, module in modules:
+        if not isinstance(getattr(module, "weight", None), nn.Parameter):
+            continue
+        kind = kind_of(path, module, bool(linear) and path == linear[-1])
+        if kind is not None:
+            kinds[f"{path}.weight"] = kind
+    return kinds
