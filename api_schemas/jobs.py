@@ -26,6 +26,10 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
+def _default_variants() -> list[Variant]:
+    return ["ef", "kron"]
+
+
 class ProfileRequest(BaseModel):
     """Measurement settings shared by a job and a batch (everything but the checkpoint)."""
 
@@ -41,7 +45,7 @@ class ProfileRequest(BaseModel):
     dtype: DTypeName = "float64"
     layers: str | None = Field(None, description="fnmatch glob on layer names")
     seed: int = 0
-    variants: list[Variant] = Field(default_factory=lambda: ["ef", "kron"])
+    variants: list[Variant] = Field(default_factory=lambda: _default_variants())
     zoo_config: dict[str, Any] | None = Field(
         None, description="architecture config for a `zoo:<arch>` checkpoint reference"
     )

@@ -55,12 +55,15 @@ class PreconditionerParams(BaseModel):
 
     mode: PreconditionerMode
     alpha: float | None
-    kappa: float
-    damping: float
-    sigma_scale: float = Field(1.0, description="sigma is divided by this before T is applied")
+    kappa: float | None
+    damping: float | None
+    sigma_scale: float | None = Field(1.0, description="sigma is divided by this before T")
     coefficients: list[float] = Field(default_factory=list, description="T at the measured sigma_k")
 
-    _nan = field_validator("alpha", mode="before")(_nan_to_none)
+    @field_validator("alpha", "kappa", "damping", "sigma_scale", mode="before")
+    @classmethod
+    def _finite(cls, value: object) -> object:
+        return _nan_to_none(value)
 
 
 class Decomposition(BaseModel):

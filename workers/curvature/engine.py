@@ -205,8 +205,6 @@ def _profile_one(
     eigs = np.array([], dtype=float)
     if lz is not None:
         eigs = lz.eigenvalues[lz.converged & (lz.eigenvalues > 0)]
-        if lz.n_converged < len(lz.eigenvalues):
-            flags.append("lanczos_unconverged")
     fit = fitting.fit_exponents(
         sigma.numpy(),
         h.numpy(),

@@ -1,0 +1,125 @@
+"""Local commands: ``train`` a zoo model and ``profile`` a checkpoint on one machine."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from service.cli import CliError
+
+
+def register(subparsers: Any) -> None:
+    train = subparsers.add_parser("train", help="train a zoo model on built-in data (CPU)")
+    train.add_argument("arch", choices=["mlp", "vgg", "resnet", "vit", "gpt"])
+    train.add_argument("--data", default=None, help="built-in data (default: digits, text for gpt)")
+    train.add_argument("--epochs", type=int, default=3)
+    train.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--lr", type=float, default=None)
+    train.set_defaults(func=_train)
+
+    profile = subparsers.add_parser("profile", help="profile a model's layers on one machine")
+    profile.add_argument("model", help="train dir, config .json (+ --weights), HF dir or .pt2")
+    profile.add_argument("--weights", help="weights for a config .json (.safetensors, .pt)")
+    profile.add_argument("--data", required=True, help="data file (.npz/.safetensors) or built-in")
+    profile.add_argument("--loss", choices=["cross_entropy", "mse", "lm"], default=None)
+    profile.add_argument("--batch-size", type=int, default=2048)
+    profile.add_argument("--micro-batch-size", type=int, default=None)
+    profile.add_argument("--seed", type=int, default=0)
+    profile.add_argument("--top-k", type=int, default=20)
+    profile.add_argument("--lanczos", type=int, default=20, help="Lanczos steps (0: none)")
+    profile.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    profile.add_argument("--layers", help="fnmatch glob(s) on layer names or kinds")
+    profile.add_argument("--variants", default="ef,kron", help="of ggn,ef,kron,mc")
+    profile.add_argument("--out", type=Path, help="write the profile JSON here")
+    profile.add_argument("--plots", type=Path, help="write PNG plots into this directory")
+    profile.add_argument("--quiet", action="store_true", help="no progress bar")
+    profile.set_defaults(func=_profile)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from workers.train import train
+
+    data = args.data or ("text" if args.arch == "gpt" else "digits")
+    metrics = train(
+        args.arch, data, epochs=args.epochs, out_dir=args.out, seed=args.seed, lr=args.lr
+    )
+    test = metrics.get("test_accuracy")
+    print(
+        f"wrote {args.out} ({args.arch} on {data}, {args.epochs} epochs"
+        + (f", test accuracy {test:.3f})" if isinstance(test, float) else ")")
+    )
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from api_schemas import Provenance
+    from service.report import format_table
+    from workers.curvature import profile_model
+    from workers.data import check_fits, measurement_batch, open_dataset
+    from workers.intake.checkpoints import load_checkpoint
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - {"ggn", "ef", "kron", "mc"})
+    if unknown:
+        raise CliError(f"unknown variant {unknown[0]!r}; choose from ggn, ef, kron, mc")
+    loaded = load_checkpoint(args.model, weights=args.weights, allow_pickle=True)
+    dataset = open_dataset(args.data)
+    loss = args.loss or loaded.default_loss or _loss_for(dataset.name)
+    check_fits(loaded.model, dataset, loss)
+    batch, indices = measurement_batch(dataset, args.batch_size, args.seed)
+    bar = tqdm(total=0, unit="layer", disable=args.quiet, file=sys.stderr, desc="profiling")
+
+    def progress(name: str, done: int, total: int) -> None:
+        bar.total = total
+        bar.set_postfix_str(name)
+        bar.update(done - bar.n)
+
+    provenance = Provenance(
+        checkpoint_sha256=loaded.sha256, data_name=dataset.name, data_sha256=dataset.sha256,
+        data_seed=args.seed, data_indices=indices,
+    )  # fmt: skip
+    try:
+        profile = profile_model(
+            loaded.model, batch.inputs, batch.targets, loss=loss, top_k=args.top_k,
+            lanczos_steps=args.lanczos,
+            dtype=torch.float64 if args.dtype == "float64" else torch.float32,
+            layers=args.layers, seed=args.seed, micro_batch_size=args.micro_batch_size,
+            variants=variants, attention_mask=batch.attention_mask, progress=progress,
+            provenance=provenance,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    print(format_table(profile.layers))
+    if args.out:
+        _write_atomically(args.out, profile.model_dump_json(indent=1).encode())
+        print(f"wrote {args.out}")
+    if args.plots:
+        from service.plots import write_plots
+
+        paths = write_plots(profile.layers, args.plots)
+        print(f"wrote {len(paths)} plots to {args.plots}")
+    return 0
+
+
+def _loss_for(data_name: str) -> str:
+    return "lm" if data_name == "text" else "cross_entropy"
+
+
+def _write_atomically(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(payload)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,196 @@
+"""A small httpx client of the curvprof REST API, returning api_schemas models."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from api_schemas import (
+    TERMINAL_STATES,
+    Batch,
+    BatchSpec,
+    Checkpoint,
+    Dataset,
+    Job,
+    JobPreconditioner,
+    JobSpec,
+    LayerDetail,
+    LayerRow,
+    Page,
+    Summary,
+)
+
+
+class ApiError(Exception):
+    """A non-2xx answer; ``status`` and the server's one-line ``message``."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class CurvprofClient:
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> CurvprofClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self.http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except Exception:
+                message = response.text[:200]
+            raise ApiError(response.status_code, message)
+        return response
+
+    def _params(self, **params: Any) -> dict[str, Any]:
+        return {k: v for k, v in params.items() if v is not None}
+
+    # ------------------------------------------------------------------ artifacts
+
+    def upload_checkpoint(
+        self, path: str | Path, config: dict[str, Any] | None = None
+    ) -> Checkpoint:
+        p = Path(path)
+        data = {"config": json.dumps(config)} if config is not None else None
+        with p.open("rb") as fh:
+            r = self.request("POST", "/v1/checkpoints", files={"file": (p.name, fh)}, data=data)
+        return Checkpoint.model_validate(r.json())
+
+    def upload_dataset(self, path: str | Path) -> Dataset:
+        p = Path(path)
+        with p.open("rb") as fh:
+            r = self.request("POST", "/v1/datasets", files={"file": (p.name, fh)})
+        return Dataset.model_validate(r.json())
+
+    def checkpoint(self, checkpoint_id: str) -> Checkpoint:
+        return Checkpoint.model_validate(
+            self.request("GET", f"/v1/checkpoints/{checkpoint_id}").json()
+        )
+
+    def dataset(self, dataset_id: str) -> Dataset:
+        return Dataset.model_validate(self.request("GET", f"/v1/datasets/{dataset_id}").json())
+
+    # ------------------------------------------------------------------ jobs
+
+    def submit(self, spec: JobSpec | dict[str, Any], *, idempotency_key: str | None = None) -> Job:
+        body = spec.model_dump(mode="json") if isinstance(spec, JobSpec) else spec
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return Job.model_validate(
+            self.request("POST", "/v1/jobs", json=body, headers=headers).json()
+        )
+
+    def batch(
+        self, spec: BatchSpec | dict[str, Any], *, idempotency_key: str | None = None
+    ) -> Batch:
+        body = spec.model_dump(mode="json") if isinstance(spec, BatchSpec) else spec
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        r = self.request("POST", "/v1/batches", json=body, headers=headers)
+        return Batch.model_validate(r.json())
+
+    def job(self, job_id: str) -> Job:
+        return Job.model_validate(self.request("GET", f"/v1/jobs/{job_id}").json())
+
+    def jobs(
+        self,
+        *,
+        state: str | None = None,
+        checkpoint_id: str | None = None,
+        batch_id: str | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page[Job]:
+        params = self._params(
+            state=state, checkpoint_id=checkpoint_id, batch_id=batch_id, cursor=cursor, limit=limit
+        )
+        return Page[Job].model_validate(self.request("GET", "/v1/jobs", params=params).json())
+
+    def cancel(self, job_id: str) -> Job:
+        return Job.model_validate(self.request("POST", f"/v1/jobs/{job_id}/cancel").json())
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        timeout: float = 600.0,
+        poll: float = 0.25,
+        on_progress: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Poll until the job is succeeded, failed or cancelled (TimeoutError otherwise)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.job(job_id)
+            if on_progress is not None:
+                on_progress(job)
+            if job.state in TERMINAL_STATES:
+                return job
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.state} after {timeout:.0f} s")
+            time.sleep(poll)
+
+    # ------------------------------------------------------------------ queries
+
+    def layers_page(
+        self, *, cursor: str | None = None, limit: int = 100, **filters: Any
+    ) -> Page[LayerRow]:
+        params = self._params(cursor=cursor, limit=limit, **filters)
+        data = self.request("GET", "/v1/layers", params=params).json()
+        return Page[LayerRow].model_validate(data)
+
+    def layers(self, *, page_size: int = 100, **filters: Any) -> Iterator[LayerRow]:
+        """Every matching layer, following ``next_cursor`` page after page."""
+        cursor: str | None = None
+        while True:
+            page = self.layers_page(cursor=cursor, limit=page_size, **filters)
+            yield from page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    def layer(self, layer_id: int) -> LayerDetail:
+        data = self.request("GET", f"/v1/layers/{layer_id}").json()
+        return LayerDetail.model_validate(data)
+
+    def summary(self, job_ids: list[str] | None = None) -> Summary:
+        params = {"jobs": ",".join(job_ids)} if job_ids else {}
+        return Summary.model_validate(self.request("GET", "/v1/summary", params=params).json())
+
+    def preconditioner(self, job_id: str) -> JobPreconditioner:
+        r = self.request("GET", f"/v1/jobs/{job_id}/preconditioner")
+        return JobPreconditioner.model_validate(r.json())
+
+    def export_csv(self, **filters: Any) -> str:
+        return self.request("GET", "/v1/layers.csv", params=self._params(**filters)).text
+
+    def ready(self) -> bool:
+        try:
+            return self.http.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False

@@ -1,0 +1,330 @@
+"""The in-process job manager of the API server.
+
+A manager thread claims queued jobs and runs each in its own thread on Ray; every finished
+layer is committed as it arrives. On start, jobs left ``running`` by a previous server are
+queued again and resume with the layers not yet stored (nothing lost or counted twice).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import platform
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from api_schemas import JobSpec
+from service.artifacts import ZOO_PREFIX
+from service.settings import Settings
+from service.store import repo
+from service.store.models import CheckpointRow, DatasetRow, JobRow, utcnow
+
+log = logging.getLogger("curvprof.jobs")
+
+
+@dataclass
+class PreparedJob:
+    model_payload: Any
+    data_payload: Any
+    names: list[str]
+    meta: repo.LayerMeta
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import ray
+    import torch
+
+    from service import __version__
+
+    return {
+        "curvprof": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "ray": ray.__version__,
+    }
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, sessions: sessionmaker[Session]) -> None:
+        self.settings = settings
+        self.sessions = sessions
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._cancelled: set[str] = set()
+        self._threads: dict[str, threading.Thread] = {}
+        self._manager: threading.Thread | None = None
+        self.ray_error: str | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        with self._session() as s:
+            for row in repo.jobs_in_states(s, ["running"]):
+                repo.set_job_state(s, row.id, "queued", only_from=["running"])
+                log.info("job %s will resume", row.id)
+        self._stop.clear()
+        self._manager = threading.Thread(target=self._loop, name="curvprof-jobs", daemon=True)
+        self._manager.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop claiming jobs and cancel in-flight tasks; running jobs stay ``running`` in the
+        store and resume on the next start."""
+        self._stop.set()
+        self._wake.set()
+        if self._manager is not None:
+            self._manager.join(timeout)
+        for thread in list(self._threads.values()):
+            thread.join(timeout)
+
+    def notify(self) -> None:
+        self._wake.set()
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a queued or running job; False if it had already finished."""
+        with self._session() as s:
+            changed = repo.set_job_state(s, job_id, "cancelled", only_from=["queued", "running"])
+        if changed:
+            with self._lock:
+                self._cancelled.add(job_id)
+        return changed
+
+    @property
+    def active_jobs(self) -> int:
+        with self._lock:
+            return sum(1 for t in self._threads.values() if t.is_alive())
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[Session]:
+        session = self.sessions()
+        try:
+            yield session
+        finally:
+            session.close()
+
+    # ------------------------------------------------------------------ manager
+
+    def _ensure_ray(self) -> bool:
+        from workers.execution import init_ray, ray_ready
+
+        try:
+            init_ray(self.settings.ray_address, num_cpus=self.settings.ray_num_cpus)
+        except Exception as exc:
+            self.ray_error = f"{type(exc).__name__}: {exc}"
+            log.warning("Ray is not reachable: %s", self.ray_error)
+            return False
+        self.ray_error = None
+        return ray_ready()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if self._ensure_ray():
+                    self._claim()
+            except Exception:
+                log.exception("job manager iteration failed")
+            self._wake.wait(1.0)
+            self._wake.clear()
+
+    def _claim(self) -> None:
+        with self._lock:
+            self._threads = {k: t for k, t in self._threads.items() if t.is_alive()}
+            free = self.settings.max_concurrent_jobs - len(self._threads)
+        if free <= 0:
+            return
+        with self._session() as s:
+            queued = repo.jobs_in_states(s, ["queued"])[:free]
+            for row in queued:
+                claimed = repo.set_job_state(
+                    s,
+                    row.id,
+                    "running",
+                    only_from=["queued"],
+                    started_at=row.started_at or utcnow(),
+                    runs=row.runs + 1,
+                )
+                if not claimed:
+                    continue
+                thread = threading.Thread(
+                    target=self._run_job, args=(row.id,), name=f"job-{row.id[:8]}", daemon=True
+                )
+                with self._lock:
+                    self._threads[row.id] = thread
+                thread.start()
+
+    # ------------------------------------------------------------------ one job
+
+    def _should_stop(self, job_id: str) -> bool:
+        with self._lock:
+            return self._stop.is_set() or job_id in self._cancelled
+
+    def _run_job(self, job_id: str) -> None:
+        try:
+            self._execute(job_id)
+        except Exception as exc:
+            if self._stop.is_set():
+                log.info("job %s interrupted by shutdown: %s", job_id, exc)
+                return
+            log.exception("job %s failed", job_id)
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            with self._session() as s:
+                repo.set_job_state(s, job_id, "failed", error=text, only_from=["running"])
+        finally:
+            self.notify()
+
+    def _execute(self, job_id: str) -> None:
+        from workers.execution import DataPayload, LayerOutcome, run_layer_groups
+        from workers.execution.scheduler import group_layers
+
+        with self._session() as s:
+            job = s.get(JobRow, job_id)
+            if job is None or job.state != "running":
+                return
+            spec = repo.job_spec(job)
+            ckpt = s.get(CheckpointRow, spec.checkpoint_id)
+            dataset = s.get(DatasetRow, spec.dataset_id) if spec.dataset_id else None
+        prepared = self._prepare(spec, ckpt, dataset, DataPayload)
+        with self._session() as s:
+            repo.ensure_job_layers(s, job_id, prepared.names)
+            done = repo.stored_layer_names(s, job_id)
+            remaining = [n for n in prepared.names if n not in done]
+            repo.set_layers_state(s, job_id, remaining, "pending")
+            repo.set_job_state(
+                s,
+                job_id,
+                "running",
+                only_from=["running"],
+                provenance_json=json.dumps(_provenance(prepared.meta)),
+            )
+        settings = spec.to_settings()
+
+        def on_submit(names: list[str]) -> None:
+            with self._session() as s:
+                repo.set_layers_state(s, job_id, names, "running", bump_attempts=True)
+
+        def on_layer(outcome: LayerOutcome) -> None:
+            with self._session() as s:
+                row = s.get(JobRow, job_id)
+                assert row is not None
+                if outcome.profile is not None:
+                    meta = repo.LayerMeta(**{**prepared.meta.__dict__})
+                    meta.node_id, meta.hostname = outcome.node_id, outcome.hostname
+                    meta.wall_seconds = outcome.wall_seconds
+                    repo.record_layer_result(s, row, outcome.profile, meta)
+                else:
+                    state = "cancelled" if outcome.error == "cancelled" else "failed"
+                    repo.set_layers_state(s, job_id, [outcome.name], state, error=outcome.error)
+
+        result = run_layer_groups(
+            prepared.model_payload,
+            prepared.data_payload,
+            group_layers(remaining, self.settings.layers_per_task),
+            settings,
+            on_layer=on_layer,
+            on_submit=on_submit,
+            should_stop=lambda: self._should_stop(job_id),
+            num_gpus=self.settings.num_gpus_per_task,
+            max_retries=self.settings.task_max_retries,
+        )
+        with self._session() as s:
+            if result == "stopped":
+                if job_id in self._cancelled:
+                    open_layers = [
+                        n for n in prepared.names if n not in repo.stored_layer_names(s, job_id)
+                    ]
+                    repo.set_layers_state(s, job_id, open_layers, "cancelled")
+                return
+            job_obj = s.get(JobRow, job_id)
+            assert job_obj is not None
+            progress = repo.job_model(s, job_obj).progress
+            failed = [lp for lp in progress.layers if lp.state == "failed"]
+            if failed:
+                first = failed[0]
+                error = (
+                    f"{len(failed)} of {progress.total} layers failed; {first.name}: {first.error}"
+                )
+                repo.set_job_state(s, job_id, "failed", error=error, only_from=["running"])
+            else:
+                repo.set_job_state(s, job_id, "succeeded", only_from=["running"])
+
+    def _prepare(
+        self, spec: JobSpec, ckpt: CheckpointRow | None, dataset: DatasetRow | None, data_cls: Any
+    ) -> PreparedJob:
+        from workers.curvature.engine import list_layer_names
+        from workers.data import check_fits, load_builtin, load_data_file, measurement_batch
+        from workers.execution import ModelPayload
+
+        model, config, sha, payload = self._load_model(spec, ckpt)
+        if dataset is not None:
+            assert dataset.path is not None
+            ds = load_data_file(dataset.path)
+        else:
+            assert spec.dataset is not None
+            ds = load_builtin(spec.dataset)
+        check_fits(model, ds, spec.loss)
+        batch, indices = measurement_batch(ds, spec.batch_size, spec.seed)
+        names = list_layer_names(model, spec.layers)
+        if not names:
+            raise ValueError(f"no layer matches {spec.layers!r}")
+        if payload is None:
+            payload = ModelPayload.from_model(model, config)
+        return PreparedJob(
+            model_payload=payload,
+            data_payload=data_cls.from_tensors(batch.inputs, batch.targets, batch.attention_mask),
+            names=names,
+            meta=repo.LayerMeta(
+                checkpoint_sha256=sha,
+                data_sha256=ds.sha256 or (dataset.sha256 if dataset else None),
+                data_seed=spec.seed,
+                data_indices=list(indices),
+                dtype=spec.dtype,
+                top_k=spec.top_k,
+                versions=library_versions(),
+            ),
+        )
+
+    def _load_model(self, spec: JobSpec, ckpt: CheckpointRow | None) -> tuple[Any, Any, Any, Any]:
+        """(model, config, sha256, payload or None to build one from the model)."""
+        import torch
+
+        from workers.execution import ModelPayload
+        from workers.zoo import build_model
+
+        if spec.checkpoint_id.startswith(ZOO_PREFIX):
+            config = {"arch": spec.checkpoint_id[len(ZOO_PREFIX) :], **(spec.zoo_config or {})}
+            with torch.random.fork_rng():
+                torch.manual_seed(spec.seed)
+                model = build_model(config)
+            return model.eval(), model.curvprof_config, None, None
+        if ckpt is None or ckpt.path is None:
+            raise ValueError(f"checkpoint {spec.checkpoint_id} is not stored")
+        if ckpt.format == "pt2":
+            from workers.intake.checkpoints import load_checkpoint
+
+            loaded = load_checkpoint(ckpt.path, allow_pickle=self.settings.allow_pickle_checkpoints)
+            payload = ModelPayload(
+                path=ckpt.path, allow_pickle=self.settings.allow_pickle_checkpoints
+            )
+            return loaded.model, loaded.config, loaded.sha256, payload
+        from service.artifacts import load_zoo_checkpoint
+
+        loaded = load_zoo_checkpoint(Path(ckpt.path), json.loads(ckpt.config_json or "{}"))
+        return loaded.model, loaded.config, loaded.sha256, None
+
+
+def _provenance(meta: repo.LayerMeta) -> dict[str, Any]:
+    return {
+        "checkpoint_sha256": meta.checkpoint_sha256,
+        "data_sha256": meta.data_sha256,
+        "data_seed": meta.data_seed,
+        "data_indices": meta.data_indices,
+        "versions": meta.versions,
+    }

@@ -1,0 +1,54 @@
+"""``/v1/batches``: one spec over many checkpoints (one job each), idempotent."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Response
+
+from api_schemas import Batch, BatchSpec
+from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
+from service.routers.jobs import check_references
+from service.store import repo
+
+router = APIRouter(tags=["batches"])
+
+
+@router.post("/batches", response_model=Batch, status_code=201, dependencies=[WriteAuth])
+def submit_batch(
+    spec: BatchSpec,
+    response: Response,
+    services: ServicesDep,
+    session: SessionDep,
+    idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Batch:
+    """Queue a job per checkpoint; the same Idempotency-Key returns the same batch (200)."""
+    specs = [spec.job_spec(c) for c in spec.checkpoint_ids]
+    archs = [check_references(session, s) for s in specs]
+    batch_id = uuid.uuid4().hex
+    rows = []
+    created_any = False
+    for index, (job_spec, arch) in enumerate(zip(specs, archs, strict=True)):
+        key = f"batch:{idempotency_key}:{index}" if idempotency_key else None
+        row, created = repo.create_job(
+            session, job_spec, arch=arch, idempotency_key=key, batch_id=batch_id
+        )
+        if index == 0 and not created and row.batch_id:
+            batch_id = row.batch_id
+        created_any = created_any or created
+        rows.append(row)
+    if not created_any:
+        response.status_code = 200
+    elif services.runner is not None:
+        services.runner.notify()
+    return Batch(id=batch_id, jobs=[repo.job_model(session, r, with_layers=False) for r in rows])
+
+
+@router.get("/batches/{batch_id}", response_model=Batch, dependencies=[ReadAuth])
+def get_batch(batch_id: str, session: SessionDep) -> Batch:
+    rows, _ = repo.list_jobs(session, batch_id=batch_id, limit=1000)
+    if not rows:
+        raise HTTPException(404, f"batch {batch_id} not found")
+    rows.reverse()
+    return Batch(id=batch_id, jobs=[repo.job_model(session, r, with_layers=False) for r in rows])

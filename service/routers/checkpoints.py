@@ -1,0 +1,118 @@
+"""``/v1/checkpoints``: streamed upload into the content-addressed store, list, inspect."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+
+from api_schemas import Checkpoint, Page
+from service.artifacts import (
+    ZOO_PREFIX,
+    ArtifactRejected,
+    resolve_zoo_config,
+    validate_checkpoint,
+)
+from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
+from service.store import repo
+from service.store.models import CheckpointRow, utcnow
+from service.upload import receive_upload
+
+router = APIRouter(tags=["checkpoints"])
+
+UPLOAD_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "config": {"type": "string", "description": "architecture config JSON"},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/checkpoints",
+    response_model=Checkpoint,
+    status_code=201,
+    dependencies=[WriteAuth],
+    openapi_extra=UPLOAD_DOC,
+    summary="Upload a checkpoint (.safetensors + config, or .pt2 when allowed)",
+)
+async def upload_checkpoint(
+    request: Request, response: Response, services: ServicesDep, session: SessionDep
+) -> Checkpoint:
+    settings = services.settings
+    upload = await receive_upload(request, services.artifacts.tmp_dir, settings.max_upload_bytes)
+    try:
+        suffix = "." + (upload.filename or "").rsplit(".", 1)[-1].lower() if upload.filename else ""
+        upload.with_suffix(suffix)
+        info = await run_in_threadpool(
+            validate_checkpoint,
+            upload.tmp_path,
+            upload.filename,
+            upload.fields.get("config"),
+            allow_pickle=settings.allow_pickle_checkpoints,
+        )
+        existing = session.get(CheckpointRow, upload.sha256)
+        config_json = json.dumps(info.config, sort_keys=True) if info.config else None
+        if existing is not None:
+            if config_json and existing.config_json and existing.config_json != config_json:
+                raise HTTPException(409, "these weights are stored with a different config")
+            upload.discard()
+            response.status_code = 200
+            return repo.checkpoint_model(existing)
+        path = services.artifacts.commit(upload, info.suffix)
+    except BaseException:
+        upload.discard()
+        raise
+    row = CheckpointRow(
+        id=upload.sha256,
+        sha256=upload.sha256,
+        format=info.format,
+        arch=info.arch,
+        config_json=config_json,
+        filename=upload.filename,
+        size=upload.size,
+        path=str(path.resolve()),
+        created_at=utcnow(),
+    )
+    stored = repo.add_or_get(session, row)
+    assert isinstance(stored, CheckpointRow)
+    return repo.checkpoint_model(stored)
+
+
+@router.get("/checkpoints", response_model=Page[Checkpoint], dependencies=[ReadAuth])
+def list_checkpoints(
+    session: SessionDep,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> Page[Checkpoint]:
+    rows, next_cursor = repo.page_by_created(session, CheckpointRow, cursor, limit)
+    return Page[Checkpoint](items=[repo.checkpoint_model(r) for r in rows], next_cursor=next_cursor)
+
+
+@router.get("/checkpoints/{checkpoint_id}", response_model=Checkpoint, dependencies=[ReadAuth])
+def get_checkpoint(checkpoint_id: str, session: SessionDep) -> Checkpoint:
+    if checkpoint_id.startswith(ZOO_PREFIX):
+        try:
+            config = resolve_zoo_config({"arch": checkpoint_id[len(ZOO_PREFIX) :]})
+        except ArtifactRejected as exc:
+            raise HTTPException(404, exc.message) from exc
+        return Checkpoint(
+            id=checkpoint_id, format="zoo", architecture=config["arch"], config=config
+        )
+    row = session.get(CheckpointRow, checkpoint_id)
+    if row is None:
+        raise HTTPException(404, f"checkpoint {checkpoint_id} not found")
+    return repo.checkpoint_model(row)

@@ -1,0 +1,34 @@
+"""``/healthz`` (process up) and ``/readyz`` (database and Ray reachable)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from service.deps import ServicesDep
+from service.store import db
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(services: ServicesDep) -> JSONResponse:
+    from workers.execution import ray_ready
+
+    database = await run_in_threadpool(db.ping, services.engine)
+    ray_ok = await run_in_threadpool(ray_ready)
+    checks: dict[str, object] = {"database": database, "ray": ray_ok}
+    if services.runner is not None and services.runner.ray_error:
+        checks["ray_error"] = services.runner.ray_error
+    ok = database and ray_ok
+    body: dict[str, object] = {"status": "ready" if ok else "unavailable", "checks": checks}
+    if not ok:
+        failing = ", ".join(k for k in ("database", "ray") if not checks[k])
+        body["error"] = {"message": f"not ready: {failing}", "status": 503}
+    return JSONResponse(body, status_code=200 if ok else 503)

@@ -1,0 +1,111 @@
+"""``/v1/jobs``: submit (idempotent), inspect progress, list, cancel, preconditioner."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, HTTPException, Query, Response
+from sqlalchemy.orm import Session
+
+from api_schemas import Job, JobPreconditioner, JobSpec, JobState, Page
+from service.artifacts import ZOO_PREFIX, ArtifactRejected, resolve_zoo_config
+from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
+from service.store import queries, repo
+from service.store.models import CheckpointRow, DatasetRow, JobRow
+
+router = APIRouter(tags=["jobs"])
+
+
+def check_references(session: Session, spec: JobSpec) -> str | None:
+    """422 unless the checkpoint and dataset exist; returns the architecture."""
+    arch: str | None
+    if spec.checkpoint_id.startswith(ZOO_PREFIX):
+        config = {"arch": spec.checkpoint_id[len(ZOO_PREFIX) :], **(spec.zoo_config or {})}
+        try:
+            arch = resolve_zoo_config(config)["arch"]
+        except ArtifactRejected as exc:
+            raise HTTPException(422, exc.message) from exc
+    else:
+        ckpt = session.get(CheckpointRow, spec.checkpoint_id)
+        if ckpt is None:
+            raise HTTPException(422, f"checkpoint {spec.checkpoint_id} does not exist")
+        arch = ckpt.arch
+    if spec.dataset_id is not None and session.get(DatasetRow, spec.dataset_id) is None:
+        raise HTTPException(422, f"dataset {spec.dataset_id} does not exist")
+    return arch
+
+
+def load_job(session: Session, job_id: str) -> JobRow:
+    row = session.get(JobRow, job_id)
+    if row is None:
+        raise HTTPException(404, f"job {job_id} not found")
+    return row
+
+
+@router.post("/jobs", response_model=Job, status_code=201, dependencies=[WriteAuth])
+def submit_job(
+    spec: JobSpec,
+    response: Response,
+    services: ServicesDep,
+    session: SessionDep,
+    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
+) -> Job:
+    """Queue one profiling job; a retried request with the same Idempotency-Key returns the
+    same job (200)."""
+    arch = check_references(session, spec)
+    row, created = repo.create_job(session, spec, arch=arch, idempotency_key=idempotency_key)
+    if not created:
+        response.status_code = 200
+    elif services.runner is not None:
+        services.runner.notify()
+    return repo.job_model(session, row)
+
+
+@router.get("/jobs", response_model=Page[Job], dependencies=[ReadAuth])
+def list_jobs(
+    session: SessionDep,
+    state: Annotated[str | None, Query(description="comma-separated states")] = None,
+    checkpoint_id: str | None = None,
+    batch_id: str | None = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> Page[Job]:
+    rows, next_cursor = repo.list_jobs(
+        session,
+        state=state,
+        checkpoint_id=checkpoint_id,
+        batch_id=batch_id,
+        cursor=cursor,
+        limit=limit,
+    )
+    items = [repo.job_model(session, r, with_layers=False) for r in rows]
+    return Page[Job](items=items, next_cursor=next_cursor)
+
+
+@router.get("/jobs/{job_id}", response_model=Job, dependencies=[ReadAuth])
+def get_job(job_id: str, session: SessionDep) -> Job:
+    return repo.job_model(session, load_job(session, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=Job, dependencies=[WriteAuth])
+def cancel_job(job_id: str, services: ServicesDep, session: SessionDep) -> Job:
+    """Cancel a queued or running job (running Ray tasks are cancelled); 409 if finished."""
+    row = load_job(session, job_id)
+    state: JobState = row.state  # type: ignore[assignment]
+    if state in ("succeeded", "failed"):
+        raise HTTPException(409, f"job {job_id} already {state}")
+    if services.runner is not None:
+        services.runner.cancel(job_id)
+    else:
+        repo.set_job_state(session, job_id, "cancelled", only_from=["queued", "running"])
+    session.expire_all()
+    return repo.job_model(session, load_job(session, job_id))
+
+
+@router.get(
+    "/jobs/{job_id}/preconditioner", response_model=JobPreconditioner, dependencies=[ReadAuth]
+)
+def job_preconditioner(job_id: str, session: SessionDep) -> JobPreconditioner:
+    """The per-layer T(sigma; alpha) parameters of every stored layer of the job."""
+    load_job(session, job_id)
+    return queries.preconditioner(session, job_id)

@@ -1,0 +1,24 @@
+"""``/v1/summary``: alpha, gamma, s by layer kind (mean, sd, n) over any set of jobs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api_schemas import Summary
+from service.deps import ReadAuth, SessionDep
+from service.store import queries
+
+router = APIRouter(tags=["layers"])
+
+
+@router.get("/summary", response_model=Summary, dependencies=[ReadAuth])
+def summary(
+    session: SessionDep,
+    jobs: Annotated[
+        str | None, Query(description="job ids, comma-separated; all when empty")
+    ] = None,
+) -> Summary:
+    job_ids = [j.strip() for j in (jobs or "").split(",") if j.strip()]
+    return Summary(jobs=job_ids, rows=queries.summary(session, job_ids))

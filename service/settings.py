@@ -1,0 +1,51 @@
+"""Service configuration: environment variables prefixed ``CURVPROF_`` (or constructor args)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Embedded defaults: SQLite under ``data_dir``, a local loopback-only Ray."""
+
+    model_config = SettingsConfigDict(env_prefix="CURVPROF_", extra="ignore")
+
+    data_dir: Path = Path("./curvprof-data")
+    db_url: str | None = Field(default=None, description="default: sqlite file under data_dir")
+    ray_address: str | None = Field(default=None, description="None: embedded local Ray")
+    ray_num_cpus: int | None = Field(default=None, description="CPUs of the embedded Ray")
+    api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    open_reads: bool = True
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    allow_pickle_checkpoints: bool = False
+    num_gpus_per_task: float = Field(default=0.0, ge=0.0)
+    layers_per_task: int = Field(default=1, ge=1)
+    max_concurrent_jobs: int = Field(default=2, ge=1)
+    task_max_retries: int = Field(default=3, ge=0)
+    run_jobs: bool = Field(default=True, description="start the in-process job runner")
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _default_db(self) -> Settings:
+        if not self.db_url:
+            self.db_url = f"sqlite:///{(self.data_dir / 'curvprof.db').resolve()}"
+        return self
+
+    @property
+    def database_url(self) -> str:
+        assert self.db_url is not None
+        return self.db_url
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.data_dir / "artifacts"

@@ -1,0 +1,131 @@
+"""ORM models (SQLAlchemy 2, typed). The schema itself is owned by the Alembic migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    """Naive UTC (the same on SQLite and PostgreSQL)."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class CheckpointRow(Base):
+    __tablename__ = "checkpoints"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    arch: Mapped[str | None] = mapped_column(String(64), index=True)
+    config_json: Mapped[str | None] = mapped_column(Text)
+    filename: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class DatasetRow(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    n_examples: Mapped[int | None] = mapped_column(Integer)
+    path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class JobRow(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    spec_json: Mapped[str] = mapped_column(Text)
+    checkpoint_id: Mapped[str] = mapped_column(String(128), index=True)
+    dataset_ref: Mapped[str] = mapped_column(String(128))
+    arch: Mapped[str | None] = mapped_column(String(64))
+    batch_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    error: Mapped[str | None] = mapped_column(Text)
+    provenance_json: Mapped[str | None] = mapped_column(Text)
+    runs: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class JobLayerRow(Base):
+    """Progress of one layer of one job (the result itself lives in layer_results)."""
+
+    __tablename__ = "job_layers"
+    __table_args__ = (UniqueConstraint("job_id", "layer_name", name="uq_job_layers_job_layer"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    layer_name: Mapped[str] = mapped_column(String(512))
+    state: Mapped[str] = mapped_column(String(16))
+    error: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class LayerResultRow(Base):
+    """One profiled layer: indexed scalar columns, compact blob of the full LayerProfile."""
+
+    __tablename__ = "layer_results"
+    __table_args__ = (
+        UniqueConstraint("job_id", "layer_name", name="uq_layer_results_job_layer"),
+        Index("ix_layer_results_kind_alpha", "kind", "alpha"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    layer_name: Mapped[str] = mapped_column(String(512))
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    checkpoint_id: Mapped[str | None] = mapped_column(String(128), index=True)
+    arch: Mapped[str | None] = mapped_column(String(64), index=True)
+    alpha: Mapped[float | None] = mapped_column(Float, index=True)
+    gamma: Mapped[float | None] = mapped_column(Float, index=True)
+    s: Mapped[float | None] = mapped_column(Float, index=True)
+    s_eig: Mapped[float | None] = mapped_column(Float, index=True)
+    predicted_s: Mapped[float | None] = mapped_column(Float, index=True)
+    triangle_relative_error: Mapped[float | None] = mapped_column(Float, index=True)
+    r2_alpha: Mapped[float | None] = mapped_column(Float, index=True)
+    r2_gamma: Mapped[float | None] = mapped_column(Float, index=True)
+    pr_h: Mapped[float | None] = mapped_column(Float, index=True)
+    flags: Mapped[str] = mapped_column(Text, default="[]")
+    k: Mapped[int] = mapped_column(Integer, default=0)
+    node_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    wall_seconds: Mapped[float | None] = mapped_column(Float, index=True)
+    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
+    data_sha256: Mapped[str | None] = mapped_column(String(64))
+    data_seed: Mapped[int] = mapped_column(Integer, default=0)
+    data_indices: Mapped[str] = mapped_column(Text, default="[]")
+    dtype: Mapped[str] = mapped_column(String(16))
+    top_k: Mapped[int] = mapped_column(Integer, default=0)
+    versions: Mapped[str] = mapped_column(Text, default="{}")
+    profile_blob: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

@@ -1,0 +1,228 @@
+"""Read side of stored spectra: filtered/sorted/keyset-paginated layers, summaries, metrics."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, case, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
+
+from api_schemas import (
+    JobPreconditioner,
+    LayerDetail,
+    LayerPreconditioner,
+    LayerRow,
+    Provenance,
+    SummaryRow,
+)
+from service.store.codec import CursorError, decode_cursor, encode_cursor, unpack_profile
+from service.store.models import LayerResultRow
+
+SORTABLE: dict[str, InstrumentedAttribute[Any]] = {
+    "id": LayerResultRow.id,
+    "name": LayerResultRow.layer_name,
+    "kind": LayerResultRow.kind,
+    "alpha": LayerResultRow.alpha,
+    "gamma": LayerResultRow.gamma,
+    "s": LayerResultRow.s,
+    "s_eig": LayerResultRow.s_eig,
+    "predicted_s": LayerResultRow.predicted_s,
+    "triangle_relative_error": LayerResultRow.triangle_relative_error,
+    "r2_alpha": LayerResultRow.r2_alpha,
+    "r2_gamma": LayerResultRow.r2_gamma,
+    "pr_h": LayerResultRow.pr_h,
+    "wall_seconds": LayerResultRow.wall_seconds,
+}
+
+
+@dataclass
+class LayerFilters:
+    job_id: list[str] | None = None
+    checkpoint_id: str | None = None
+    arch: str | None = None
+    kind: list[str] | None = None
+    node_id: str | None = None
+    alpha_min: float | None = None
+    alpha_max: float | None = None
+    gamma_min: float | None = None
+    gamma_max: float | None = None
+    s_min: float | None = None
+    s_max: float | None = None
+    r2_min: float | None = None
+    flag: str | None = None
+
+    def clauses(self) -> list[ColumnElement[bool]]:
+        r = LayerResultRow
+        out: list[ColumnElement[bool]] = []
+        if self.job_id:
+            out.append(r.job_id.in_(self.job_id))
+        if self.checkpoint_id:
+            out.append(r.checkpoint_id == self.checkpoint_id)
+        if self.arch:
+            out.append(r.arch == self.arch)
+        if self.kind:
+            out.append(r.kind.in_(self.kind))
+        if self.node_id:
+            out.append(r.node_id == self.node_id)
+        for col, lo, hi in (
+            (r.alpha, self.alpha_min, self.alpha_max),
+            (r.gamma, self.gamma_min, self.gamma_max),
+            (r.s, self.s_min, self.s_max),
+            (r.r2_alpha, self.r2_min, None),
+        ):
+            if lo is not None:
+                out.append(col >= lo)
+            if hi is not None:
+                out.append(col <= hi)
+        if self.flag:
+            out.append(r.flags.like('%"' + self.flag.replace('"', "") + '"%'))
+        return out
+
+
+def parse_sort(sort: str | None) -> tuple[str, bool]:
+    """``alpha`` ascending, ``-alpha`` descending; nulls always last; ties by id."""
+    sort = (sort or "id").strip()
+    desc = sort.startswith("-")
+    key = sort.lstrip("-+")
+    if key not in SORTABLE:
+        raise ValueError(f"cannot sort by {key!r}; one of: {', '.join(sorted(SORTABLE))}")
+    return key, desc
+
+
+def query_layers(
+    session: Session,
+    filters: LayerFilters,
+    *,
+    sort: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> tuple[list[LayerRow], str | None]:
+    key, desc = parse_sort(sort)
+    col = SORTABLE[key]
+    r = LayerResultRow
+    is_null = case((col.is_(None), 1), else_=0)
+    stmt = select(r).where(*filters.clauses())
+    if cursor:
+        c = decode_cursor(cursor)
+        if c.get("k") != key or c.get("d") != desc or not isinstance(c.get("i"), int):
+            raise CursorError("cursor belongs to another sort order")
+        value, last_id = c.get("v"), int(c["i"])
+        if value is None:
+            stmt = stmt.where(col.is_(None), r.id > last_id)
+        else:
+            beyond = col < value if desc else col > value
+            stmt = stmt.where(
+                or_(col.is_(None), beyond, and_(col == value, r.id > last_id))
+                if key != "id"
+                else (r.id < last_id if desc else r.id > last_id)
+            )
+    order = [is_null, col.desc() if desc else col.asc()]
+    if key != "id":
+        order.append(r.id.asc())
+    stmt = stmt.order_by(*order).limit(limit + 1)
+    rows = list(session.scalars(stmt))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        value = getattr(last, col.key)
+        next_cursor = encode_cursor({"k": key, "d": desc, "v": value, "i": last.id})
+    return [layer_row(row) for row in rows], next_cursor
+
+
+def layer_row(row: LayerResultRow) -> LayerRow:
+    profile = unpack_profile(row.profile_blob)
+    return LayerRow(
+        **profile.model_dump(),
+        id=row.id,
+        job_id=row.job_id,
+        checkpoint_id=row.checkpoint_id,
+        architecture=row.arch,
+        node_id=row.node_id,
+    )
+
+
+def layer_detail(row: LayerResultRow) -> LayerDetail:
+    base = layer_row(row)
+    return LayerDetail(
+        **base.model_dump(),
+        dtype=row.dtype,
+        top_k=row.top_k,
+        provenance=Provenance(
+            checkpoint_sha256=row.checkpoint_sha256,
+            data_sha256=row.data_sha256,
+            data_seed=row.data_seed,
+            data_indices=json.loads(row.data_indices or "[]"),
+            versions=json.loads(row.versions or "{}"),
+            node_id=row.node_id,
+            hostname=row.hostname,
+        ),
+    )
+
+
+def get_layer(session: Session, layer_id: int) -> LayerResultRow | None:
+    return session.get(LayerResultRow, layer_id)
+
+
+def _stats(values: list[float]) -> tuple[float | None, float | None, int]:
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    n = len(vals)
+    if n == 0:
+        return None, None, 0
+    mean = sum(vals) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else None
+    return mean, sd, n
+
+
+def summary(session: Session, job_ids: list[str]) -> list[SummaryRow]:
+    """alpha, gamma, s by layer kind over the given jobs: mean, sample sd, n."""
+    r = LayerResultRow
+    stmt = select(r.kind, r.alpha, r.gamma, r.s)
+    if job_ids:
+        stmt = stmt.where(r.job_id.in_(job_ids))
+    groups: dict[str, list[tuple[Any, Any, Any]]] = {}
+    for kind, alpha, gamma, s in session.execute(stmt):
+        groups.setdefault(kind, []).append((alpha, gamma, s))
+    out = []
+    for kind in sorted(groups):
+        rows = groups[kind]
+        fields: dict[str, Any] = {"kind": kind, "n": len(rows)}
+        for i, name in enumerate(("alpha", "gamma", "s")):
+            mean, sd, n = _stats([values[i] for values in rows])
+            fields.update({f"{name}_mean": mean, f"{name}_sd": sd, f"{name}_n": n})
+        out.append(SummaryRow(**fields))
+    return out
+
+
+def preconditioner(session: Session, job_id: str) -> JobPreconditioner:
+    rows = session.scalars(
+        select(LayerResultRow).where(LayerResultRow.job_id == job_id).order_by(LayerResultRow.id)
+    )
+    layers = []
+    for row in rows:
+        profile = unpack_profile(row.profile_blob)
+        layers.append(
+            LayerPreconditioner(
+                layer_id=row.id,
+                name=profile.name,
+                kind=profile.kind,
+                alpha=profile.alpha,
+                params=profile.preconditioner,
+            )
+        )
+    return JobPreconditioner(job_id=job_id, layers=layers)
+
+
+WALL_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
+
+
+def wall_seconds_histogram(session: Session) -> tuple[list[int], float, int]:
+    """Cumulative bucket counts over WALL_BUCKETS, the sum and the count of layer wall times."""
+    col = LayerResultRow.wall_seconds
+    buckets = [func.sum(case((col <= b, 1), else_=0)) for b in WALL_BUCKETS]
+    row = session.execute(select(*buckets, func.sum(col), func.count(col))).one()
+    counts = [int(x or 0) for x in row[: len(WALL_BUCKETS)]]
+    return counts, float(row[-2] or 0.0), int(row[-1] or 0)

@@ -1,0 +1,387 @@
+"""Repository functions for artifacts, jobs and their progress. Every write commits."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api_schemas import (
+    Checkpoint,
+    Dataset,
+    Job,
+    JobProgress,
+    JobSpec,
+    JobTimings,
+    LayerProfile,
+    LayerProgress,
+)
+from service.store.codec import CursorError, decode_cursor, encode_cursor, pack_profile
+from service.store.models import (
+    CheckpointRow,
+    DatasetRow,
+    JobLayerRow,
+    JobRow,
+    LayerResultRow,
+    utcnow,
+)
+
+
+class Conflict(Exception):
+    """A write that contradicts what is stored (e.g. an Idempotency-Key reused)."""
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+
+def checkpoint_model(row: CheckpointRow) -> Checkpoint:
+    return Checkpoint(
+        id=row.id,
+        sha256=row.sha256,
+        format=row.format,  # type: ignore[arg-type]
+        architecture=row.arch,
+        config=json.loads(row.config_json) if row.config_json else None,
+        filename=row.filename,
+        size=row.size,
+        created_at=row.created_at,
+    )
+
+
+def dataset_model(row: DatasetRow) -> Dataset:
+    return Dataset(
+        id=row.id,
+        sha256=row.sha256,
+        format=row.format,  # type: ignore[arg-type]
+        filename=row.filename,
+        size=row.size,
+        n_examples=row.n_examples,
+        created_at=row.created_at,
+    )
+
+
+ArtifactT = TypeVar("ArtifactT", CheckpointRow, DatasetRow)
+
+
+def add_or_get(session: Session, row: ArtifactT) -> ArtifactT:
+    """Insert an artifact row unless one with that id exists (same bytes -> same id)."""
+    model = type(row)
+    existing = session.get(model, row.id)
+    if existing is not None:
+        return existing
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        found = session.get(model, row.id)
+        assert found is not None
+        return found
+    return row
+
+
+def page_by_created(
+    session: Session, model: type[ArtifactT], cursor: str | None, limit: int
+) -> tuple[list[ArtifactT], str | None]:
+    """Newest first, keyset on (created_at, id)."""
+    stmt = select(model).order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)
+    if cursor:
+        c = decode_cursor(cursor)
+        at, cid = datetime.fromisoformat(str(c.get("t"))), str(c.get("i"))
+        stmt = stmt.where(or_(model.created_at < at, and_(model.created_at == at, model.id < cid)))
+    rows = list(session.scalars(stmt))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1]
+        next_cursor = encode_cursor({"t": last.created_at.isoformat(), "i": last.id})
+    return rows, next_cursor
+
+
+# ---------------------------------------------------------------------------------- jobs
+
+
+def _spec_json(spec: JobSpec) -> str:
+    return spec.model_dump_json()
+
+
+def create_job(
+    session: Session,
+    spec: JobSpec,
+    *,
+    arch: str | None,
+    idempotency_key: str | None = None,
+    batch_id: str | None = None,
+) -> tuple[JobRow, bool]:
+    """Queue a job; with an Idempotency-Key already used, return that job (created=False)."""
+    spec_json = _spec_json(spec)
+    if idempotency_key:
+        existing = session.scalar(select(JobRow).where(JobRow.idempotency_key == idempotency_key))
+        if existing is not None:
+            if existing.spec_json != spec_json:
+                raise Conflict("Idempotency-Key was already used with a different request body")
+            return existing, False
+    row = JobRow(
+        id=uuid.uuid4().hex,
+        state="queued",
+        spec_json=spec_json,
+        checkpoint_id=spec.checkpoint_id,
+        dataset_ref=spec.dataset_id or f"builtin:{spec.dataset}",
+        arch=arch,
+        batch_id=batch_id,
+        idempotency_key=idempotency_key,
+        runs=0,
+        created_at=utcnow(),
+    )
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        existing = session.scalar(select(JobRow).where(JobRow.idempotency_key == idempotency_key))
+        if existing is None:
+            raise
+        return existing, False
+    return row, True
+
+
+def job_spec(row: JobRow) -> JobSpec:
+    return JobSpec.model_validate_json(row.spec_json)
+
+
+def job_model(session: Session, row: JobRow, *, with_layers: bool = True) -> Job:
+    layers = list(
+        session.scalars(
+            select(JobLayerRow)
+            .where(JobLayerRow.job_id == row.id)
+            .order_by(JobLayerRow.position, JobLayerRow.id)
+        )
+    )
+    results = {
+        name: (wall, node)
+        for name, wall, node in session.execute(
+            select(
+                LayerResultRow.layer_name, LayerResultRow.wall_seconds, LayerResultRow.node_id
+            ).where(LayerResultRow.job_id == row.id)
+        )
+    }
+    progress = JobProgress(
+        done=sum(1 for lr in layers if lr.state == "succeeded"),
+        total=len(layers),
+        failed=sum(1 for lr in layers if lr.state == "failed"),
+        layers=[
+            LayerProgress(
+                name=lr.layer_name,
+                state=lr.state,  # type: ignore[arg-type]
+                error=lr.error,
+                wall_seconds=results.get(lr.layer_name, (None, None))[0],
+                node_id=results.get(lr.layer_name, (None, None))[1],
+                attempts=lr.attempts,
+            )
+            for lr in layers
+        ]
+        if with_layers
+        else [],
+    )
+    compute = sum(w for w, _ in results.values() if w is not None)
+    wall = None
+    if row.started_at and row.finished_at:
+        wall = (row.finished_at - row.started_at).total_seconds()
+    return Job(
+        id=row.id,
+        state=row.state,  # type: ignore[arg-type]
+        spec=job_spec(row),
+        architecture=row.arch,
+        batch_id=row.batch_id,
+        progress=progress,
+        timings=JobTimings(
+            created_at=row.created_at,
+            started_at=row.started_at,
+            finished_at=row.finished_at,
+            wall_seconds=wall,
+            compute_seconds=compute,
+        ),
+        error=row.error,
+    )
+
+
+def list_jobs(
+    session: Session,
+    *,
+    state: str | None = None,
+    checkpoint_id: str | None = None,
+    batch_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[JobRow], str | None]:
+    stmt = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit + 1)
+    if state:
+        stmt = stmt.where(JobRow.state.in_(state.split(",")))
+    if checkpoint_id:
+        stmt = stmt.where(JobRow.checkpoint_id == checkpoint_id)
+    if batch_id:
+        stmt = stmt.where(JobRow.batch_id == batch_id)
+    if cursor:
+        c = decode_cursor(cursor)
+        try:
+            at, cid = datetime.fromisoformat(str(c["t"])), str(c["i"])
+        except (KeyError, ValueError) as exc:
+            raise CursorError("invalid cursor") from exc
+        stmt = stmt.where(
+            or_(JobRow.created_at < at, and_(JobRow.created_at == at, JobRow.id < cid))
+        )
+    rows = list(session.scalars(stmt))
+    next_cursor = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_cursor = encode_cursor({"t": rows[-1].created_at.isoformat(), "i": rows[-1].id})
+    return rows, next_cursor
+
+
+def jobs_in_states(session: Session, states: Sequence[str]) -> list[JobRow]:
+    stmt = select(JobRow).where(JobRow.state.in_(states)).order_by(JobRow.created_at, JobRow.id)
+    return list(session.scalars(stmt))
+
+
+def set_job_state(
+    session: Session,
+    job_id: str,
+    state: str,
+    *,
+    error: str | None = None,
+    only_from: Sequence[str] | None = None,
+    **values: Any,
+) -> bool:
+    """Move a job to ``state`` (optionally only from some states); True when a row changed."""
+    now = utcnow()
+    changes: dict[str, Any] = {"state": state, **values}
+    if error is not None:
+        changes["error"] = error
+    if state in ("succeeded", "failed", "cancelled"):
+        changes["finished_at"] = now
+    stmt = update(JobRow).where(JobRow.id == job_id)
+    if only_from is not None:
+        stmt = stmt.where(JobRow.state.in_(only_from))
+    result = session.execute(stmt.values(**changes))
+    session.commit()
+    return bool(getattr(result, "rowcount", 0))
+
+
+def ensure_job_layers(session: Session, job_id: str, names: Iterable[str]) -> None:
+    """Create a progress row for each layer (existing rows keep their state)."""
+    have = set(session.scalars(select(JobLayerRow.layer_name).where(JobLayerRow.job_id == job_id)))
+    for position, name in enumerate(names):
+        if name not in have:
+            session.add(
+                JobLayerRow(job_id=job_id, position=position, layer_name=name, state="pending")
+            )
+    session.commit()
+
+
+def set_layers_state(
+    session: Session,
+    job_id: str,
+    names: Sequence[str],
+    state: str,
+    *,
+    error: str | None = None,
+    bump_attempts: bool = False,
+) -> None:
+    values: dict[str, Any] = {"state": state, "error": error}
+    if bump_attempts:
+        values["attempts"] = JobLayerRow.attempts + 1
+    session.execute(
+        update(JobLayerRow)
+        .where(JobLayerRow.job_id == job_id, JobLayerRow.layer_name.in_(list(names)))
+        .values(**values)
+    )
+    session.commit()
+
+
+def stored_layer_names(session: Session, job_id: str) -> set[str]:
+    return set(
+        session.scalars(select(LayerResultRow.layer_name).where(LayerResultRow.job_id == job_id))
+    )
+
+
+@dataclass
+class LayerMeta:
+    """Provenance of one computed layer (from the job and the Ray task)."""
+
+    node_id: str | None = None
+    hostname: str | None = None
+    wall_seconds: float | None = None
+    checkpoint_sha256: str | None = None
+    data_sha256: str | None = None
+    data_seed: int = 0
+    data_indices: list[int] = field(default_factory=list)
+    dtype: str = "float64"
+    top_k: int = 0
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+def record_layer_result(
+    session: Session, job: JobRow, profile: LayerProfile, meta: LayerMeta
+) -> bool:
+    """Store one layer and mark it done, in one transaction. False if it was already stored."""
+    if profile.wall_seconds is None and meta.wall_seconds is not None:
+        profile = profile.model_copy(update={"wall_seconds": meta.wall_seconds})
+    row = LayerResultRow(
+        job_id=job.id,
+        layer_name=profile.name,
+        kind=profile.kind,
+        checkpoint_id=job.checkpoint_id,
+        arch=job.arch,
+        alpha=profile.alpha,
+        gamma=profile.gamma,
+        s=profile.s,
+        s_eig=profile.s_eig,
+        predicted_s=profile.predicted_s,
+        triangle_relative_error=profile.triangle_relative_error,
+        r2_alpha=profile.r2_alpha,
+        r2_gamma=profile.r2_gamma,
+        pr_h=profile.pr_h,
+        flags=json.dumps(sorted(profile.flags)),
+        k=profile.k,
+        node_id=meta.node_id,
+        hostname=meta.hostname,
+        wall_seconds=profile.wall_seconds,
+        checkpoint_sha256=meta.checkpoint_sha256,
+        data_sha256=meta.data_sha256,
+        data_seed=meta.data_seed,
+        data_indices=json.dumps(meta.data_indices),
+        dtype=meta.dtype,
+        top_k=meta.top_k,
+        versions=json.dumps(meta.versions, sort_keys=True),
+        profile_blob=pack_profile(profile),
+        created_at=utcnow(),
+    )
+    session.add(row)
+    mark = (
+        update(JobLayerRow)
+        .where(JobLayerRow.job_id == job.id, JobLayerRow.layer_name == profile.name)
+        .values(state="succeeded", error=None)
+    )
+    try:
+        session.flush()
+        session.execute(mark)
+        session.commit()
+        return True
+    except IntegrityError:
+        session.rollback()
+        session.execute(mark)
+        session.commit()
+        return False
+
+
+def count_jobs_by_state(session: Session) -> dict[str, int]:
+    return {
+        state: int(n)
+        for state, n in session.execute(select(JobRow.state, func.count()).group_by(JobRow.state))
+    }

@@ -1,0 +1,119 @@
+"""The store on SQLite and PostgreSQL: migrations, idempotent writes, queries."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from sqlalchemy import func, inspect, select
+
+from api_schemas import JobSpec
+from service.store import db, queries, repo
+from service.store.codec import CursorError
+from service.store.models import JobRow, LayerResultRow
+from tests.service.helpers import fake_profile
+
+TABLES = {"checkpoints", "datasets", "jobs", "job_layers", "layer_results"}
+
+
+def _spec(**kw: object) -> JobSpec:
+    return JobSpec(checkpoint_id="zoo:mlp", dataset="digits", **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def session(db_url: str):  # type: ignore[no-untyped-def]
+    db.upgrade(db_url)
+    engine = db.make_engine(db_url)
+    with db.make_session_factory(engine)() as s:
+        yield s
+    engine.dispose()
+
+
+def test_migrations_up_down_up(db_url: str) -> None:
+    db.upgrade(db_url)
+    engine = db.make_engine(db_url)
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    indexes = {ix["name"] for ix in inspect(engine).get_indexes("layer_results")}
+    assert {"ix_layer_results_alpha", "ix_layer_results_gamma", "ix_layer_results_s"} <= indexes
+    db.downgrade(db_url)
+    assert not TABLES & set(inspect(engine).get_table_names())
+    db.upgrade(db_url)
+    db.upgrade(db_url)  # idempotent
+    assert set(inspect(engine).get_table_names()) >= TABLES
+    engine.dispose()
+
+
+def test_idempotency_key_returns_same_job(session) -> None:  # type: ignore[no-untyped-def]
+    a, created_a = repo.create_job(session, _spec(), arch="mlp", idempotency_key="k1")
+    b, created_b = repo.create_job(session, _spec(), arch="mlp", idempotency_key="k1")
+    c, _ = repo.create_job(session, _spec(), arch="mlp")
+    assert created_a and not created_b and a.id == b.id != c.id
+    with pytest.raises(repo.Conflict):
+        repo.create_job(session, _spec(seed=5), arch="mlp", idempotency_key="k1")
+    assert session.scalar(select(func.count()).select_from(JobRow)) == 2
+
+
+def test_layer_result_is_unique_per_job_and_layer(session) -> None:  # type: ignore[no-untyped-def]
+    job, _ = repo.create_job(session, _spec(), arch="mlp")
+    repo.ensure_job_layers(session, job.id, ["a", "b"])
+    meta = repo.LayerMeta(node_id="n1", data_indices=[1, 2, 3], versions={"torch": "x"})
+    assert repo.record_layer_result(session, job, fake_profile("a", alpha=1.5), meta)
+    assert not repo.record_layer_result(session, job, fake_profile("a", alpha=9.0), meta)
+    count = session.scalar(select(func.count()).select_from(LayerResultRow))
+    assert count == 1
+    model = repo.job_model(session, job)
+    assert (model.progress.done, model.progress.total) == (1, 2)
+    rows, _ = queries.query_layers(session, queries.LayerFilters(job_id=[job.id]))
+    assert rows[0].alpha == 1.5 and rows[0].node_id == "n1"
+    detail = queries.layer_detail(queries.get_layer(session, rows[0].id))  # type: ignore[arg-type]
+    assert detail.provenance.data_indices == [1, 2, 3] and detail.sigma == [3.0, 2.0, 1.0]
+
+
+def test_filters_sorting_and_keyset_pages(session) -> None:  # type: ignore[no-untyped-def]
+    job, _ = repo.create_job(session, _spec(), arch="mlp")
+    alphas = [0.5, 1.0, 1.0, 2.0, None, 1.5, None, 3.0]
+    for i, alpha in enumerate(alphas):
+        kind = "conv" if i % 2 else "linear"
+        flags = ["few_points"] if alpha is None else []
+        profile = fake_profile(f"l{i}", kind, alpha=alpha, gamma=0.1 * i, r2_alpha=0.9, flags=flags)
+        repo.record_layer_result(session, job, profile, repo.LayerMeta())
+    for sort in ("alpha", "-alpha", "gamma", "id", "-id", "name"):
+        seen, cursor = [], None
+        while True:
+            rows, cursor = queries.query_layers(
+                session, queries.LayerFilters(), sort=sort, cursor=cursor, limit=3
+            )
+            seen.extend(rows)
+            if cursor is None:
+                break
+        assert len(seen) == len(alphas) and len({r.id for r in seen}) == len(alphas)
+        if sort in ("alpha", "-alpha"):
+            values = [r.alpha for r in seen]
+            defined = [v for v in values if v is not None]
+            assert values[len(defined) :] == [None, None]  # nulls last
+            assert defined == sorted(defined, reverse=sort.startswith("-"))
+    rows, _ = queries.query_layers(session, queries.LayerFilters(alpha_min=1.0, alpha_max=2.0))
+    assert sorted(r.alpha for r in rows if r.alpha is not None) == [1.0, 1.0, 1.5, 2.0]
+    rows, _ = queries.query_layers(session, queries.LayerFilters(kind=["conv"]))
+    assert {r.kind for r in rows} == {"conv"} and len(rows) == 4
+    rows, _ = queries.query_layers(session, queries.LayerFilters(flag="few_points"))
+    assert len(rows) == 2
+    with pytest.raises(CursorError):
+        queries.query_layers(session, queries.LayerFilters(), cursor="garbage!")
+    _, cursor = queries.query_layers(session, queries.LayerFilters(), sort="alpha", limit=2)
+    with pytest.raises(CursorError):
+        queries.query_layers(session, queries.LayerFilters(), sort="gamma", cursor=cursor)
+
+
+def test_summary_by_kind(session) -> None:  # type: ignore[no-untyped-def]
+    job, _ = repo.create_job(session, _spec(), arch="mlp")
+    other, _ = repo.create_job(session, _spec(), arch="mlp")
+    for i, alpha in enumerate([1.0, 2.0, 3.0]):
+        repo.record_layer_result(session, job, fake_profile(f"a{i}", alpha=alpha), repo.LayerMeta())
+    repo.record_layer_result(session, other, fake_profile("x", alpha=100.0), repo.LayerMeta())
+    (row,) = queries.summary(session, [job.id])
+    assert row.kind == "linear" and row.n == 3 and row.alpha_n == 3
+    assert row.alpha_mean == pytest.approx(2.0) and row.alpha_sd == pytest.approx(1.0)
+    assert row.gamma_mean is None and row.gamma_n == 0
+    both = queries.summary(session, [job.id, other.id])
+    assert both[0].n == 4 and not math.isclose(both[0].alpha_mean or 0, 2.0)

@@ -1,0 +1,149 @@
+"""The Ray task: rebuild the model from the object store, profile a group of layers."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from torch import nn
+
+from api_schemas import ProfileSettings
+
+
+@dataclass
+class ModelPayload:
+    """Put into the object store once per job; tasks rebuild the model from it.
+
+    Zoo models travel as config + state-dict arrays; formats that cannot be rebuilt that way
+    (``.pt2`` programs) travel as the artifact path, loaded by ``workers.intake``.
+    """
+
+    config: dict[str, Any] | None = None
+    arrays: dict[str, np.ndarray] | None = None
+    path: str | None = None
+    allow_pickle: bool = False
+
+    @classmethod
+    def from_model(cls, model: nn.Module, config: dict[str, Any]) -> ModelPayload:
+        arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+        return cls(config=dict(config), arrays=arrays)
+
+
+@dataclass
+class DataPayload:
+    inputs: np.ndarray
+    targets: np.ndarray
+    attention_mask: np.ndarray | None = None
+
+    @classmethod
+    def from_tensors(
+        cls, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> DataPayload:
+        return cls(
+            inputs=inputs.detach().cpu().numpy(),
+            targets=targets.detach().cpu().numpy(),
+            attention_mask=None if mask is None else mask.detach().cpu().numpy(),
+        )
+
+    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.array(a, copy=True))
+
+        mask = None if self.attention_mask is None else t(self.attention_mask)
+        return t(self.inputs), t(self.targets), mask
+
+
+def build_model(payload: ModelPayload) -> nn.Module:
+    """The model a payload describes, in eval mode, weights loaded strictly."""
+    if payload.config is not None and payload.arrays is not None:
+        from workers.zoo import build_model as zoo_build
+
+        model = zoo_build(payload.config)
+        state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in payload.arrays.items()}
+        model.load_state_dict(state, strict=True)
+        return model.eval()
+    if payload.path is not None:
+        from workers.intake.checkpoints import load_checkpoint
+
+        loaded = load_checkpoint(payload.path, allow_pickle=payload.allow_pickle)
+        return loaded.model.eval()
+    raise ValueError("model payload has neither config+arrays nor a path")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def profile_group(
+    model_payload: ModelPayload,
+    data_payload: DataPayload,
+    layer_names: list[str],
+    settings_json: str,
+) -> list[dict[str, Any]]:
+    """Profile ``layer_names``; one entry per layer: profile JSON or error, plus provenance.
+
+    If the group fails as a whole, each layer is retried alone so one bad layer fails alone.
+    """
+    from workers.curvature.engine import profile_layers
+
+    settings = ProfileSettings.model_validate_json(settings_json)
+    node_id = _node_id()
+    host = socket.gethostname()
+    model = build_model(model_payload)
+    inputs, targets, mask = data_payload.tensors()
+
+    def run(names: list[str]) -> list[dict[str, Any]]:
+        started = time.perf_counter()
+        profiles = profile_layers(model, inputs, targets, names, settings, attention_mask=mask)
+        each = (time.perf_counter() - started) / max(len(names), 1)
+        return [
+            {
+                "name": p.name,
+                "profile": p.model_dump(mode="python"),
+                "error": None,
+                "wall_seconds": p.wall_seconds if p.wall_seconds is not None else each,
+                "node_id": node_id,
+                "hostname": host,
+            }
+            for p in profiles
+        ]
+
+    try:
+        return run(list(layer_names))
+    except Exception as exc:
+        if len(layer_names) == 1:
+            return [_error_entry(layer_names[0], exc, node_id, host)]
+    out = []
+    for name in layer_names:
+        try:
+            out.extend(run([name]))
+        except Exception as exc:
+            out.append(_error_entry(name, exc, node_id, host))
+    return out
+
+
+def _error_entry(name: str, exc: BaseException, node_id: str | None, host: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "profile": None,
+        "error": _first_line(exc),
+        "wall_seconds": None,
+        "node_id": node_id,
+        "hostname": host,
+    }
+
+
+def _node_id() -> str | None:
+    try:
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:
+        return None
+
+
+profile_group_remote = ray.remote(profile_group)
