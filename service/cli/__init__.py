@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
 # Each module exposes ``register(subparsers)``; every sub-command sets ``func(args) -> int``.
-COMMAND_MODULES = ("service.cli.local", "service.cli.remote", "service.cli.db")
+COMMAND_MODULES = ("service.cli.local", "service.cli.demo", "service.cli.remote", "service.cli.db")
 
 
 class CliError(Exception):
@@ -51,9 +52,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("curvprof: interrupted", file=sys.stderr)
         return 130
     except _user_error_types() as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"curvprof: error: {message}", file=sys.stderr)
+        print(f"curvprof: error: {_one_line(exc)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # anything else: still one line; CURVPROF_DEBUG=1 shows the trace
+        if os.environ.get("CURVPROF_DEBUG"):
+            raise
+        print(f"curvprof: error: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -83,18 +83,29 @@ def _profile(args: argparse.Namespace) -> int:
         bar.update(done - bar.n)
 
     provenance = Provenance(
-        checkpoint_sha256=loaded.sha256, data_name=dataset.name, data_sha256=dataset.sha256,
-        data_seed=args.seed, data_indices=indices,
-    )  # fmt: skip
+        checkpoint_sha256=loaded.sha256,
+        data_name=dataset.name,
+        data_sha256=dataset.sha256,
+        data_seed=args.seed,
+        data_indices=indices,
+    )
     try:
         profile = profile_model(
-            loaded.model, batch.inputs, batch.targets, loss=loss, top_k=args.top_k,
+            loaded.model,
+            batch.inputs,
+            batch.targets,
+            loss=loss,
+            top_k=args.top_k,
             lanczos_steps=args.lanczos,
             dtype=torch.float64 if args.dtype == "float64" else torch.float32,
-            layers=args.layers, seed=args.seed, micro_batch_size=args.micro_batch_size,
-            variants=variants, attention_mask=batch.attention_mask, progress=progress,
+            layers=args.layers,
+            seed=args.seed,
+            micro_batch_size=args.micro_batch_size,
+            variants=variants,
+            attention_mask=batch.attention_mask,
+            progress=progress,
             provenance=provenance,
-        )  # fmt: skip
+        )
     finally:
         bar.close()
     print(format_table(profile.layers))

@@ -4,54 +4,17 @@ PostgreSQL when CURVPROF_TEST_PG_URL is set (see tests/pg.sh), one local Ray per
 from __future__ import annotations
 
 import os
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
-from service.app import create_app
-from service.client import CurvprofClient
+from service.embedded import EmbeddedServer
 from service.settings import Settings
 
 PG_URL = os.environ.get("CURVPROF_TEST_PG_URL")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class LiveServer:
-    """``create_app(settings)`` served by uvicorn on 127.0.0.1 in a background thread."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.app = create_app(settings)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if not self.thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-
-    def client(self, token: str | None = None) -> CurvprofClient:
-        return CurvprofClient(self.url, token=token, timeout=60)
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(60)
 
 
 @pytest.fixture(scope="session")
@@ -65,13 +28,13 @@ def ray_cluster() -> Iterator[None]:
 
 
 @pytest.fixture
-def make_server(tmp_path: Path) -> Iterator[Callable[..., LiveServer]]:
-    servers: list[LiveServer] = []
+def make_server(tmp_path: Path) -> Iterator[Callable[..., EmbeddedServer]]:
+    servers: list[EmbeddedServer] = []
 
-    def start(**overrides: Any) -> LiveServer:
+    def start(**overrides: Any) -> EmbeddedServer:
         values: dict[str, Any] = {"data_dir": tmp_path / "data", "run_jobs": False}
         values.update(overrides)
-        server = LiveServer(Settings(**values))
+        server = EmbeddedServer(Settings(**values))
         servers.append(server)
         return server
 

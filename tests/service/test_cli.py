@@ -14,8 +14,8 @@ import pytest
 from sqlalchemy import inspect
 
 from service.cli import main
+from service.embedded import free_port
 from service.store import db
-from tests.service.conftest import free_port
 
 
 def test_db_upgrade_command(tmp_path: Path) -> None:

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import func, select
 
 from api_schemas import JobSpec
+from service.embedded import EmbeddedServer as LiveServer
 from service.store import db
 from service.store.models import JobLayerRow, LayerResultRow
-from tests.service.conftest import LiveServer
 from tests.service.helpers import MLP_CONFIG, SPEC, write_checkpoint
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")

@@ -127,6 +127,13 @@ def make_batch(
     return Batch(x, y, mask, loss, normaliser, n)
 
 
+def set_train_mode(model: nn.Module, training: bool) -> None:
+    """``model.train(training)``; programs from ``torch.export`` keep the mode they were
+    exported in (they refuse ``eval()``), so export them from an eval-mode model."""
+    with contextlib.suppress(NotImplementedError):
+        model.train(training)
+
+
 @contextlib.contextmanager
 def measurement_mode(model: nn.Module) -> Iterator[nn.Module]:
     """Eval mode, TF32 off and highest float32 matmul precision, restored afterwards."""
@@ -134,14 +141,14 @@ def measurement_mode(model: nn.Module) -> Iterator[nn.Module]:
     matmul_tf32 = torch.backends.cuda.matmul.allow_tf32
     cudnn_tf32 = torch.backends.cudnn.allow_tf32
     precision = torch.get_float32_matmul_precision()
-    model.eval()
+    set_train_mode(model, False)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.set_float32_matmul_precision("highest")
     try:
         yield model
     finally:
-        model.train(was_training)
+        set_train_mode(model, was_training)
         torch.backends.cuda.matmul.allow_tf32 = matmul_tf32
         torch.backends.cudnn.allow_tf32 = cudnn_tf32
         torch.set_float32_matmul_precision(precision)

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from workers.curvature.measurement import set_train_mode
 from workers.intake.errors import IntakeError
 
 LOSSES = ("cross_entropy", "mse", "lm")
@@ -69,14 +70,14 @@ def check_fits(model: nn.Module, ds: Dataset, loss: str) -> None:
     if x.is_floating_point() and param is not None:
         x = x.to(param.dtype)
     was_training = model.training
-    model.eval()
+    set_train_mode(model, False)
     try:
         with torch.no_grad():
             out = model(x)
     except Exception as exc:  # any failure of the forward is a mismatch
         raise IntakeError(f"{what} does not fit model {arch}: {_first_line(exc)}") from None
     finally:
-        model.train(was_training)
+        set_train_mode(model, was_training)
     if not isinstance(out, torch.Tensor):
         raise IntakeError(f"model {arch} returns {type(out).__name__}, not a tensor")
     if loss == "mse":

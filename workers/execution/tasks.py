@@ -71,7 +71,7 @@ def build_model(payload: ModelPayload) -> nn.Module:
         from workers.intake.checkpoints import load_checkpoint
 
         loaded = load_checkpoint(payload.path, allow_pickle=payload.allow_pickle)
-        return loaded.model.eval()
+        return loaded.model  # already in eval mode (or an exported program, which stays as is)
     raise ValueError("model payload has neither config+arrays nor a path")
 
 
