@@ -116,10 +116,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jobs,
         layers,
         metrics,
+        plots,
         summary,
     )
 
-    for module in (checkpoints, datasets, jobs, batches, layers, summary):
+    for module in (checkpoints, datasets, jobs, batches, layers, plots, summary):
         app.include_router(module.router, prefix="/v1")
     app.include_router(health.router)
     app.include_router(metrics.router)

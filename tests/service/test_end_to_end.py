@@ -198,3 +198,17 @@ def test_restart_resumes_without_duplicates(make_server: Any) -> None:
     assert all(after[name] == before[name] for name in before)  # stored layers kept, not redone
     assert all(p.attempts == 1 for p in progress if p.layer_name in before)
     assert not any(math.isnan(r.wall_seconds or 0.0) for r in rows)
+
+
+def test_plot_endpoints_return_pngs(finished: dict[str, Any]) -> None:
+    client, job = finished["client"], finished["job"]
+    identity = client.http.get("/v1/plots/identity", params={"jobs": job.id})
+    assert identity.status_code == 200 and identity.headers["content-type"] == "image/png"
+    assert identity.content[:8] == b"\x89PNG\r\n\x1a\n"
+    layer_id = next(iter(client.layers(job_id=job.id))).id
+    one = client.http.get(f"/v1/layers/{layer_id}/plot")
+    assert one.status_code == 200 and one.content[:4] == b"\x89PNG"
+    missing = client.http.get("/v1/layers/999999/plot")
+    assert missing.status_code == 404 and "not found" in missing.json()["error"]["message"]
+    none = client.http.get("/v1/plots/identity", params={"jobs": "no-such-job"})
+    assert none.status_code == 404
