@@ -9,7 +9,13 @@ import sys
 from collections.abc import Sequence
 
 # Each module exposes ``register(subparsers)``; every sub-command sets ``func(args) -> int``.
-COMMAND_MODULES = ("service.cli.local", "service.cli.demo", "service.cli.remote", "service.cli.db")
+COMMAND_MODULES = (
+    "service.cli.local",
+    "service.cli.demo",
+    "service.cli.reproduce",
+    "service.cli.remote",
+    "service.cli.db",
+)
 
 
 class CliError(Exception):
