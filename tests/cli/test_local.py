@@ -215,3 +215,34 @@ def test_command_line_exit_status_and_no_traceback(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert done.stderr.startswith("curvprof: error:") and "Traceback" not in done.stderr
+
+
+def test_hugging_face_gpt2_directory_profiles(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.GPT2Config(n_layer=1, n_head=2, n_embd=8, vocab_size=30, n_positions=16)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "hf", safe_serialization=True)
+    tokens = np.random.default_rng(0).integers(0, 30, size=(40, 9))
+    np.savez(tmp_path / "tokens.npz", inputs=tokens[:, :-1], targets=tokens[:, 1:])
+    out = tmp_path / "p.json"
+    args = [
+        "profile",
+        str(tmp_path / "hf"),
+        "--data",
+        str(tmp_path / "tokens.npz"),
+        "--out",
+        str(out),
+    ]
+    assert main([*args, *FAST]) == 0
+    profile = Profile.model_validate_json(out.read_text())
+    assert profile.settings.loss == "lm"
+    assert {layer.kind for layer in profile.layers} >= {
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_qkv",
+        "attn_o",
+        "mlp_up",
+        "mlp_down",
+    }
+    assert all(layer.k > 0 for layer in profile.layers)

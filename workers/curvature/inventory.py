@@ -151,6 +151,7 @@ def layer_inventory(model: nn.Module) -> tuple[list[LayerSpec], dict[str, str]]:
     linear_like = [p for p, mod in named if isinstance(mod, nn.Linear) or _is_hf_conv1d(mod)]
     last_linear = linear_like[-1] if linear_like else None
     embeddings = {id(mod.weight) for _, mod in named if isinstance(mod, nn.Embedding)}
+    canonical = {id(p): name for name, p in model.named_parameters()}
     specs: list[LayerSpec] = []
     skipped: dict[str, str] = {}
     seen: set[int] = set()
@@ -161,7 +162,8 @@ def layer_inventory(model: nn.Module) -> tuple[list[LayerSpec], dict[str, str]]:
             continue
         if not isinstance(weight, nn.Parameter) or id(weight) in seen:
             continue
-        pname = f"{path}.weight" if path else "weight"
+        # A shared (tied) weight is addressed by its canonical name in named_parameters().
+        pname = canonical.get(id(weight), f"{path}.weight" if path else "weight")
         flags: tuple[str, ...] = ()
         if id(weight) in embeddings:
             flags = ("tied_embedding",)
@@ -192,7 +194,11 @@ def layer_inventory(model: nn.Module) -> tuple[list[LayerSpec], dict[str, str]]:
             seen.add(id(weight))
             transpose = _is_hf_conv1d(mod)
             m, n = (weight.shape[1], weight.shape[0]) if transpose else tuple(weight.shape)
-            kind = explicit.get(pname) or _kind_of_linear(path, path == last_linear)
+            kind = (
+                explicit.get(pname)
+                or explicit.get(f"{path}.weight")
+                or _kind_of_linear(path, path == last_linear)
+            )
             spec = LayerSpec(
                 path,
                 kind,
