@@ -34,6 +34,9 @@ def register(subparsers: Any) -> None:
     profile.add_argument("--lanczos", type=int, default=20, help="Lanczos steps (0: none)")
     profile.add_argument("--dtype", choices=["float32", "float64"], default="float64")
     profile.add_argument("--layers", help="fnmatch glob(s) on layer names or kinds")
+    profile.add_argument(
+        "--device", default="auto", help="auto (a GPU when there is one), cpu, cuda"
+    )
     profile.add_argument("--variants", default="ef,kron", help="of ggn,ef,kron,mc")
     profile.add_argument("--out", type=Path, help="write the profile JSON here")
     profile.add_argument("--plots", type=Path, help="write PNG plots into this directory")
@@ -71,6 +74,13 @@ def _profile(args: argparse.Namespace) -> int:
     if unknown:
         raise CliError(f"unknown variant {unknown[0]!r}; choose from ggn, ef, kron, mc")
     loaded = load_checkpoint(args.model, weights=args.weights, allow_pickle=True)
+    device = args.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        loaded.model.to(device)
+    except (RuntimeError, AssertionError) as exc:
+        raise CliError(f"cannot use device {device!r}: {exc}") from None
     dataset = open_dataset(args.data)
     loss = args.loss or loaded.default_loss or _loss_for(dataset.name)
     check_fits(loaded.model, dataset, loss)

@@ -152,7 +152,15 @@ def _lanczos(
     steps = min(settings.lanczos_steps, dim)
     tol = 1e-8 if settings.dtype == "float64" else 1e-4
     k = min(settings.top_k, steps)
-    return lanczos(matvec, dim, steps=steps, k=k, tol=tol, seed=settings.seed)  # type: ignore[arg-type]
+    return lanczos(
+        matvec,  # type: ignore[arg-type]
+        dim,
+        steps=steps,
+        k=k,
+        tol=tol,
+        seed=settings.seed,
+        device=block.weight.device,
+    )
 
 
 def _as_list(t: torch.Tensor | np.ndarray | None) -> list[float]:
@@ -171,7 +179,7 @@ def _profile_one(
     projections: dict[str, dict[str, Projections]],
 ) -> LayerProfile:
     flags = list(spec.flags) + list(svd.flags)
-    sigma = svd.sigma
+    sigma = svd.sigma.cpu()
     base = {
         "name": spec.name,
         "kind": spec.kind,
@@ -187,8 +195,8 @@ def _profile_one(
     h = torch.zeros(0, dtype=torch.float64)
     if svd.k > 0:
         curv = directional_curvature(block, spec, svd.U, svd.V)
-        h = curv["h"]
-        extra.update(compressed_diagnostics(curv["M"], h, curv["hv_norms"]))
+        extra.update(compressed_diagnostics(curv["M"], curv["h"], curv["hv_norms"]))
+        h = curv["h"].cpu()
         if "ggn" in settings.variants:
             try:
                 extra["h_ggn"] = _as_list(ggn_curvature(model, micro, spec, svd.U, svd.V))
@@ -280,7 +288,7 @@ def _kron_fields(
         if projections and "kfac_unavailable" not in flags:
             flags.append("kfac_unavailable")
         return {}
-    q = kronecker_quantities(true, svd.sigma, n_examples)
+    q = _on_cpu(kronecker_quantities(true, svd.sigma, n_examples))
     flags.extend(f for f in q["flags"] if f not in flags)  # type: ignore[attr-defined]
     h_kron: torch.Tensor = q["h_kron"]  # type: ignore[assignment]
     out: dict[str, object] = {
@@ -293,11 +301,11 @@ def _kron_fields(
     }
     mc = projections.get("mc", {}).get(spec.name)
     if mc is not None:
-        qm = kronecker_quantities(mc, svd.sigma, n_examples)
+        qm = _on_cpu(kronecker_quantities(mc, svd.sigma, n_examples))
         out["h_mc"] = _as_list(qm["h_ef"])  # type: ignore[arg-type]
         out["h_kron_mc"] = _as_list(qm["h_kron"])  # type: ignore[arg-type]
     dec = alpha_decomposition(
-        svd.sigma.numpy(),
+        svd.sigma.cpu().numpy(),
         h.numpy(),
         h_kron.numpy(),
         q["cosines"].numpy(),  # type: ignore[attr-defined]
@@ -308,6 +316,10 @@ def _kron_fields(
     if dec:
         out["decomposition"] = Decomposition(**dec)
     return out
+
+
+def _on_cpu(values: dict[str, object]) -> dict[str, object]:
+    return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in values.items()}
 
 
 def _lanczos_summary(lz: LanczosResult | None) -> LanczosSummary | None:

@@ -65,10 +65,10 @@ class BlockHessian:
 def layer_matvec(block: BlockHessian, spec: LayerSpec) -> tuple[int, object]:
     """The (dimension, matvec) pair Lanczos needs: vec(X) ↦ vec(H[X]) on the (m, n) block."""
     m, n = spec.shape
-    dtype = block.weight.dtype
+    dtype, device = block.weight.dtype, block.weight.device
 
     def matvec(v: torch.Tensor) -> torch.Tensor:
-        x = spec.embed(v.reshape(m, n).to(dtype))
+        x = spec.embed(v.reshape(m, n).to(device=device, dtype=dtype))
         (hx,) = block.products([x])
         return spec.matrix(hx).reshape(-1).to(torch.float64)
 

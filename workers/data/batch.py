@@ -67,8 +67,10 @@ def check_fits(model: nn.Module, ds: Dataset, loss: str) -> None:
     x, y = ds.inputs[:2], ds.targets[:2]
     what = f"data shape {tuple(ds.inputs.shape)} ({_dtype(x)})"
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
-    if x.is_floating_point() and param is not None:
-        x = x.to(param.dtype)
+    if param is not None:
+        x = x.to(param.device)
+        if x.is_floating_point():
+            x = x.to(param.dtype)
     was_training = model.training
     set_train_mode(model, False)
     try:

@@ -95,7 +95,7 @@ def profile_group(
     settings = ProfileSettings.model_validate_json(settings_json)
     node_id = _node_id()
     host = socket.gethostname()
-    model = build_model(model_payload)
+    model = build_model(model_payload).to(task_device())
     inputs, targets, mask = data_payload.tensors()
 
     def run(names: list[str]) -> list[dict[str, Any]]:
@@ -137,6 +137,18 @@ def _error_entry(name: str, exc: BaseException, node_id: str | None, host: str) 
         "node_id": node_id,
         "hostname": host,
     }
+
+
+def task_device() -> torch.device:
+    """The GPU Ray assigned to this task (it sets CUDA_VISIBLE_DEVICES), else the CPU.
+    The engine computes wherever the model's weights live."""
+    try:
+        has_gpu = bool(ray.get_gpu_ids())
+    except Exception:
+        has_gpu = False
+    if has_gpu and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def _node_id() -> str | None:
