@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -86,6 +87,15 @@ class Batch:
     def loss_value(self, model: nn.Module) -> torch.Tensor:
         """The micro-batch's share of the mean-reduced loss."""
         return self.loss_of_output(self.forward(model))
+
+
+def draw_indices(n: int, batch_size: int | None, seed: int) -> list[int]:
+    """Sorted indices of the measurement batch: all n, or B = batch_size drawn without
+    replacement by ``np.random.default_rng(seed)`` (recorded as provenance)."""
+    if batch_size is None or batch_size >= n:
+        return list(range(n))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(n, size=batch_size, replace=False))
 
 
 def _lm_targets(targets: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -14,6 +14,7 @@ from torch import nn
 from api_schemas import Profile, ProfileSettings, Provenance
 from workers.curvature.engine import Progress, list_layer_names, profile_layers
 from workers.curvature.inventory import layer_inventory
+from workers.curvature.measurement import draw_indices
 
 
 def library_versions() -> dict[str, str]:
@@ -29,14 +30,6 @@ def library_versions() -> dict[str, str]:
         "scipy": scipy.__version__,
         "python": platform.python_version(),
     }
-
-
-def draw_indices(n: int, batch_size: int | None, seed: int) -> list[int]:
-    """Sorted indices of the measurement batch: all of them, or B drawn without replacement."""
-    if batch_size is None or batch_size >= n:
-        return list(range(n))
-    rng = np.random.default_rng(seed)
-    return sorted(int(i) for i in rng.choice(n, size=batch_size, replace=False))
 
 
 def profile_model(

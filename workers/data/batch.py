@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from workers.curvature.measurement import set_train_mode
+from workers.curvature.measurement import draw_indices, set_train_mode
 from workers.intake.errors import IntakeError
 
 LOSSES = ("cross_entropy", "mse", "lm")
@@ -52,8 +51,7 @@ def measurement_batch(
     n = len(ds)
     if n < 1 or batch_size < 1:
         raise IntakeError(f"cannot draw a batch of {batch_size} from {n} examples")
-    b = min(batch_size, n)
-    indices = sorted(int(i) for i in np.random.default_rng(seed).choice(n, b, replace=False))
+    indices = draw_indices(n, batch_size, seed)
     batch = ds.subset(indices)
     batch.meta.update(batch_indices=indices, batch_seed=seed, source_examples=n)
     return batch, indices
