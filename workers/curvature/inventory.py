@@ -11,22 +11,14 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
+from typing import get_args
 
 import torch
 from torch import nn
 
-KINDS = (
-    "conv",
-    "attn_q",
-    "attn_k",
-    "attn_v",
-    "attn_o",
-    "attn_qkv",
-    "mlp_up",
-    "mlp_down",
-    "head",
-    "linear",
-)
+from api_schemas import LayerKind
+
+KINDS: tuple[str, ...] = get_args(LayerKind)
 
 _Q = {"q", "q_proj", "query", "wq", "to_q", "q_lin"}
 _K = {"k", "k_proj", "key", "wk", "to_k", "k_lin"}
@@ -147,6 +139,9 @@ def layer_inventory(model: nn.Module) -> tuple[list[LayerSpec], dict[str, str]]:
     otherwise from module types and names.
     """
     explicit: dict[str, str] = dict(getattr(model, "curvprof_kinds", {}) or {})
+    unknown = sorted({kind for kind in explicit.values() if kind not in KINDS})
+    if unknown:
+        raise ValueError(f"curvprof_kinds names an unknown layer kind {unknown[0]!r}")
     named = list(model.named_modules())
     linear_like = [p for p, mod in named if isinstance(mod, nn.Linear) or _is_hf_conv1d(mod)]
     last_linear = linear_like[-1] if linear_like else None
