@@ -106,7 +106,7 @@ def profile_layers(
         started = time.perf_counter()
         with torch.enable_grad():
             grads, _ = layer_gradients(work, micro, specs)
-            n_outputs = int(micro[0].forward(work).shape[-1])
+            n_outputs = int(micro[0].split(1, limit=1)[0].forward(work).shape[-1])
         svds = {
             s.name: gradient_svd(
                 grads[s.name],

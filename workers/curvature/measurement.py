@@ -47,10 +47,11 @@ class Batch:
     normaliser: float
     n_examples: int
 
-    def split(self, micro_batch_size: int | None) -> list[Batch]:
-        """Consecutive micro-batches sharing the full batch's normaliser."""
+    def split(self, micro_batch_size: int | None, *, limit: int | None = None) -> list[Batch]:
+        """Consecutive micro-batches sharing the full batch's normaliser (the first ``limit``)."""
         size = self.inputs.shape[0]
         step = size if not micro_batch_size or micro_batch_size >= size else micro_batch_size
+        starts = range(0, size, step)[:limit]
         return [
             Batch(
                 self.inputs[i : i + step],
@@ -60,7 +61,7 @@ class Batch:
                 self.normaliser,
                 self.n_examples,
             )
-            for i in range(0, size, step)
+            for i in starts
         ]
 
     def forward(self, model: nn.Module) -> torch.Tensor:
