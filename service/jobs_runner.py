@@ -181,7 +181,7 @@ class JobRunner:
             self.notify()
 
     def _execute(self, job_id: str) -> None:
-        from workers.execution import DataPayload, LayerOutcome, run_layer_groups
+        from workers.execution import DataPayload, LayerOutcome, gpus_per_task, run_layer_groups
         from workers.execution.scheduler import group_layers
 
         with self._session() as s:
@@ -231,7 +231,7 @@ class JobRunner:
             on_layer=on_layer,
             on_submit=on_submit,
             should_stop=lambda: self._should_stop(job_id),
-            num_gpus=self.settings.num_gpus_per_task,
+            num_gpus=gpus_per_task(self.settings.num_gpus_per_task),
             max_retries=self.settings.task_max_retries,
         )
         with self._session() as s:

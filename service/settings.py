@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     open_reads: bool = True
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
     allow_pickle_checkpoints: bool = False
-    num_gpus_per_task: float = Field(default=0.0, ge=0.0)
+    num_gpus_per_task: float | None = Field(
+        default=None, ge=0.0, description="GPUs per layer task; None: 1 when the cluster has GPUs"
+    )
     layers_per_task: int = Field(default=1, ge=1)
     max_concurrent_jobs: int = Field(default=2, ge=1)
     task_max_retries: int = Field(default=3, ge=0)

@@ -19,6 +19,23 @@ def _runtime_env() -> dict[str, Any]:
     return {"env_vars": {"PYTHONPATH": path}}
 
 
+LOOPBACK = "127.0.0.1"
+
+
+def _loopback_only() -> None:
+    """Keep every process of a local Ray on 127.0.0.1.
+
+    Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is imported; the processes it spawns
+    read it from their environment. Setting the variable here covers the children, and the
+    driver's already-imported constant is aligned with it (when ray was imported first, as
+    in most programs, the variable alone leaves the GCS and raylet on the external address).
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    from ray._private import ray_constants
+
+    ray_constants.ENABLE_RAY_CLUSTER = False
+
+
 def init_ray(
     address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None
 ) -> None:
@@ -39,8 +56,13 @@ def init_ray(
         }
         address = address or os.environ.get("RAY_ADDRESS") or None
         if address is None or address == "local":
-            os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-            kwargs.update(address="local", num_cpus=num_cpus, num_gpus=num_gpus)
+            _loopback_only()
+            kwargs.update(
+                address="local",
+                num_cpus=num_cpus,
+                num_gpus=num_gpus,
+                _node_ip_address=LOOPBACK,
+            )
         else:
             kwargs.pop("include_dashboard")
             kwargs["address"] = address
@@ -61,3 +83,10 @@ def shutdown_ray() -> None:
     with _lock:
         if ray.is_initialized():
             ray.shutdown()
+
+
+def gpus_per_task(configured: float | None) -> float:
+    """GPUs a layer task asks for: the configured value, else 1 when the cluster has GPUs."""
+    if configured is not None:
+        return configured
+    return 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
