@@ -52,7 +52,8 @@ def identity_plot(
         raise HTTPException(404, "no stored layers match")
     from service.plots import identity_figure
 
-    title = f"s vs αγ ({len(rows)} layers" + (f", jobs {jobs})" if jobs else ")")
+    n_jobs = len({r.job_id for r in rows})
+    title = f"s vs αγ: {len(rows)} layers of {n_jobs} job{'s' if n_jobs > 1 else ''}"
     png = identity_figure(_profiles(rows), title)
     return Response(png, media_type="image/png")
 
