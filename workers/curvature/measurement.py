@@ -10,7 +10,7 @@ L = (1/N) Σ_i ℓ_i with N = B (``cross_entropy``, ``mse``) or the number of pr
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,7 +166,7 @@ def measurement_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextlib.contextmanager
-def grad_only_for(model: nn.Module, params: list[torch.Tensor]) -> Iterator[None]:
+def grad_only_for(model: nn.Module, params: Sequence[torch.Tensor]) -> Iterator[None]:
     """Let only ``params`` require grad, so the graph is built for them alone."""
     wanted = {id(p) for p in params}
     saved = [(p, p.requires_grad) for p in model.parameters()]

@@ -1,0 +1,111 @@
+"""Case 1: directional curvature h_k for K = 20 gradient singular directions of one layer.
+
+Costs are in gradients of the same layer (median of paired ratios), per direction = (setup +
+K directions)/K. The floor is a bare reused ``create_graph=True`` gradient with K
+back-propagations through it; its marginal cost per direction is reported too.
+Accuracy: max relative difference of h_k to the floor's values (float64).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from bench import peers
+from bench.cases import Setup, paired, rel_diff
+from workers.curvature.hvp import BlockHessian, directional_curvature
+from workers.curvature.measurement import grad_only_for
+
+
+def floor_method(s: Setup, splits: list[tuple[float, float]]) -> Callable[[], torch.Tensor]:
+    def run() -> torch.Tensor:
+        w = s.weight
+        with grad_only_for(s.model, [w]):
+            t0 = time.perf_counter()
+            (g,) = torch.autograd.grad(s.batch.loss_value(s.model), w, create_graph=True)
+            t1 = time.perf_counter()
+            hs = []
+            for d in s.directions:
+                (hx,) = torch.autograd.grad(g, w, grad_outputs=d, retain_graph=True)
+                hs.append((hx * d).sum())
+            t2 = time.perf_counter()
+        splits.append((t1 - t0, (t2 - t1) / len(s.directions)))
+        return torch.stack(hs).detach()
+
+    return run
+
+
+def curvprof_method(s: Setup) -> Callable[[], torch.Tensor]:
+    def run() -> torch.Tensor:
+        block = BlockHessian(s.model, [s.batch], s.spec.parameter)
+        out = directional_curvature(block, s.spec, s.U, s.V)["h"]
+        block.release()
+        return out
+
+    return run
+
+
+def methods(s: Setup) -> dict[str, Callable[[], torch.Tensor]]:
+    have = peers.available()
+    out: dict[str, Callable[[], torch.Tensor]] = {"curvprof": curvprof_method(s)}
+    if have["pyhessian"]:
+        out["pyhessian (docs: all params)"] = peers.pyhessian_hk(s, freeze_others=False)
+        out["pyhessian (best: others frozen)"] = peers.pyhessian_hk(s, freeze_others=True)
+    if have["curvlinops"]:
+        out["curvlinops (docs: H @ v each)"] = peers.curvlinops_hk(s, matrix=False)
+        out["curvlinops (best: H @ V)"] = peers.curvlinops_hk(s, matrix=True)
+    if have["eigenthings"]:
+        out["eigenthings (docs = best)"] = peers.eigenthings_hk(s)
+    if have["backpack"] and peers.backpack_supported(s) is None:
+        out["backpack HMP (docs = best)"] = peers.backpack_hk(s)
+    return out
+
+
+def run_case(s: Setup, repeats: int) -> dict[str, Any]:
+    K = len(s.directions)
+    splits: list[tuple[float, float]] = []
+    fl = paired(floor_method(s, splits), s.gradient, repeats)
+    ref_h = fl["out"]
+    # floor ratios per repeat: the splits of the timed repeats (the first is the warm-up)
+    timed_splits = splits[-repeats:]
+    rows: list[dict[str, Any]] = [
+        {
+            "method": "floor (reused create_graph grad)",
+            "per_dir": fl["ratio"] / K,
+            "total": fl["ratio"],
+            "rel_err": 0.0,
+            "ratios": fl["ratios"],
+        }
+    ]
+    for name, fn in methods(s).items():
+        try:
+            r = paired(fn, s.gradient, repeats)
+        except Exception as exc:  # a peer that cannot run this model
+            rows.append({"method": name, "error": f"{type(exc).__name__}: {exc}"[:200]})
+            continue
+        rows.append(
+            {
+                "method": name,
+                "per_dir": r["ratio"] / K,
+                "total": r["ratio"],
+                "rel_err": rel_diff(r["out"], ref_h),
+                "ratios": r["ratios"],
+            }
+        )
+    marginal = [sp[1] / r for sp, r in zip(timed_splits, fl["refs"], strict=True)]
+    setup = [sp[0] / r for sp, r in zip(timed_splits, fl["refs"], strict=True)]
+    return {
+        "model": s.name,
+        "layer": s.spec.name,
+        "shape": list(s.spec.shape),
+        "batch": int(s.x.shape[0]),
+        "K": K,
+        "gradient_seconds": fl["ref_seconds"],
+        "floor_marginal_per_dir": statistics.median(marginal),
+        "floor_setup": statistics.median(setup),
+        "rows": rows,
+    }

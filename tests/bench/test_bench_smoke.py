@@ -1,0 +1,96 @@
+"""Smoke test of the peer benchmark (bench/): imports and the cheapest piece on a tiny model.
+
+Runs without the ``bench`` extra; peer parts are skipped when the peers are not installed.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from bench import cases, eigen, hk, peers, whole
+from workers.curvature.gradient import gradient_svd, layer_gradients
+from workers.curvature.inventory import layer_inventory
+from workers.curvature.measurement import make_batch
+
+
+def tiny_setup() -> cases.Setup:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 4)).to(torch.float64)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    x, y = torch.randn(32, 6), torch.randint(0, 4, (32,))
+    batch = make_batch(x, y, "cross_entropy", dtype=torch.float64)
+    specs, _ = layer_inventory(model)
+    spec = specs[0]
+    grads, _ = layer_gradients(model, [batch], [spec])
+    svd = gradient_svd(grads[spec.name], 5)
+    dirs = [spec.embed(torch.outer(svd.U[:, k], svd.V[:, k])) for k in range(svd.k)]
+    return cases.Setup(
+        "tiny",
+        model,
+        batch,
+        batch.inputs,
+        batch.targets,
+        "cross_entropy",
+        spec,
+        specs,
+        svd.U,
+        svd.V,
+        dirs,
+    )
+
+
+def test_modules_import_and_modes_are_defined() -> None:
+    import bench.__main__ as main
+    import bench.scaling
+    import bench.store
+
+    assert set(main.MODES) == {"quick", "full"}
+    assert bench.store.QUERIES and bench.scaling.run_case
+    assert set(peers.available()) == {"pyhessian", "curvlinops", "eigenthings", "backpack"}
+
+
+def test_curvprof_hk_matches_the_floor_and_timing_is_paired() -> None:
+    s = tiny_setup()
+    splits: list[tuple[float, float]] = []
+    r = cases.paired(hk.floor_method(s, splits), s.gradient, 2)
+    h_floor = r["out"]
+    h_cp = hk.curvprof_method(s)()
+    assert cases.rel_diff(h_cp, h_floor) <= 1e-12
+    assert len(r["ratios"]) == 2 and r["ratio"] > 0 and len(splits) == 3
+
+
+def test_lanczos_drivers_agree_with_dense_eigh() -> None:
+    s = tiny_setup()
+    ref, how = eigen.reference(s)  # 48 entries: dense eigh
+    assert how == "dense eigh"
+    res = eigen.curvprof_method(s, tol=1e-10)()
+    n = min(len(res["eigenvalues"]), 5)
+    assert abs(res["eigenvalues"][:n] - ref[:n]).max() <= 1e-8 * abs(ref[0])
+    from workers.curvature.hvp import BlockHessian, layer_matvec
+
+    block = BlockHessian(s.model, [s.batch], s.spec.parameter)
+    dim, mv = layer_matvec(block, s.spec)
+    vals = whole.lanczos_steps(mv, dim, dim)  # a full Krylov space: every eigenvalue
+    assert abs(vals[0] - ref[0]) <= 1e-8 * abs(ref[0])
+
+
+@pytest.mark.parametrize("peer", ["curvlinops", "pyhessian", "eigenthings"])
+def test_peer_hk_agrees(peer: str) -> None:
+    pytest.importorskip(
+        {
+            "curvlinops": "curvlinops",
+            "pyhessian": "pyhessian",
+            "eigenthings": "hessian_eigenthings",
+        }[peer]
+    )
+    s = tiny_setup()
+    ref = hk.curvprof_method(s)()
+    fn = {
+        "curvlinops": lambda: peers.curvlinops_hk(s, matrix=True),
+        "pyhessian": lambda: peers.pyhessian_hk(s, freeze_others=True),
+        "eigenthings": lambda: peers.eigenthings_hk(s),
+    }[peer]()
+    assert cases.rel_diff(fn(), ref) <= 1e-10
