@@ -20,8 +20,14 @@ def pack_profile(profile: LayerProfile) -> bytes:
     return zlib.compress(json.dumps(profile.model_dump(mode="python")).encode(), 6)
 
 
+def unpack_profile_data(blob: bytes) -> dict[str, Any]:
+    """The stored profile's JSON as a dict (validate it once, where it is used)."""
+    data: dict[str, Any] = json.loads(zlib.decompress(blob))
+    return data
+
+
 def unpack_profile(blob: bytes) -> LayerProfile:
-    return LayerProfile.model_validate(json.loads(zlib.decompress(blob)))
+    return LayerProfile.model_validate(unpack_profile_data(blob))
 
 
 def encode_cursor(payload: dict[str, Any]) -> str:

@@ -18,7 +18,13 @@ from api_schemas import (
     Provenance,
     SummaryRow,
 )
-from service.store.codec import CursorError, decode_cursor, encode_cursor, unpack_profile
+from service.store.codec import (
+    CursorError,
+    decode_cursor,
+    encode_cursor,
+    unpack_profile,
+    unpack_profile_data,
+)
 from service.store.models import LayerResultRow
 
 SORTABLE: dict[str, InstrumentedAttribute[Any]] = {
@@ -103,7 +109,6 @@ def query_layers(
     key, desc = parse_sort(sort)
     col = SORTABLE[key]
     r = LayerResultRow
-    is_null = case((col.is_(None), 1), else_=0)
     stmt = select(r).where(*filters.clauses())
     if cursor:
         c = decode_cursor(cursor)
@@ -119,7 +124,7 @@ def query_layers(
                 if key != "id"
                 else (r.id < last_id if desc else r.id > last_id)
             )
-    order = [is_null, col.desc() if desc else col.asc()]
+    order = [col.desc().nulls_last() if desc else col.asc().nulls_last()]
     if key != "id":
         order.append(r.id.asc())
     stmt = stmt.order_by(*order).limit(limit + 1)
@@ -134,15 +139,15 @@ def query_layers(
 
 
 def layer_row(row: LayerResultRow) -> LayerRow:
-    profile = unpack_profile(row.profile_blob)
-    return LayerRow(
-        **profile.model_dump(),
+    data = unpack_profile_data(row.profile_blob)
+    data.update(
         id=row.id,
         job_id=row.job_id,
         checkpoint_id=row.checkpoint_id,
         architecture=row.arch,
         node_id=row.node_id,
     )
+    return LayerRow.model_validate(data)
 
 
 def layer_detail(row: LayerResultRow) -> LayerDetail:
