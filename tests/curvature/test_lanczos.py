@@ -73,7 +73,8 @@ def test_t6_lanczos_top_reaches_convergence(power_law_op):
     mv, n, lam = power_law_op
     r = lanczos_top(mv, n, k=20, tol=1e-8, seed=0, return_vectors=True)
     assert r.n_converged == 20
-    assert r.n_matvec == r.steps == 60  # m0 = max(3k, k + 40) = 60 already suffices
+    # m0 = k + 10 = 30, checked every 10 matvecs: §8.1 says 40 steps leave ~3 unconverged
+    assert r.n_matvec == r.steps and r.steps in (50, 60)
     assert np.abs(r.eigenvalues - lam[:20]).max() / lam[0] < 1e-12
     y = r.ritz_vectors
     assert y is not None and y.shape == (n, 20) and y.dtype == F64
@@ -84,12 +85,12 @@ def test_t6_lanczos_top_reaches_convergence(power_law_op):
 
 def test_lanczos_top_grows_one_basis(power_law_op):
     mv, n, _ = power_law_op
-    r = lanczos_top(mv, n, k=20, tol=1e-8, m0=20, m_max=300)  # 20 → 30 → 45
+    r = lanczos_top(mv, n, k=20, tol=1e-8, m0=20, m_max=300, step=None)  # 20 → 30 → 45
     # n_matvec = 45, not 20 + 30 + 45: the basis was extended, not rebuilt
     assert r.n_converged == 20 and r.steps == 45 and r.n_matvec == 45
     one_shot = lanczos(mv, n, steps=45, k=20)
     np.testing.assert_array_equal(r.eigenvalues, one_shot.eigenvalues)
-    capped = lanczos_top(mv, n, k=20, tol=1e-8, m0=20, m_max=30)
+    capped = lanczos_top(mv, n, k=20, tol=1e-8, m0=20, m_max=30, step=None)
     assert capped.steps == 30 and capped.n_converged < 20
 
 
@@ -171,9 +172,20 @@ def test_t15_aligned_kronecker(p, q, s_eig, s_dir):
     mv = _kron_diag(sd, ad)
     exact = np.sort(np.outer(sd.numpy(), ad.numpy()).ravel())[::-1][:20]
     assert round(power_law_exponent(exact)[0], 3) == s_eig  # §8.4 table, 3 decimals
-    r = lanczos_top(mv, n * n, k=20, tol=1e-8, seed=0)
+    # The top 20 hold repeated products (i^-p j^-q = j^-p i^-q): single-vector Lanczos finds a
+    # multiplicity only through rounding, so it can report 20 converged values and still miss
+    # a copy (T14); block Lanczos recovers them.
+    single = lanczos_top(mv, n * n, k=20, tol=1e-8, seed=0)
+    spectrum = np.unique(np.outer(sd.numpy(), ad.numpy()).ravel())
+    found = single.eigenvalues[single.converged]
+    nearest = np.abs(found[:, None] - spectrum[None, :]).min(axis=1)
+    assert (nearest <= 1e-10 * found).all()  # every converged value is a true eigenvalue
+
+    def mv_block(block: torch.Tensor) -> torch.Tensor:
+        return torch.stack([mv(block[:, i]) for i in range(block.shape[1])], 1)
+
+    r = block_lanczos(mv_block, n * n, block_size=4, steps=45, k=20, tol=1e-8, seed=0)
     assert r.n_converged == 20
-    # rounding seeds the repeated eigenvalues, so the top-20 include multiplicities
     np.testing.assert_allclose(r.eigenvalues, exact, rtol=1e-10)
     s_lanczos = power_law_exponent(r.eigenvalues, r.converged)[0]
     assert s_lanczos == pytest.approx(power_law_exponent(exact)[0], abs=1e-9)

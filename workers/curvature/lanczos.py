@@ -251,15 +251,22 @@ def lanczos_top(
     n_negative: int = 3,
     return_vectors: bool = False,
     growth: float = 1.5,
+    step: int | None = 10,
 ) -> LanczosResult:
-    """Top-k eigenvalues: grow one Krylov basis m0 = max(3k, k+40) → ×growth → m_max.
+    """Top-k eigenvalues: grow one Krylov basis from m0 (default k + 10) by ``step`` matvecs
+    (or ×growth when ``step`` is None) up to m_max, checking convergence at each size.
 
     Stops once all min(k, dim) top Ritz values satisfy |β_m s_i[m]| ≤ tol·max|θ|, or at
-    m_max, or when the space is exhausted; the basis is extended, never recomputed.
+    m_max, or when the space is exhausted; the basis is extended, never recomputed, and a
+    check (one tridiagonal eigenproblem) costs microseconds, so at most ``step`` matvecs are
+    spent past convergence. (science.md §8.1's m = max(3k, k+40) with ×1.5 growth is
+    ``m0=max(3*k, k+40), step=None``.)
     """
     if k < 1 or m_max < 1:
         raise ValueError("k and m_max must be >= 1")
-    target = min(max(3 * k, k + 40) if m0 is None else m0, m_max, dim)
+    if step is not None and step < 1:
+        raise ValueError("step must be >= 1")
+    target = min(k + 10 if m0 is None else m0, m_max, dim)
     target = max(target, 1)
     state = _Lanczos(matvec, dim, capacity=target, seed=seed, device=device)
     while True:
@@ -268,7 +275,8 @@ def lanczos_top(
         done = res.n_converged == min(k, dim) or state.exhausted or (state.broken and state.m >= k)
         if done or target >= min(m_max, dim):
             break
-        target = min(max(target + 1, math.ceil(growth * target)), m_max, dim)
+        grown = target + step if step is not None else math.ceil(growth * target)
+        target = min(max(target + 1, grown), m_max, dim)
     if return_vectors:
         res = state.result(k=k, tol=tol, n_negative=n_negative, return_vectors=True)
     return res
