@@ -18,6 +18,10 @@ class LayerRow(LayerProfile):
     architecture: str | None = None
     node_id: str | None = None
 
+    def profile(self) -> LayerProfile:
+        """The stored LayerProfile alone, without the row's storage fields."""
+        return LayerProfile.model_validate(self.model_dump(include=set(LayerProfile.model_fields)))
+
 
 class LayerDetail(LayerRow):
     """``GET /v1/layers/{id}``: the row plus the provenance of its numbers."""

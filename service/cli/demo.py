@@ -29,7 +29,6 @@ def register(subparsers: Any) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from api_schemas import LayerProfile
     from service.embedded import EmbeddedServer
     from service.plots import write_plots
     from service.report import format_table
@@ -70,8 +69,7 @@ def _demo(args: argparse.Namespace) -> int:
                 return 1
             order = {lp.name: i for i, lp in enumerate(done.progress.layers)}
             rows = sorted(client.layers(job_id=job.id), key=lambda r: order.get(r.name, 0))
-            fields = set(LayerProfile.model_fields)
-            layers = [LayerProfile.model_validate(r.model_dump(include=fields)) for r in rows]
+            layers = [r.profile() for r in rows]
             print(format_table(layers))
             print()
             for row in client.summary([job.id]).rows:

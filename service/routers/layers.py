@@ -45,7 +45,7 @@ CSV_COLUMNS = (
 )
 
 
-def _split(value: str | None) -> list[str] | None:
+def split_csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
@@ -65,10 +65,10 @@ def layer_filters(
     flag: Annotated[str | None, Query(description="layers carrying this flag")] = None,
 ) -> queries.LayerFilters:
     return queries.LayerFilters(
-        job_id=_split(job_id),
+        job_id=split_csv(job_id),
         checkpoint_id=checkpoint_id,
         arch=arch,
-        kind=_split(kind),
+        kind=split_csv(kind),
         node_id=node_id,
         alpha_min=alpha_min,
         alpha_max=alpha_max,

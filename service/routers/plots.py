@@ -10,8 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
-from api_schemas import LayerProfile, LayerRow
+from api_schemas import LayerRow
 from service.deps import ReadAuth, SessionDep
+from service.routers.layers import split_csv
 from service.store import queries
 
 router = APIRouter(tags=["plots"])
@@ -19,15 +20,6 @@ PNG: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "a PNG image"}
 }
 MAX_LAYERS = 20_000
-
-
-def _split(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
-def _profiles(rows: list[LayerRow]) -> list[LayerProfile]:
-    fields = set(LayerProfile.model_fields)
-    return [LayerProfile.model_validate(r.model_dump(include=fields)) for r in rows]
 
 
 @router.get("/plots/identity", dependencies=[ReadAuth], response_class=Response, responses=PNG)
@@ -40,7 +32,7 @@ def identity_plot(
 ) -> Response:
     """Measured s against predicted αγ per layer, with the identity line, the median error,
     the algebraic bound of the identity and the Lanczos exponent s_eig."""
-    filters = queries.LayerFilters(job_id=_split(jobs), kind=_split(kind))
+    filters = queries.LayerFilters(job_id=split_csv(jobs), kind=split_csv(kind))
     rows: list[LayerRow] = []
     cursor: str | None = None
     while len(rows) < MAX_LAYERS:
@@ -54,7 +46,7 @@ def identity_plot(
 
     n_jobs = len({r.job_id for r in rows})
     title = f"s vs αγ: {len(rows)} layers of {n_jobs} job{'s' if n_jobs > 1 else ''}"
-    png = identity_figure(_profiles(rows), title)
+    png = identity_figure([r.profile() for r in rows], title)
     return Response(png, media_type="image/png")
 
 
@@ -68,5 +60,5 @@ def layer_plot(layer_id: int, session: SessionDep) -> Response:
         raise HTTPException(404, f"layer {layer_id} not found")
     from service.plots import layer_figure
 
-    png = layer_figure(_profiles([queries.layer_row(row)])[0])
+    png = layer_figure(queries.layer_row(row).profile())
     return Response(png, media_type="image/png")

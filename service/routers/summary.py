@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from api_schemas import Summary
 from service.deps import ReadAuth, SessionDep
+from service.routers.layers import split_csv
 from service.store import queries
 
 router = APIRouter(tags=["layers"])
@@ -20,5 +21,5 @@ def summary(
         str | None, Query(description="job ids, comma-separated; all when empty")
     ] = None,
 ) -> Summary:
-    job_ids = [j.strip() for j in (jobs or "").split(",") if j.strip()]
+    job_ids = split_csv(jobs) or []
     return Summary(jobs=job_ids, rows=queries.summary(session, job_ids))
