@@ -45,7 +45,7 @@ from api_schemas.jobs import (
     Page,
     ProfileRequest,
 )
-from api_schemas.queries import LayerDetail, LayerRow, Summary, SummaryRow
+from api_schemas.queries import LayerBrief, LayerDetail, LayerRow, Summary, SummaryRow
 
 __all__ += [
     "TERMINAL_STATES",
@@ -61,6 +61,7 @@ __all__ += [
     "JobSpec",
     "JobState",
     "JobTimings",
+    "LayerBrief",
     "LayerDetail",
     "LayerPreconditioner",
     "LayerProgress",

@@ -23,6 +23,36 @@ class LayerRow(LayerProfile):
         return LayerProfile.model_validate(self.model_dump(include=set(LayerProfile.model_fields)))
 
 
+class LayerBrief(BaseModel):
+    """``GET /v1/layers?view=brief``: the indexed scalars of a stored layer, no arrays.
+
+    Served from the table's columns alone (the stored profile is not read), so a page of
+    these stays cheap at any store size; arrays come from ``GET /v1/layers/{id}``.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int
+    job_id: str
+    checkpoint_id: str | None = None
+    architecture: str | None = None
+    node_id: str | None = None
+    name: str
+    kind: str
+    k: int = 0
+    alpha: float | None = None
+    r2_alpha: float | None = None
+    gamma: float | None = None
+    r2_gamma: float | None = None
+    s: float | None = None
+    s_eig: float | None = None
+    predicted_s: float | None = None
+    triangle_relative_error: float | None = None
+    pr_h: float | None = None
+    wall_seconds: float | None = None
+    flags: list[str] = Field(default_factory=list)
+
+
 class LayerDetail(LayerRow):
     """``GET /v1/layers/{id}``: the row plus the provenance of its numbers."""
 

@@ -64,7 +64,7 @@ def populate(url: str, n_rows: int, blobs: list[bytes], *, per_job: int = 1000) 
     from sqlalchemy import insert
 
     from service.store import db
-    from service.store.models import JobRow, LayerResultRow, utcnow
+    from service.store.models import JobRow, LayerProfileRow, LayerResultRow, utcnow
 
     started = time.perf_counter()
     db.upgrade(url)
@@ -90,7 +90,6 @@ def populate(url: str, n_rows: int, blobs: list[bytes], *, per_job: int = 1000) 
             ],
         )
     chunk = 5000
-    row_id = 0
     for lo in range(0, n_rows, chunk):
         rows = []
         for i in range(lo, min(lo + chunk, n_rows)):
@@ -98,6 +97,7 @@ def populate(url: str, n_rows: int, blobs: list[bytes], *, per_job: int = 1000) 
             a, g = float(rng.uniform(0, 3)), float(rng.uniform(0, 2))
             rows.append(
                 {
+                    "id": i + 1,
                     "job_id": f"job{j:05d}",
                     "layer_name": f"layer.{i % per_job}",
                     "kind": KINDS[i % len(KINDS)],
@@ -122,13 +122,15 @@ def populate(url: str, n_rows: int, blobs: list[bytes], *, per_job: int = 1000) 
                     "dtype": "float64",
                     "top_k": 20,
                     "versions": "{}",
-                    "profile_blob": blobs[i % len(blobs)],
                     "created_at": now,
                 }
             )
-            row_id += 1
         with engine.begin() as conn:
             conn.execute(insert(LayerResultRow), rows)
+            conn.execute(
+                insert(LayerProfileRow),
+                [{"layer_id": row["id"], "blob": blobs[row["id"] % len(blobs)]} for row in rows],
+            )
     engine.dispose()
     return time.perf_counter() - started
 
@@ -173,54 +175,69 @@ def server(url: str, data_dir: Path) -> Iterator[str]:
         th.join(timeout=10)
 
 
+VIEWS = ("brief", "full")
+
+
+def _latencies(client: Any, rounds: int, view: str) -> tuple[list[float], dict[str, float], int]:
+    """Every query of QUERIES (plus its second page) ``rounds`` times in one view."""
+    lat: list[float] = []
+    per_query: dict[str, list[float]] = {q: [] for q in QUERIES}
+    pages = 0
+    suffix = f"&view={view}"
+    for q in QUERIES:  # warm-up (first touch, plan caches)
+        client.get(q + suffix).raise_for_status()
+    for _ in range(rounds):
+        for q in QUERIES:
+            t0 = time.perf_counter()
+            r = client.get(q + suffix)
+            dt = time.perf_counter() - t0
+            r.raise_for_status()
+            lat.append(dt)
+            per_query[q].append(dt)
+            cursor = r.json().get("next_cursor")
+            if cursor:  # the next page of the same query
+                t0 = time.perf_counter()
+                r2 = client.get(q + suffix + f"&cursor={cursor}")
+                lat.append(time.perf_counter() - t0)
+                r2.raise_for_status()
+                pages += 1
+    return lat, {q: 1e3 * statistics.median(v) for q, v in per_query.items()}, pages
+
+
 def measure(url: str, data_dir: Path, rounds: int) -> dict[str, Any]:
+    """p50/p99 of the query mix per view (``brief``: indexed columns; ``full``: every array)."""
     import httpx
 
     from service.routers.layers import layer_filters
     from service.store import db, queries
 
-    lat: list[float] = []
-    per_query: dict[str, list[float]] = {q: [] for q in QUERIES}
-    pages = 0
+    out: dict[str, Any] = {}
     with server(url, data_dir) as base, httpx.Client(base_url=base, timeout=60) as client:
-        for q in QUERIES:  # warm-up (first touch, plan caches)
-            client.get(q).raise_for_status()
-        for _ in range(rounds):
-            for q in QUERIES:
-                t0 = time.perf_counter()
-                r = client.get(q)
-                dt = time.perf_counter() - t0
-                r.raise_for_status()
-                lat.append(dt)
-                per_query[q].append(dt)
-                cursor = r.json().get("next_cursor")
-                if cursor:  # the next page of the same query
-                    t0 = time.perf_counter()
-                    r2 = client.get(q + f"&cursor={cursor}")
-                    lat.append(time.perf_counter() - t0)
-                    r2.raise_for_status()
-                    pages += 1
-    # the same query function the router calls, without HTTP/JSON
+        for view in VIEWS:
+            lat, per_query, pages = _latencies(client, rounds, view)
+            arr = np.array(lat) * 1e3
+            out[view] = {
+                "requests": len(lat),
+                "second_pages": pages,
+                "p50_ms": float(np.percentile(arr, 50)),
+                "p99_ms": float(np.percentile(arr, 99)),
+                "max_ms": float(arr.max()),
+                "per_query_p50_ms": per_query,
+            }
+    # the same query functions the router calls, without HTTP/JSON
     engine = db.make_engine(url)
     sessions = db.make_session_factory(engine)
-    inner: list[float] = []
     q0 = layer_filters(kind="conv", alpha_min=0.5, alpha_max=1.5)
-    with sessions() as session:
-        for _ in range(max(5, rounds // 2)):
-            t0 = time.perf_counter()
-            queries.query_layers(session, q0, sort="-alpha", limit=100)
-            inner.append(time.perf_counter() - t0)
+    for view, fn in (("brief", queries.query_layer_briefs), ("full", queries.query_layers)):
+        inner: list[float] = []
+        with sessions() as session:
+            for _ in range(max(5, rounds // 2)):
+                t0 = time.perf_counter()
+                fn(session, q0, sort="-alpha", limit=100)  # type: ignore[operator]
+                inner.append(time.perf_counter() - t0)
+        out[view]["query_p50_ms"] = 1e3 * statistics.median(inner)
     engine.dispose()
-    arr = np.array(lat) * 1e3
-    return {
-        "requests": len(lat),
-        "second_pages": pages,
-        "p50_ms": float(np.percentile(arr, 50)),
-        "p99_ms": float(np.percentile(arr, 99)),
-        "max_ms": float(arr.max()),
-        "per_query_p50_ms": {q: 1e3 * statistics.median(v) for q, v in per_query.items()},
-        "query_layers_p50_ms": 1e3 * statistics.median(inner),
-    }
+    return out
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from api_schemas import (
     Job,
     JobPreconditioner,
     JobSpec,
+    LayerBrief,
     LayerDetail,
     LayerRow,
     Page,
@@ -169,6 +170,18 @@ class CurvprofClient:
         cursor: str | None = None
         while True:
             page = self.layers_page(cursor=cursor, limit=page_size, **filters)
+            yield from page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    def layer_briefs(self, *, page_size: int = 100, **filters: Any) -> Iterator[LayerBrief]:
+        """Like :meth:`layers` with the indexed scalars only (``view=brief``): no arrays."""
+        cursor: str | None = None
+        while True:
+            params = self._params(cursor=cursor, limit=page_size, view="brief", **filters)
+            data = self.request("GET", "/v1/layers", params=params).json()
+            page = Page[LayerBrief].model_validate(data)
             yield from page.items
             cursor = page.next_cursor
             if cursor is None:

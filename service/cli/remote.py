@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from api_schemas import LayerBrief, LayerRow
 from service.cli import CliError
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -65,6 +66,11 @@ def register(subparsers: Any) -> None:
         layers.add_argument(f"--{flag}", type=float)
     layers.add_argument("--limit", type=int, default=100)
     layers.add_argument("--json", action="store_true", help="one JSON object per line")
+    layers.add_argument(
+        "--full",
+        action="store_true",
+        help="with --json: every array of each layer, not the brief row",
+    )
     layers.set_defaults(func=_layers)
 
     cancel = client_parser("cancel", "cancel a job")
@@ -213,8 +219,9 @@ def _layers(args: argparse.Namespace) -> int:
         if getattr(args, key) is not None
     }
     with _client(args) as client:
-        rows = []
-        for row in client.layers(page_size=min(args.limit, 500), **filters):
+        rows: list[LayerRow | LayerBrief] = []
+        query = client.layers if args.full else client.layer_briefs
+        for row in query(page_size=min(args.limit, 500), **filters):
             rows.append(row)
             if len(rows) >= args.limit:
                 break

@@ -5,12 +5,12 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
-from api_schemas import LayerDetail, LayerRow, Page
+from api_schemas import LayerBrief, LayerDetail, LayerRow, Page
 from service.deps import ReadAuth, ServicesDep, SessionDep
 from service.store import queries
 
@@ -95,18 +95,32 @@ def _checked_sort(sort: str | None) -> str | None:
     return sort
 
 
-@router.get("/layers", response_model=Page[LayerRow], dependencies=[ReadAuth])
+@router.get("/layers", response_model=Page[LayerRow] | Page[LayerBrief], dependencies=[ReadAuth])
 def list_layers(
     session: SessionDep,
     filters: FiltersDep,
     sort: SortQuery = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> Page[LayerRow]:
-    rows, next_cursor = queries.query_layers(
-        session, filters, sort=_checked_sort(sort), cursor=cursor, limit=limit
-    )
-    return Page[LayerRow](items=rows, next_cursor=next_cursor)
+    view: Annotated[
+        Literal["full", "brief"],
+        Query(description="`full`: every array of each layer; `brief`: indexed scalars only"),
+    ] = "full",
+) -> Response:
+    sort = _checked_sort(sort)
+    page: Page[LayerRow] | Page[LayerBrief]
+    if view == "brief":
+        briefs, next_cursor = queries.query_layer_briefs(
+            session, filters, sort=sort, cursor=cursor, limit=limit
+        )
+        page = Page[LayerBrief](items=briefs, next_cursor=next_cursor)
+    else:
+        rows, next_cursor = queries.query_layers(
+            session, filters, sort=sort, cursor=cursor, limit=limit
+        )
+        page = Page[LayerRow](items=rows, next_cursor=next_cursor)
+    # rows were validated once when read; serialise without a second validation pass
+    return Response(page.model_dump_json(), media_type="application/json")
 
 
 @router.get("/layers.csv", dependencies=[ReadAuth], response_class=StreamingResponse)

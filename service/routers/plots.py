@@ -60,5 +60,5 @@ def layer_plot(layer_id: int, session: SessionDep) -> Response:
         raise HTTPException(404, f"layer {layer_id} not found")
     from service.plots import layer_figure
 
-    png = layer_figure(queries.layer_row(row).profile())
+    png = layer_figure(queries.layer_row(row, row.profile_blob).profile())
     return Response(png, media_type="image/png")

@@ -16,7 +16,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -98,6 +98,8 @@ class LayerResultRow(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "layer_name", name="uq_layer_results_job_layer"),
         Index("ix_layer_results_kind_alpha", "kind", "alpha"),
+        Index("ix_layer_results_kind_gamma", "kind", "gamma"),
+        Index("ix_layer_results_kind_s", "kind", "s"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -127,5 +129,23 @@ class LayerResultRow(Base):
     dtype: Mapped[str] = mapped_column(String(16))
     top_k: Mapped[int] = mapped_column(Integer, default=0)
     versions: Mapped[str] = mapped_column(Text, default="{}")
-    profile_blob: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    stored_profile: Mapped[LayerProfileRow] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
+    )
+
+    @property
+    def profile_blob(self) -> bytes:
+        return self.stored_profile.blob
+
+
+class LayerProfileRow(Base):
+    """The compressed LayerProfile of one layer result, kept apart from the indexed columns
+    so that filtering and sorting ``layer_results`` never reads the arrays."""
+
+    __tablename__ = "layer_profiles"
+
+    layer_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("layer_results.id", ondelete="CASCADE"), primary_key=True
+    )
+    blob: Mapped[bytes] = mapped_column(LargeBinary)

@@ -7,11 +7,12 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, func, or_, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session, joinedload
 
 from api_schemas import (
     JobPreconditioner,
+    LayerBrief,
     LayerDetail,
     LayerPreconditioner,
     LayerRow,
@@ -25,7 +26,7 @@ from service.store.codec import (
     unpack_profile,
     unpack_profile_data,
 )
-from service.store.models import LayerResultRow
+from service.store.models import LayerProfileRow, LayerResultRow
 
 SORTABLE: dict[str, InstrumentedAttribute[Any]] = {
     "id": LayerResultRow.id,
@@ -98,18 +99,42 @@ def parse_sort(sort: str | None) -> tuple[str, bool]:
     return key, desc
 
 
-def query_layers(
+BRIEF_COLUMNS: tuple[InstrumentedAttribute[Any], ...] = (
+    LayerResultRow.id,
+    LayerResultRow.job_id,
+    LayerResultRow.checkpoint_id,
+    LayerResultRow.arch,
+    LayerResultRow.node_id,
+    LayerResultRow.layer_name,
+    LayerResultRow.kind,
+    LayerResultRow.k,
+    LayerResultRow.alpha,
+    LayerResultRow.r2_alpha,
+    LayerResultRow.gamma,
+    LayerResultRow.r2_gamma,
+    LayerResultRow.s,
+    LayerResultRow.s_eig,
+    LayerResultRow.predicted_s,
+    LayerResultRow.triangle_relative_error,
+    LayerResultRow.pr_h,
+    LayerResultRow.wall_seconds,
+    LayerResultRow.flags,
+)
+
+
+def _keyset_page(
     session: Session,
+    what: Select[Any],
     filters: LayerFilters,
-    *,
-    sort: str | None = None,
-    cursor: str | None = None,
-    limit: int = 100,
-) -> tuple[list[LayerRow], str | None]:
+    sort: str | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Any], str | None]:
+    """One page of ``what`` (rows or column tuples) in sort order, and the next cursor."""
     key, desc = parse_sort(sort)
     col = SORTABLE[key]
     r = LayerResultRow
-    stmt = select(r).where(*filters.clauses())
+    stmt = what.where(*filters.clauses())
     if cursor:
         c = decode_cursor(cursor)
         if c.get("k") != key or c.get("d") != desc or not isinstance(c.get("i"), int):
@@ -127,19 +152,85 @@ def query_layers(
     order = [col.desc().nulls_last() if desc else col.asc().nulls_last()]
     if key != "id":
         order.append(r.id.asc())
-    stmt = stmt.order_by(*order).limit(limit + 1)
-    rows = list(session.scalars(stmt))
+    rows = list(session.execute(stmt.order_by(*order).limit(limit + 1)))
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        value = getattr(last, col.key)
-        next_cursor = encode_cursor({"k": key, "d": desc, "v": value, "i": last.id})
-    return [layer_row(row) for row in rows], next_cursor
+        value = last._mapping[col]
+        next_cursor = encode_cursor({"k": key, "d": desc, "v": value, "i": last._mapping[r.id]})
+    return rows, next_cursor
 
 
-def layer_row(row: LayerResultRow) -> LayerRow:
-    data = unpack_profile_data(row.profile_blob)
+def query_layers(
+    session: Session,
+    filters: LayerFilters,
+    *,
+    sort: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> tuple[list[LayerRow], str | None]:
+    """A page of full layer rows (every array of the stored profile)."""
+    r = LayerResultRow
+    key, _ = parse_sort(sort)
+    # the page is chosen on the indexed table alone; only its rows' profiles are read
+    rows, next_cursor = _keyset_page(
+        session, select(r, r.id, SORTABLE[key]), filters, sort, cursor, limit
+    )
+    ids = [row[0].id for row in rows]
+    blobs: dict[int, bytes] = {
+        layer_id: blob
+        for layer_id, blob in session.execute(
+            select(LayerProfileRow.layer_id, LayerProfileRow.blob).where(
+                LayerProfileRow.layer_id.in_(ids)
+            )
+        )
+    }
+    return [layer_row(row[0], blobs[row[0].id]) for row in rows], next_cursor
+
+
+def query_layer_briefs(
+    session: Session,
+    filters: LayerFilters,
+    *,
+    sort: str | None = None,
+    cursor: str | None = None,
+    limit: int = 100,
+) -> tuple[list[LayerBrief], str | None]:
+    """A page of brief rows: indexed columns only, the stored profile is never read."""
+    key, _ = parse_sort(sort)
+    columns = BRIEF_COLUMNS if SORTABLE[key] in BRIEF_COLUMNS else (*BRIEF_COLUMNS, SORTABLE[key])
+    rows, next_cursor = _keyset_page(session, select(*columns), filters, sort, cursor, limit)
+    return [layer_brief(row._mapping) for row in rows], next_cursor
+
+
+def layer_brief(values: Any) -> LayerBrief:
+    r = LayerResultRow
+    return LayerBrief.model_construct(
+        id=values[r.id],
+        job_id=values[r.job_id],
+        checkpoint_id=values[r.checkpoint_id],
+        architecture=values[r.arch],
+        node_id=values[r.node_id],
+        name=values[r.layer_name],
+        kind=values[r.kind],
+        k=values[r.k],
+        alpha=values[r.alpha],
+        r2_alpha=values[r.r2_alpha],
+        gamma=values[r.gamma],
+        r2_gamma=values[r.r2_gamma],
+        s=values[r.s],
+        s_eig=values[r.s_eig],
+        predicted_s=values[r.predicted_s],
+        triangle_relative_error=values[r.triangle_relative_error],
+        pr_h=values[r.pr_h],
+        wall_seconds=values[r.wall_seconds],
+        flags=json.loads(values[r.flags] or "[]"),
+    )
+
+
+def layer_row(row: LayerResultRow, blob: bytes) -> LayerRow:
+    data = unpack_profile_data(blob)
     data.update(
         id=row.id,
         job_id=row.job_id,
@@ -151,7 +242,8 @@ def layer_row(row: LayerResultRow) -> LayerRow:
 
 
 def layer_detail(row: LayerResultRow) -> LayerDetail:
-    base = layer_row(row)
+    """``row`` must come from :func:`get_layer` (its stored profile loaded with it)."""
+    base = layer_row(row, row.profile_blob)
     return LayerDetail(
         **base.model_dump(),
         dtype=row.dtype,
@@ -169,7 +261,9 @@ def layer_detail(row: LayerResultRow) -> LayerDetail:
 
 
 def get_layer(session: Session, layer_id: int) -> LayerResultRow | None:
-    return session.get(LayerResultRow, layer_id)
+    return session.get(
+        LayerResultRow, layer_id, options=[joinedload(LayerResultRow.stored_profile)]
+    )
 
 
 def _stats(values: list[float]) -> tuple[float | None, float | None, int]:
@@ -204,7 +298,10 @@ def summary(session: Session, job_ids: list[str]) -> list[SummaryRow]:
 
 def preconditioner(session: Session, job_id: str) -> JobPreconditioner:
     rows = session.scalars(
-        select(LayerResultRow).where(LayerResultRow.job_id == job_id).order_by(LayerResultRow.id)
+        select(LayerResultRow)
+        .options(joinedload(LayerResultRow.stored_profile))
+        .where(LayerResultRow.job_id == job_id)
+        .order_by(LayerResultRow.id)
     )
     layers = []
     for row in rows:

@@ -29,6 +29,7 @@ from service.store.models import (
     DatasetRow,
     JobLayerRow,
     JobRow,
+    LayerProfileRow,
     LayerResultRow,
     utcnow,
 )
@@ -359,8 +360,8 @@ def record_layer_result(
         dtype=meta.dtype,
         top_k=meta.top_k,
         versions=json.dumps(meta.versions, sort_keys=True),
-        profile_blob=pack_profile(profile),
         created_at=utcnow(),
+        stored_profile=LayerProfileRow(blob=pack_profile(profile)),
     )
     session.add(row)
     mark = (

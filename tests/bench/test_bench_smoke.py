@@ -94,3 +94,13 @@ def test_peer_hk_agrees(peer: str) -> None:
         "eigenthings": lambda: peers.eigenthings_hk(s),
     }[peer]()
     assert cases.rel_diff(fn(), ref) <= 1e-10
+
+
+def test_store_case_runs_both_views_on_a_small_sqlite_store() -> None:
+    import bench.store
+
+    res = bench.store.run_case(300, 1, backends=("sqlite",))
+    for view in ("brief", "full"):
+        v = res["sqlite"][view]
+        assert v["requests"] >= len(bench.store.QUERIES) and 0 < v["p50_ms"] <= v["p99_ms"]
+        assert v["query_p50_ms"] > 0

@@ -88,6 +88,27 @@ def test_layer_queries_filters_and_pages(finished: dict[str, Any]) -> None:
     assert detail.provenance.hostname and detail.node_id and detail.dtype == "float64"
 
 
+def test_brief_view_matches_full_rows(finished: dict[str, Any]) -> None:
+    client, job = finished["client"], finished["job"]
+    full = list(client.layers(job_id=job.id, sort="-alpha"))
+    briefs = list(client.layer_briefs(job_id=job.id, sort="-alpha", page_size=1))
+    assert [b.id for b in briefs] == [r.id for r in full]
+    for b, r in zip(briefs, full, strict=True):
+        assert (b.name, b.kind, b.k, b.alpha, b.gamma, b.s, b.flags) == (
+            r.name,
+            r.kind,
+            r.k,
+            r.alpha,
+            r.gamma,
+            r.s,
+            r.flags,
+        )
+    raw = client.request("GET", "/v1/layers", params={"view": "brief", "limit": 1}).json()
+    assert "sigma" not in raw["items"][0] and raw["next_cursor"]
+    bad = client.http.get("/v1/layers", params={"view": "everything"})
+    assert bad.status_code == 422 and "view" in bad.text
+
+
 def test_summary_preconditioner_csv_metrics(finished: dict[str, Any]) -> None:
     client, job = finished["client"], finished["job"]
     summary = client.summary([job.id])

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 import pytest
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, text
 
 from api_schemas import JobSpec
 from service.store import db, queries, repo
-from service.store.codec import CursorError
+from service.store.codec import CursorError, pack_profile
 from service.store.models import JobRow, LayerResultRow
 from tests.service.helpers import fake_profile
 
@@ -40,6 +41,38 @@ def test_migrations_up_down_up(db_url: str) -> None:
     db.upgrade(db_url)
     db.upgrade(db_url)  # idempotent
     assert set(inspect(engine).get_table_names()) >= TABLES
+    engine.dispose()
+
+
+def test_upgrade_from_0001_keeps_stored_profiles(db_url: str) -> None:
+    db.upgrade(db_url, "0001")
+    engine = db.make_engine(db_url)
+    blob = pack_profile(fake_profile("l0", "conv", alpha=1.25, sigma=[4.0, 2.0, 1.0]))
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, state, spec_json, checkpoint_id, dataset_ref, runs,"
+                " created_at) VALUES ('j1', 'succeeded', '{}', 'c1', 'digits', 1, :now)"
+            ),
+            {"now": datetime(2026, 1, 1)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO layer_results (job_id, layer_name, kind, alpha, flags, k, data_seed,"
+                " data_indices, dtype, top_k, versions, profile_blob, created_at) VALUES"
+                " ('j1', 'l0', 'conv', 1.25, '[]', 3, 0, '[]', 'float64', 3, '{}', :blob, :now)"
+            ),
+            {"blob": blob, "now": datetime(2026, 1, 1)},
+        )
+    db.upgrade(db_url)
+    columns = {c["name"] for c in inspect(engine).get_columns("layer_results")}
+    assert "profile_blob" not in columns
+    with db.make_session_factory(engine)() as session:
+        rows, _ = queries.query_layers(session, queries.LayerFilters(kind=["conv"]))
+        assert [(r.name, r.alpha, r.sigma) for r in rows] == [("l0", 1.25, [4.0, 2.0, 1.0])]
+    db.downgrade(db_url, "0001")
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT profile_blob FROM layer_results")).scalar() == blob
     engine.dispose()
 
 
@@ -117,3 +150,34 @@ def test_summary_by_kind(session) -> None:  # type: ignore[no-untyped-def]
     assert row.gamma_mean is None and row.gamma_n == 0
     both = queries.summary(session, [job.id, other.id])
     assert both[0].n == 4 and not math.isclose(both[0].alpha_mean or 0, 2.0)
+
+
+def test_brief_rows_page_like_full_rows(session) -> None:  # type: ignore[no-untyped-def]
+    job, _ = repo.create_job(session, _spec(), arch="mlp")
+    alphas = [0.5, 1.0, 1.0, None, 1.5, 3.0, None]
+    for i, alpha in enumerate(alphas):
+        flags = ["few_points"] if alpha is None else []
+        profile = fake_profile(f"l{i}", "conv", alpha=alpha, gamma=0.2 * i, flags=flags)
+        repo.record_layer_result(session, job, profile, repo.LayerMeta(node_id=f"n{i % 2}"))
+    for sort in ("alpha", "-alpha", "-gamma", "-id", "name", "wall_seconds"):
+        full, briefs, cursors = [], [], [None, None]
+        while True:
+            rows, cursors[0] = queries.query_layers(
+                session, queries.LayerFilters(), sort=sort, cursor=cursors[0], limit=2
+            )
+            page, cursors[1] = queries.query_layer_briefs(
+                session, queries.LayerFilters(), sort=sort, cursor=cursors[1], limit=2
+            )
+            assert cursors[0] == cursors[1]
+            full.extend(rows)
+            briefs.extend(page)
+            if cursors[0] is None:
+                break
+        assert [b.id for b in briefs] == [r.id for r in full]
+        for b, r in zip(briefs, full, strict=True):
+            dumped = b.model_dump()
+            expected = {key: getattr(r, key) for key in dumped if key != "architecture"}
+            assert {k: v for k, v in dumped.items() if k != "architecture"} == expected
+            assert b.architecture == r.architecture == "mlp"
+    page, _ = queries.query_layer_briefs(session, queries.LayerFilters(flag="few_points"))
+    assert [b.flags for b in page] == [["few_points"], ["few_points"]]
