@@ -136,3 +136,21 @@ def test_model_left_untouched() -> None:
     assert all(p.dtype == torch.float32 and p.requires_grad for p in model.parameters())
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+@pytest.mark.parametrize("width", [1, 2])
+def test_layers_too_narrow_to_fit_still_round_trip_through_json(width: int) -> None:
+    """k < 3 leaves every fit undefined; the profile must still be valid JSON (no NaN in
+    fields that cannot be null) so the service can store and serve it."""
+    from api_schemas import Profile
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Linear(8, width), torch.nn.Tanh(), torch.nn.Linear(width, 3)
+    ).double()
+    x, y = torch.randn(64, 8, dtype=torch.float64), torch.randint(0, 3, (64,))
+    profile = profile_model(model, x, y, top_k=20, lanczos_steps=5)
+    assert [layer.k for layer in profile.layers] == [width, width]
+    assert all(layer.alpha is None or np.isnan(layer.alpha) for layer in profile.layers)
+    again = Profile.model_validate_json(profile.model_dump_json())
+    assert [layer.sigma for layer in again.layers] == [layer.sigma for layer in profile.layers]

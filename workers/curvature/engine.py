@@ -255,7 +255,11 @@ def _profile_one(
         triangle_relative_error=fit.triangle_relative_error,
         triangle_relative_error_unsorted=fit.triangle_relative_error_unsorted,
         triangle_bound=fit.triangle_bound,
-        bic={name: float(v.get("bic", float("nan"))) for name, v in fit.bic.items()},
+        bic={  # JSON has no NaN: a criterion that could not be computed is left out
+            name: float(v["bic"])
+            for name, v in fit.bic.items()
+            if math.isfinite(float(v.get("bic", float("nan"))))
+        },
         pr_h=participation_ratio(h_np[mask]) if mask.any() else float("nan"),
         pr_sigma=participation_ratio(s_np) if s_np.size else float("nan"),
         pr_sigma2=participation_ratio(s_np**2) if s_np.size else float("nan"),
