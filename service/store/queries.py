@@ -231,6 +231,8 @@ def layer_brief(values: Any) -> LayerBrief:
 
 def layer_row(row: LayerResultRow, blob: bytes) -> LayerRow:
     data = unpack_profile_data(blob)
+    # profiles stored before the engine dropped NaN BIC values (JSON cannot carry them)
+    data["bic"] = {k: v for k, v in data.get("bic", {}).items() if math.isfinite(v)}
     data.update(
         id=row.id,
         job_id=row.job_id,

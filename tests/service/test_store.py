@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import func, inspect, select, text
 
-from api_schemas import JobSpec
+from api_schemas import JobSpec, LayerRow
 from service.store import db, queries, repo
 from service.store.codec import CursorError, pack_profile
 from service.store.models import JobRow, LayerResultRow
@@ -181,3 +181,12 @@ def test_brief_rows_page_like_full_rows(session) -> None:  # type: ignore[no-unt
             assert b.architecture == r.architecture == "mlp"
     page, _ = queries.query_layer_briefs(session, queries.LayerFilters(flag="few_points"))
     assert [b.flags for b in page] == [["few_points"], ["few_points"]]
+
+
+def test_rows_stored_with_nan_bic_are_served_as_valid_json(session) -> None:  # type: ignore[no-untyped-def]
+    job, _ = repo.create_job(session, _spec(), arch="mlp")
+    profile = fake_profile("l0", bic={"power_law": math.nan, "exponential": -3.5})
+    repo.record_layer_result(session, job, profile, repo.LayerMeta())
+    rows, _ = queries.query_layers(session, queries.LayerFilters(job_id=[job.id]))
+    again = LayerRow.model_validate_json(rows[0].model_dump_json())
+    assert again.bic == {"exponential": -3.5}
