@@ -104,3 +104,29 @@ def test_store_case_runs_both_views_on_a_small_sqlite_store() -> None:
         v = res["sqlite"][view]
         assert v["requests"] >= len(bench.store.QUERIES) and 0 < v["p50_ms"] <= v["p99_ms"]
         assert v["query_p50_ms"] > 0
+
+
+def test_report_renders_every_case_from_json() -> None:
+    from bench import report
+
+    res = {
+        "hk": [
+            {
+                "model": "mlp",
+                "layer": "layers.1",
+                "shape": [4, 4],
+                "batch": 8,
+                "K": 2,
+                "floor_marginal_per_dir": 0.5,
+                "floor_setup": 1.0,
+                "rows": [
+                    {"method": "curvprof", "per_dir": 0.6, "rel_err": 1e-16, "ratios": [1.0, 1.4]},
+                    {"method": "peer", "error": "unsupported"},
+                ],
+            }
+        ],
+        "goals": [{"goal": "h_k at the floor (mlp)", "ratio": 1.2, "met": False, "note": ""}],
+    }
+    text = report.render([res])
+    assert "| curvprof | 0.60 | 0.50–0.70 | 1.0e-16 |" in text
+    assert "error: unsupported" in text and "**missed**" in text
