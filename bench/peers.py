@@ -6,6 +6,7 @@ without the ``bench`` extra; ``available()`` says which peers are installed.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from collections.abc import Callable
 from typing import Any
@@ -64,7 +65,8 @@ class _CountingHVP:
     """Wraps pyhessian.hessian's ``hessian_vector_product`` to count HVPs."""
 
     def __init__(self) -> None:
-        import pyhessian.hessian as ph
+        # the package re-exports the class under the submodule's name: take the module itself
+        ph = importlib.import_module("pyhessian.hessian")
 
         self.module = ph
         self.inner = ph.hessian_vector_product
