@@ -251,22 +251,23 @@ def lanczos_top(
     n_negative: int = 3,
     return_vectors: bool = False,
     growth: float = 1.5,
-    step: int | None = 10,
+    step: int | None = 1,
 ) -> LanczosResult:
-    """Top-k eigenvalues: grow one Krylov basis from m0 (default k + 10) by ``step`` matvecs
+    """Top-k eigenvalues: grow one Krylov basis from m0 (default k) by ``step`` matvecs
     (or ×growth when ``step`` is None) up to m_max, checking convergence at each size.
 
     Stops once all min(k, dim) top Ritz values satisfy |β_m s_i[m]| ≤ tol·max|θ|, or at
-    m_max, or when the space is exhausted; the basis is extended, never recomputed, and a
-    check (one tridiagonal eigenproblem) costs microseconds, so at most ``step`` matvecs are
-    spent past convergence. (science.md §8.1's m = max(3k, k+40) with ×1.5 growth is
-    ``m0=max(3*k, k+40), step=None``.)
+    m_max, or when the space is exhausted; the basis is extended, never recomputed. A check
+    is one m×m tridiagonal eigenproblem (0.2 ms at m = 50, 0.7 ms at m = 100), far below one
+    HVP, so by default it runs after every matvec and none is spent past convergence.
+    (science.md §8.1's m = max(3k, k+40) with ×1.5 growth is ``m0=max(3*k, k+40),
+    step=None``.)
     """
     if k < 1 or m_max < 1:
         raise ValueError("k and m_max must be >= 1")
     if step is not None and step < 1:
         raise ValueError("step must be >= 1")
-    target = min(k + 10 if m0 is None else m0, m_max, dim)
+    target = min(k if m0 is None else m0, m_max, dim)
     target = max(target, 1)
     state = _Lanczos(matvec, dim, capacity=target, seed=seed, device=device)
     while True:
