@@ -20,14 +20,20 @@ def pack_profile(profile: LayerProfile) -> bytes:
     return zlib.compress(json.dumps(profile.model_dump(mode="python")).encode(), 6)
 
 
-def unpack_profile_data(blob: bytes) -> dict[str, Any]:
-    """The stored profile's JSON as a dict (validate it once, where it is used)."""
-    data: dict[str, Any] = json.loads(zlib.decompress(blob))
-    return data
+def unpack_profile_json(blob: bytes, **extra: Any) -> bytes:
+    """The stored profile's JSON object with ``extra`` keys put first, still as bytes.
+
+    Validating these bytes with pydantic's own parser (``model_validate_json``) costs a
+    third of ``json.loads`` + ``model_validate``; its parser reads the ``NaN`` tokens too."""
+    raw = zlib.decompress(blob)
+    if not extra:
+        return raw
+    head = json.dumps(extra, separators=(",", ":")).encode()
+    return head[:-1] + b"," + raw.lstrip()[1:]
 
 
 def unpack_profile(blob: bytes) -> LayerProfile:
-    return LayerProfile.model_validate(unpack_profile_data(blob))
+    return LayerProfile.model_validate_json(unpack_profile_json(blob))
 
 
 def encode_cursor(payload: dict[str, Any]) -> str:

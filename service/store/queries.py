@@ -24,7 +24,7 @@ from service.store.codec import (
     decode_cursor,
     encode_cursor,
     unpack_profile,
-    unpack_profile_data,
+    unpack_profile_json,
 )
 from service.store.models import LayerProfileRow, LayerResultRow
 
@@ -230,17 +230,20 @@ def layer_brief(values: Any) -> LayerBrief:
 
 
 def layer_row(row: LayerResultRow, blob: bytes) -> LayerRow:
-    data = unpack_profile_data(blob)
-    # profiles stored before the engine dropped NaN BIC values (JSON cannot carry them)
-    data["bic"] = {k: v for k, v in data.get("bic", {}).items() if math.isfinite(v)}
-    data.update(
-        id=row.id,
-        job_id=row.job_id,
-        checkpoint_id=row.checkpoint_id,
-        architecture=row.arch,
-        node_id=row.node_id,
+    layer = LayerRow.model_validate_json(
+        unpack_profile_json(
+            blob,
+            id=row.id,
+            job_id=row.job_id,
+            checkpoint_id=row.checkpoint_id,
+            architecture=row.arch,
+            node_id=row.node_id,
+        )
     )
-    return LayerRow.model_validate(data)
+    # profiles stored before the engine dropped NaN BIC values (JSON cannot carry them)
+    if not all(math.isfinite(v) for v in layer.bic.values()):
+        layer.bic = {k: v for k, v in layer.bic.items() if math.isfinite(v)}
+    return layer
 
 
 def layer_detail(row: LayerResultRow) -> LayerDetail:
