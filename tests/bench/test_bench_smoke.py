@@ -130,3 +130,13 @@ def test_report_renders_every_case_from_json() -> None:
     text = report.render([res])
     assert "| curvprof | 0.60 | 0.50–0.70 | 1.0e-16 |" in text
     assert "error: unsupported" in text and "**missed**" in text
+
+
+def test_hk_variants_agree_with_the_engine_loop() -> None:
+    from bench import hk_variants
+
+    s = tiny_setup()
+    ref = hk_variants.loop(s)()
+    assert cases.rel_diff(hk.curvprof_method(s)(), ref) <= 1e-12
+    for name, fn in hk_variants.variants(s).items():
+        assert cases.rel_diff(fn(), ref) <= 1e-10, name
