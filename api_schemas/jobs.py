@@ -42,6 +42,9 @@ class ProfileRequest(BaseModel):
     micro_batch_size: int | None = Field(None, ge=1)
     top_k: int = Field(20, ge=1, le=1000)
     lanczos_steps: int = Field(20, ge=0, le=2000)
+    hvp_diagnostics: bool = Field(
+        True, description="K x K compressed matrix and residuals; False: h_k alone (faster)"
+    )
     dtype: DTypeName = "float64"
     layers: str | None = Field(None, description="fnmatch glob on layer names")
     seed: int = 0
@@ -67,6 +70,7 @@ class ProfileRequest(BaseModel):
             seed=self.seed,
             layers=self.layers,
             variants=list(self.variants),
+            hvp_diagnostics=self.hvp_diagnostics,
         )
 
 

@@ -226,6 +226,11 @@ class ProfileSettings(BaseModel):
     rank_cutoff: float = 1e-6
     min_fit_points: int = 8
     mode: Literal["eval"] = "eval"
+    hvp_diagnostics: bool = Field(
+        True,
+        description="also the K x K compressed matrix, HVP noise and residuals; False: h_k "
+        "alone, through the layer output on single-use linear layers (faster)",
+    )
 
 
 class Profile(BaseModel):

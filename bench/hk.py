@@ -19,6 +19,7 @@ from bench import peers
 from bench.cases import Setup, paired, rel_diff
 from workers.curvature.hvp import BlockHessian, directional_curvature
 from workers.curvature.measurement import grad_only_for
+from workers.curvature.output_space import output_space_curvature
 
 
 def floor_method(s: Setup, splits: list[tuple[float, float]]) -> Callable[[], torch.Tensor]:
@@ -39,6 +40,9 @@ def floor_method(s: Setup, splits: list[tuple[float, float]]) -> Callable[[], to
     return run
 
 
+H_ONLY = "curvprof h-only (hvp_diagnostics=False)"
+
+
 def curvprof_method(s: Setup) -> Callable[[], torch.Tensor]:
     def run() -> torch.Tensor:
         block = BlockHessian(s.model, [s.batch], s.spec.parameter)
@@ -49,9 +53,27 @@ def curvprof_method(s: Setup) -> Callable[[], torch.Tensor]:
     return run
 
 
+def curvprof_h_only_method(s: Setup) -> Callable[[], torch.Tensor]:
+    """``hvp_diagnostics=False``: h_k alone, through the layer output on linear layers (the
+    weight-space route elsewhere), as the engine runs it."""
+
+    def run() -> torch.Tensor:
+        out = output_space_curvature(s.model, [s.batch], s.spec, s.U, s.V)
+        if out is None:
+            block = BlockHessian(s.model, [s.batch], s.spec.parameter)
+            out = directional_curvature(block, s.spec, s.U, s.V)["h"]
+            block.release()
+        return out
+
+    return run
+
+
 def methods(s: Setup) -> dict[str, Callable[[], torch.Tensor]]:
     have = peers.available()
-    out: dict[str, Callable[[], torch.Tensor]] = {"curvprof": curvprof_method(s)}
+    out: dict[str, Callable[[], torch.Tensor]] = {
+        "curvprof": curvprof_method(s),
+        H_ONLY: curvprof_h_only_method(s),
+    }
     if have["pyhessian"]:
         out["pyhessian (docs: all params)"] = peers.pyhessian_hk(s, freeze_others=False)
         out["pyhessian (best: others frozen)"] = peers.pyhessian_hk(s, freeze_others=True)

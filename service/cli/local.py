@@ -38,6 +38,11 @@ def register(subparsers: Any) -> None:
         "--device", default="auto", help="auto (a GPU when there is one), cpu, cuda"
     )
     profile.add_argument("--variants", default="ef,kron", help="of ggn,ef,kron,mc")
+    profile.add_argument(
+        "--h-only",
+        action="store_true",
+        help="h_k without the K x K compressed matrix and residuals (faster on linear layers)",
+    )
     profile.add_argument("--out", type=Path, help="write the profile JSON here")
     profile.add_argument("--plots", type=Path, help="write PNG plots into this directory")
     profile.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -112,6 +117,7 @@ def _profile(args: argparse.Namespace) -> int:
             seed=args.seed,
             micro_batch_size=args.micro_batch_size,
             variants=variants,
+            hvp_diagnostics=not args.h_only,
             attention_mask=batch.attention_mask,
             progress=progress,
             provenance=provenance,

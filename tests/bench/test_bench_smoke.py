@@ -138,5 +138,6 @@ def test_hk_variants_agree_with_the_engine_loop() -> None:
     s = tiny_setup()
     ref = hk_variants.loop(s)()
     assert cases.rel_diff(hk.curvprof_method(s)(), ref) <= 1e-12
+    assert cases.rel_diff(hk.curvprof_h_only_method(s)(), ref) <= 1e-12
     for name, fn in hk_variants.variants(s).items():
         assert cases.rel_diff(fn(), ref) <= 1e-10, name

@@ -59,6 +59,20 @@ def test_trained_cnn_profiles_with_finite_alpha(
     assert (plots / "identity.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_h_only_profile_matches_the_full_h(trained_vgg: Path, tmp_path: Path) -> None:
+    runs = {}
+    for name, extra in (("full", []), ("h_only", ["--h-only"])):
+        out = tmp_path / f"{name}.json"
+        args = ["profile", str(trained_vgg), "--data", "digits", "--out", str(out), *FAST]
+        assert main([*args, "--lanczos", "0", *extra]) == 0
+        runs[name] = Profile.model_validate_json(out.read_text())
+    assert runs["h_only"].settings.hvp_diagnostics is False
+    for full, fast in zip(runs["full"].layers, runs["h_only"].layers, strict=True):
+        np.testing.assert_allclose(fast.h, full.h, rtol=1e-9, atol=1e-14)
+        linear = full.kind in ("linear", "head")
+        assert (fast.hvp_noise is None) == linear and full.hvp_noise is not None
+
+
 def test_config_with_pt_weights_matches_safetensors(trained_vgg: Path, tmp_path: Path) -> None:
     from safetensors.torch import load_file
 

@@ -41,6 +41,7 @@ from workers.curvature.kfac import (
 )
 from workers.curvature.lanczos import LanczosResult, lanczos
 from workers.curvature.measurement import Batch, make_batch, measurement_mode
+from workers.curvature.output_space import output_space_curvature
 from workers.curvature.participation import (
     finite_zeta_prediction,
     participation_ratio,
@@ -194,9 +195,15 @@ def _profile_one(
     extra: dict[str, object] = {}
     h = torch.zeros(0, dtype=torch.float64)
     if svd.k > 0:
-        curv = directional_curvature(block, spec, svd.U, svd.V)
-        extra.update(compressed_diagnostics(curv["M"], curv["h"], curv["hv_norms"]))
-        h = curv["h"].cpu()
+        fast = None
+        if not settings.hvp_diagnostics:
+            fast = output_space_curvature(model, micro, spec, svd.U, svd.V)
+        if fast is not None:
+            h = fast.cpu()
+        else:
+            curv = directional_curvature(block, spec, svd.U, svd.V)
+            extra.update(compressed_diagnostics(curv["M"], curv["h"], curv["hv_norms"]))
+            h = curv["h"].cpu()
         if "ggn" in settings.variants:
             try:
                 extra["h_ggn"] = _as_list(ggn_curvature(model, micro, spec, svd.U, svd.V))

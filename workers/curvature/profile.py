@@ -46,6 +46,7 @@ def profile_model(
     batch_size: int | None = None,
     micro_batch_size: int | None = None,
     variants: Sequence[str] = ("ef", "kron"),
+    hvp_diagnostics: bool = True,
     attention_mask: torch.Tensor | None = None,
     progress: Progress | None = None,
     provenance: Provenance | None = None,
@@ -73,6 +74,7 @@ def profile_model(
         seed=seed,
         layers=layers,
         variants=list(variants),  # type: ignore[arg-type]
+        hvp_diagnostics=hvp_diagnostics,
     )
     names = list_layer_names(model, layers)
     if not names:
