@@ -83,3 +83,11 @@ def test_layers_used_twice_take_the_weight_space_route() -> None:
     full = profile_model(model, x, y, top_k=3, lanczos_steps=0)
     inner = [(a, b) for a, b in zip(fast.layers, full.layers, strict=True) if a.name == "inner"]
     assert inner and inner[0][0].h == inner[0][1].h and inner[0][0].hvp_noise is not None
+
+
+def test_the_job_field_reaches_the_profile_settings() -> None:
+    from api_schemas import JobSpec
+
+    spec = JobSpec(checkpoint_id="zoo:mlp", dataset="digits", hvp_diagnostics=False)
+    assert spec.to_settings().hvp_diagnostics is False
+    assert JobSpec(checkpoint_id="zoo:mlp", dataset="digits").to_settings().hvp_diagnostics
