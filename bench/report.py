@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,22 @@ def _num(value: Any, fmt: str = ".2f") -> str:
     return "—" if value is None else format(value, fmt)
 
 
+def _method_table(
+    title: str,
+    header: list[str],
+    rows: list[dict[str, Any]],
+    cells: Callable[[dict[str, Any]], list[str]],
+) -> str:
+    """One row per method: its cells, or the error it raised across the remaining columns."""
+    body = [
+        [r["method"], "error: " + r["error"], *[""] * (len(header) - 2)]
+        if "error" in r
+        else [r["method"], *cells(r)]
+        for r in rows
+    ]
+    return title + "\n\n" + _table(header, body)
+
+
 def hk_tables(cases: list[dict[str, Any]]) -> list[str]:
     out = []
     for c in cases:
@@ -32,58 +49,52 @@ def hk_tables(cases: list[dict[str, Any]]) -> list[str]:
             f"K = {c['K']}** (per direction, in gradients of the layer; floor marginal "
             f"{c['floor_marginal_per_dir']:.2f}, setup {c['floor_setup']:.2f})"
         )
-        rows = [
-            [r["method"], "error: " + r["error"], "", ""]
-            if "error" in r
-            else [
-                r["method"],
-                _num(r["per_dir"]),
-                f"{min(r['ratios']) / c['K']:.2f}–{max(r['ratios']) / c['K']:.2f}"
-                if r.get("ratios")
-                else "",
-                f"{r['rel_err']:.1e}",
-            ]
-            for r in c["rows"]
-        ]
+
+        def cells(r: dict[str, Any], K: int = c["K"]) -> list[str]:
+            spread = (
+                f"{min(r['ratios']) / K:.2f}–{max(r['ratios']) / K:.2f}" if r.get("ratios") else ""
+            )
+            return [_num(r["per_dir"]), spread, f"{r['rel_err']:.1e}"]
+
         header = ["method", "per direction (median)", "range over repeats", "max rel. diff of h_k"]
-        out.append(title + "\n\n" + _table(header, rows))
+        out.append(_method_table(title, header, c["rows"], cells))
     return out
+
+
+def _eigen_cells(r: dict[str, Any]) -> list[str]:
+    return [_num(r["grads"], ".1f"), str(r["n_hvp"]), f"{r['agree_1e-6']}/20"]
 
 
 def eigen_tables(cases: list[dict[str, Any]]) -> list[str]:
-    out = []
-    for c in cases:
-        title = (
+    header = ["method", "cost in gradients", "HVPs", "agree to 1e-6"]
+    return [
+        _method_table(
             f"**Top-20 eigenvalues, {c['model']} `{c['layer']}` {tuple(c['shape'])}, "
             f"B = {c['batch']}** (reference {c['reference']}; λ19/λ20 = "
-            f"{c['gap_ratio_19_20']:.3f})"
+            f"{c['gap_ratio_19_20']:.3f})",
+            header,
+            c["rows"],
+            _eigen_cells,
         )
-        rows = [
-            [r["method"], "error: " + r["error"], "", ""]
-            if "error" in r
-            else [r["method"], _num(r["grads"], ".1f"), str(r["n_hvp"]), f"{r['agree_1e-6']}/20"]
-            for r in c["rows"]
-        ]
-        header = ["method", "cost in gradients", "HVPs", "agree to 1e-6"]
-        out.append(title + "\n\n" + _table(header, rows))
-    return out
+        for c in cases
+    ]
+
+
+def _whole_cells(r: dict[str, Any]) -> list[str]:
+    return [_num(r["grads"], ".1f"), _num(r["seconds"], ".2f")]
 
 
 def whole_tables(cases: list[dict[str, Any]]) -> list[str]:
-    out = []
-    for c in cases:
-        title = (
+    return [
+        _method_table(
             f"**Whole profile, {c['model']} ({c['layers']} matrices, B = {c['batch']})** "
-            "(in gradients of all matrices)"
+            "(in gradients of all matrices)",
+            ["method", "gradients", "seconds"],
+            c["rows"],
+            _whole_cells,
         )
-        rows = [
-            [r["method"], "error: " + r["error"], ""]
-            if "error" in r
-            else [r["method"], _num(r["grads"], ".1f"), _num(r["seconds"], ".2f")]
-            for r in c["rows"]
-        ]
-        out.append(title + "\n\n" + _table(["method", "gradients", "seconds"], rows))
-    return out
+        for c in cases
+    ]
 
 
 def scaling_table(sc: dict[str, Any]) -> str:
