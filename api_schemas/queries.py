@@ -7,8 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from api_schemas.profile import LayerProfile, Provenance
 
 
-class LayerRow(LayerProfile):
-    """A stored layer: every LayerProfile field plus where and when it was computed."""
+class StoredLayer(BaseModel):
+    """Where a stored layer came from: its row id, job, checkpoint, architecture and node."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -17,26 +17,25 @@ class LayerRow(LayerProfile):
     checkpoint_id: str | None = None
     architecture: str | None = None
     node_id: str | None = None
+
+
+class LayerRow(StoredLayer, LayerProfile):
+    """A stored layer: every LayerProfile field plus where and when it was computed."""
+
+    model_config = ConfigDict(extra="forbid")
 
     def profile(self) -> LayerProfile:
         """The stored LayerProfile alone, without the row's storage fields."""
         return LayerProfile.model_validate(self.model_dump(include=set(LayerProfile.model_fields)))
 
 
-class LayerBrief(BaseModel):
+class LayerBrief(StoredLayer):
     """``GET /v1/layers?view=brief``: the indexed scalars of a stored layer, no arrays.
 
     Served from the table's columns alone (the stored profile is not read), so a page of
     these stays cheap at any store size; arrays come from ``GET /v1/layers/{id}``.
     """
 
-    model_config = ConfigDict(extra="forbid")
-
-    id: int
-    job_id: str
-    checkpoint_id: str | None = None
-    architecture: str | None = None
-    node_id: str | None = None
     name: str
     kind: str
     k: int = 0

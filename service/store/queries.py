@@ -198,9 +198,8 @@ def query_layer_briefs(
     limit: int = 100,
 ) -> tuple[list[LayerBrief], str | None]:
     """A page of brief rows: indexed columns only, the stored profile is never read."""
-    key, _ = parse_sort(sort)
-    columns = BRIEF_COLUMNS if SORTABLE[key] in BRIEF_COLUMNS else (*BRIEF_COLUMNS, SORTABLE[key])
-    rows, next_cursor = _keyset_page(session, select(*columns), filters, sort, cursor, limit)
+    # every sortable column is a brief column, so the cursor's value is in each row
+    rows, next_cursor = _keyset_page(session, select(*BRIEF_COLUMNS), filters, sort, cursor, limit)
     return [layer_brief(row._mapping) for row in rows], next_cursor
 
 
