@@ -82,11 +82,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = db.make_engine(settings.database_url)
         sessions = db.make_session_factory(engine)
         runner = JobRunner(settings, sessions) if settings.run_jobs else None
+        artifacts = ArtifactStore(settings.artifacts_dir)
+        stale = artifacts.remove_stale_uploads()
+        if stale:
+            log.info("removed %d partial uploads left by a previous server", stale)
         app.state.services = Services(
             settings=settings,
             engine=engine,
             sessions=sessions,
-            artifacts=ArtifactStore(settings.artifacts_dir),
+            artifacts=artifacts,
             runner=runner,
         )
         if runner is not None:

@@ -6,16 +6,21 @@ Layout: ``<data_dir>/artifacts/sha256/ab/abcdef….<ext>``; temp files in ``arti
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import struct
 import tempfile
-import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.upload import ReceivedUpload
+from service.upload import ReceivedUpload, remove_stale_uploads
+from workers.intake.archive import check_pt2
+from workers.intake.errors import IntakeError
+from workers.intake.isolated import probe_program
+from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
+from workers.intake.safetensors_header import read_safetensors_header
 
 ZOO_PREFIX = "zoo:"
 BUILTIN_DATASETS = ("digits", "text", "synthetic")
@@ -46,46 +51,26 @@ class ArtifactStore:
             return final
         final.parent.mkdir(parents=True, exist_ok=True)
         os.replace(upload.tmp_path, final)
+        upload.release()
         return final
+
+    def remove_stale_uploads(self) -> int:
+        """Start-up: delete temp uploads a killed server left (none a live request holds)."""
+        return remove_stale_uploads(self.tmp_dir) if self.tmp_dir.is_dir() else 0
+
+
+KNOWN_SUFFIXES = (".safetensors", ".pt2", ".npz")
+
+
+def known_suffix(filename: str | None) -> str:
+    """The upload's format suffix if it is one this service reads, else ``""``."""
+    name = (filename or "").lower()
+    return next((ext for ext in KNOWN_SUFFIXES if name.endswith(ext)), "")
 
 
 def _suffix(filename: str | None) -> str:
-    name = (filename or "").lower()
-    for ext in (".safetensors", ".pt2", ".npz"):
-        if name.endswith(ext):
-            return ext
-    return Path(name).suffix
-
-
-def read_safetensors_header(path: Path) -> dict[str, Any]:
-    """Parse and bounds-check a safetensors header without loading any tensor."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise ArtifactRejected("not a safetensors file: shorter than its 8-byte header size")
-        (n,) = struct.unpack("<Q", head)
-        if n <= 0 or n > min(size - 8, 100 * 1024 * 1024):
-            raise ArtifactRejected("not a safetensors file: bad header size")
-        try:
-            header = json.loads(fh.read(n))
-        except ValueError as exc:
-            raise ArtifactRejected("not a safetensors file: header is not JSON") from exc
-    if not isinstance(header, dict):
-        raise ArtifactRejected("not a safetensors file: header is not an object")
-    data_len = size - 8 - n
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        offsets = entry.get("data_offsets") if isinstance(entry, dict) else None
-        if (
-            not isinstance(offsets, list)
-            or len(offsets) != 2
-            or not 0 <= offsets[0] <= offsets[1] <= data_len
-            or not isinstance(entry.get("shape"), list)
-        ):
-            raise ArtifactRejected(f"safetensors tensor {name!r} has a bad entry")
-    return header
+    """``known_suffix``, else the name's own suffix (for the error message), bounded."""
+    return known_suffix(filename) or Path((filename or "").lower()).suffix[:40]
 
 
 @dataclass
@@ -96,12 +81,13 @@ class CheckpointInfo:
     config: dict[str, Any] | None
 
 
-def _intake_error() -> type[Exception]:
+@contextlib.contextmanager
+def rejecting() -> Iterator[None]:
+    """Turn the workers' one-line IntakeError into an ArtifactRejected (HTTP 422)."""
     try:
-        from workers.intake.errors import IntakeError
-    except ImportError:  # pragma: no cover - intake not installed
-        return ArtifactRejected
-    return IntakeError
+        yield
+    except IntakeError as exc:
+        raise ArtifactRejected(str(exc)) from None
 
 
 def parse_config(text: str | None) -> dict[str, Any] | None:
@@ -120,34 +106,50 @@ def resolve_zoo_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate a zoo config (known arch, known keys) and fill in its defaults."""
     from workers.zoo import resolve_config
 
-    try:
+    with rejecting():
         return resolve_config(config)
-    except _intake_error() as exc:
-        raise ArtifactRejected(str(exc)) from exc
+
+
+def check_zoo_config(config: dict[str, Any], limits: IntakeLimits) -> dict[str, Any]:
+    """``resolve_zoo_config`` plus the model's size, computed on the meta device (nothing is
+    allocated), against ``limits.max_model_parameters``."""
+    from workers.zoo import check_model_size
+
+    resolved = resolve_zoo_config(config)
+    with rejecting():
+        check_model_size(resolved, limits.max_model_parameters)
+    return resolved
 
 
 def validate_checkpoint(
-    path: Path, filename: str | None, config_text: str | None, *, allow_pickle: bool
+    path: Path,
+    filename: str | None,
+    config_text: str | None,
+    *,
+    allow_pickle: bool,
+    limits: IntakeLimits = DEFAULT_LIMITS,
+    probe_timeout_s: float = 120.0,
 ) -> CheckpointInfo:
-    """Check a received checkpoint fully (it must load) before it is accepted.
+    """Check a received checkpoint fully before it is accepted, without running its code.
 
-    ``path`` must already carry the right suffix (the loaders dispatch on it).
+    ``.safetensors``: header (``read_safetensors_header``), config size (meta device), shapes,
+    then the strict load. ``.pt2`` (opt-in only): layout checked here (``check_pt2``), the load
+    itself in a child process (``probe_program``). ``path`` must carry the right suffix.
     """
     suffix = _suffix(filename)
     config = parse_config(config_text)
     if suffix == ".safetensors":
-        header = read_safetensors_header(path)
-        if config is None:
-            meta = header.get("__metadata__") or {}
-            if isinstance(meta, dict) and meta.get("config"):
-                config = parse_config(meta.get("config"))
+        with rejecting():
+            header = read_safetensors_header(path, limits)
+        if config is None and header.metadata.get("config"):
+            config = parse_config(header.metadata["config"])
         if config is None:
             raise ArtifactRejected(
                 "a safetensors checkpoint needs its architecture config: "
                 "form field 'config' (JSON with 'arch') or __metadata__['config']"
             )
-        config = resolve_zoo_config(config)
-        loaded = load_zoo_checkpoint(path, config)
+        config = check_zoo_config(config, limits)
+        loaded = load_zoo_checkpoint(path, config, limits)
         return CheckpointInfo("safetensors", suffix, loaded.arch, loaded.config)
     if suffix == ".pt2":
         if not allow_pickle:
@@ -156,10 +158,10 @@ def validate_checkpoint(
                 "(the operator can opt in with CURVPROF_ALLOW_PICKLE_CHECKPOINTS=true)",
                 status=415,
             )
-        if not zipfile.is_zipfile(path):
-            raise ArtifactRejected("not a .pt2 archive (not a zip file)")
-        loaded = _load(path, allow_pickle=True)
-        return CheckpointInfo("pt2", suffix, loaded.arch, config or loaded.config)
+        with rejecting():
+            check_pt2(path, limits)
+            probe_program(path, limits=limits, timeout_s=probe_timeout_s)
+        return CheckpointInfo("pt2", suffix, "pt2", config or {"arch": "pt2", "file": path.name})
     raise ArtifactRejected(
         f"unsupported checkpoint format {suffix or '(no extension)'!r}; "
         "expected .safetensors (+ config) or .pt2",
@@ -167,21 +169,17 @@ def validate_checkpoint(
     )
 
 
-def _load(path: Path, *, weights: Path | None = None, allow_pickle: bool = False) -> Any:
+def load_zoo_checkpoint(
+    weights: Path, config: dict[str, Any], limits: IntakeLimits = DEFAULT_LIMITS
+) -> Any:
+    """``workers.intake`` LoadedModel for zoo weights + config (strict, NaN-checked)."""
     from workers.intake.checkpoints import load_checkpoint
 
-    try:
-        return load_checkpoint(path, weights=weights, allow_pickle=allow_pickle)
-    except _intake_error() as exc:
-        raise ArtifactRejected(str(exc)) from exc
-
-
-def load_zoo_checkpoint(weights: Path, config: dict[str, Any]) -> Any:
-    """``workers.intake`` LoadedModel for zoo weights + config (strict, NaN-checked)."""
     with tempfile.TemporaryDirectory(prefix="curvprof-cfg-") as tmp:
         cfg_path = Path(tmp) / "config.json"
         cfg_path.write_text(json.dumps(config))
-        return _load(cfg_path, weights=weights)
+        with rejecting():
+            return load_checkpoint(cfg_path, weights=weights, limits=limits)
 
 
 @dataclass
@@ -191,7 +189,12 @@ class DatasetInfo:
     n_examples: int
 
 
-def validate_dataset(path: Path, filename: str | None) -> DatasetInfo:
+def validate_dataset(
+    path: Path, filename: str | None, limits: IntakeLimits = DEFAULT_LIMITS
+) -> DatasetInfo:
+    """Load the dataset as a job would (``load_data_file``: bounded before it is read)."""
+    from workers.data.files import load_data_file
+
     suffix = _suffix(filename)
     if suffix not in (".npz", ".safetensors"):
         raise ArtifactRejected(
@@ -199,48 +202,6 @@ def validate_dataset(path: Path, filename: str | None) -> DatasetInfo:
             ".safetensors holding 'inputs' and 'targets'",
             status=415,
         )
-    loader = _data_file_loader()
-    if loader is not None:
-        try:
-            ds = loader(path)
-        except _intake_error() as exc:
-            raise ArtifactRejected(str(exc)) from exc
-        return DatasetInfo(suffix.lstrip("."), suffix, len(ds))
-    if suffix == ".npz":
-        return DatasetInfo("npz", suffix, _check_npz(path))
-    header = read_safetensors_header(path)
-    n = _check_pair(header.get("inputs"), header.get("targets"))
-    return DatasetInfo("safetensors", suffix, n)
-
-
-def _data_file_loader() -> Any:
-    try:
-        from workers.data.files import load_data_file
-    except ImportError:
-        return None
-    return load_data_file
-
-
-def _check_npz(path: Path) -> int:
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            if "inputs" not in npz.files or "targets" not in npz.files:
-                raise ArtifactRejected("a .npz dataset must hold arrays 'inputs' and 'targets'")
-            inputs, targets = npz["inputs"], npz["targets"]
-    except ArtifactRejected:
-        raise
-    except Exception as exc:
-        message = f"not a readable .npz file (pickled arrays are refused): {exc}"
-        raise ArtifactRejected(message) from exc
-    return _check_pair({"shape": list(inputs.shape)}, {"shape": list(targets.shape)})
-
-
-def _check_pair(inputs: Any, targets: Any) -> int:
-    if not isinstance(inputs, dict) or not isinstance(targets, dict):
-        raise ArtifactRejected("a dataset must hold tensors 'inputs' and 'targets'")
-    a, b = inputs.get("shape") or [], targets.get("shape") or []
-    if not a or not b or a[0] != b[0] or a[0] < 1:
-        raise ArtifactRejected("'inputs' and 'targets' need the same number of examples (>= 1)")
-    return int(a[0])
+    with rejecting():
+        ds = load_data_file(path, limits)
+    return DatasetInfo(suffix.lstrip("."), suffix, len(ds))

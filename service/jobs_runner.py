@@ -262,20 +262,23 @@ class JobRunner:
         from workers.data import check_fits, load_builtin, load_data_file, measurement_batch
         from workers.execution import ModelPayload
 
-        model, config, sha, payload = self._load_model(spec, ckpt)
+        limits = self.settings.intake_limits
         if dataset is not None:
             assert dataset.path is not None
-            ds = load_data_file(dataset.path)
+            ds = load_data_file(dataset.path, limits)
         else:
             assert spec.dataset is not None
             ds = load_builtin(spec.dataset)
-        check_fits(model, ds, spec.loss)
+        if ckpt is not None and ckpt.format == "pt2":
+            names, payload, sha = self._prepare_program(spec, ckpt, dataset)
+        else:
+            model, config, sha = self._load_model(spec, ckpt)
+            check_fits(model, ds, spec.loss)
+            names = list_layer_names(model, spec.layers)
+            payload = ModelPayload.from_model(model, config)
         batch, indices = measurement_batch(ds, spec.batch_size, spec.seed)
-        names = list_layer_names(model, spec.layers)
         if not names:
             raise ValueError(f"no layer matches {spec.layers!r}")
-        if payload is None:
-            payload = ModelPayload.from_model(model, config)
         return PreparedJob(
             model_payload=payload,
             data_payload=data_cls.from_tensors(batch.inputs, batch.targets, batch.attention_mask),
@@ -291,33 +294,46 @@ class JobRunner:
             ),
         )
 
-    def _load_model(self, spec: JobSpec, ckpt: CheckpointRow | None) -> tuple[Any, Any, Any, Any]:
-        """(model, config, sha256, payload or None to build one from the model)."""
+    def _prepare_program(
+        self, spec: JobSpec, ckpt: CheckpointRow, dataset: DatasetRow | None
+    ) -> tuple[list[str], Any, str | None]:
+        """A ``.pt2`` job: the program is opened only in a child process here (fit check and
+        layer names) and in the Ray workers that profile it, never in this process."""
+        from workers.execution import ModelPayload
+        from workers.intake.isolated import probe_program
+
+        assert ckpt.path is not None
+        if not self.settings.allow_pickle_checkpoints:
+            raise ValueError(".pt2 checkpoints are refused by this server (no pickle opt-in)")
+        probe = probe_program(
+            Path(ckpt.path),
+            limits=self.settings.intake_limits,
+            data=dataset.path if dataset is not None else spec.dataset,
+            loss=spec.loss,
+            layers=spec.layers,
+            timeout_s=self.settings.pickle_probe_timeout_s,
+        )
+        return probe.names, ModelPayload(path=ckpt.path, allow_pickle=True), ckpt.sha256
+
+    def _load_model(self, spec: JobSpec, ckpt: CheckpointRow | None) -> tuple[Any, Any, Any]:
+        """(model, config, sha256) of a zoo or safetensors job (never a pickled program)."""
         import torch
 
-        from workers.execution import ModelPayload
         from workers.zoo import build_model
 
+        limits = self.settings.intake_limits
         if spec.checkpoint_id.startswith(ZOO_PREFIX):
             config = {"arch": spec.checkpoint_id[len(ZOO_PREFIX) :], **(spec.zoo_config or {})}
             with torch.random.fork_rng():
                 torch.manual_seed(spec.seed)
-                model = build_model(config)
-            return model.eval(), model.curvprof_config, None, None
+                model = build_model(config, limits.max_model_parameters)
+            return model.eval(), model.curvprof_config, None
         if ckpt is None or ckpt.path is None:
             raise ValueError(f"checkpoint {spec.checkpoint_id} is not stored")
-        if ckpt.format == "pt2":
-            from workers.intake.checkpoints import load_checkpoint
-
-            loaded = load_checkpoint(ckpt.path, allow_pickle=self.settings.allow_pickle_checkpoints)
-            payload = ModelPayload(
-                path=ckpt.path, allow_pickle=self.settings.allow_pickle_checkpoints
-            )
-            return loaded.model, loaded.config, loaded.sha256, payload
         from service.artifacts import load_zoo_checkpoint
 
-        loaded = load_zoo_checkpoint(Path(ckpt.path), json.loads(ckpt.config_json or "{}"))
-        return loaded.model, loaded.config, loaded.sha256, None
+        loaded = load_zoo_checkpoint(Path(ckpt.path), json.loads(ckpt.config_json or "{}"), limits)
+        return loaded.model, loaded.config, loaded.sha256
 
 
 def _provenance(meta: repo.LayerMeta) -> dict[str, Any]:

@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
+
 
 class Settings(BaseSettings):
     """Embedded defaults: SQLite under ``data_dir``, a local loopback-only Ray."""
@@ -22,6 +24,17 @@ class Settings(BaseSettings):
     open_reads: bool = True
     max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
     allow_pickle_checkpoints: bool = False
+    # Bounds on uploads and configs, checked before anything is decompressed or built.
+    max_decompressed_bytes: int = Field(default=DEFAULT_LIMITS.max_decompressed_bytes, ge=1)
+    max_elements: int = Field(default=DEFAULT_LIMITS.max_elements, ge=1)
+    max_archive_members: int = Field(default=DEFAULT_LIMITS.max_archive_members, ge=1)
+    max_header_bytes: int = Field(default=DEFAULT_LIMITS.max_header_bytes, ge=1)
+    max_model_parameters: int = Field(default=DEFAULT_LIMITS.max_model_parameters, ge=1)
+    max_form_fields: int = Field(default=8, ge=0, description="non-file multipart fields")
+    max_form_field_bytes: int = Field(default=1024 * 1024, ge=1, description="per field")
+    pickle_probe_timeout_s: float = Field(
+        default=120.0, gt=0, description="limit of the subprocess that opens a .pt2 upload"
+    )
     num_gpus_per_task: float | None = Field(
         default=None, ge=0.0, description="GPUs per layer task; None: 1 when the cluster has GPUs"
     )
@@ -47,6 +60,16 @@ class Settings(BaseSettings):
     def database_url(self) -> str:
         assert self.db_url is not None
         return self.db_url
+
+    @property
+    def intake_limits(self) -> IntakeLimits:
+        return IntakeLimits(
+            max_decompressed_bytes=self.max_decompressed_bytes,
+            max_elements=self.max_elements,
+            max_archive_members=self.max_archive_members,
+            max_header_bytes=self.max_header_bytes,
+            max_model_parameters=self.max_model_parameters,
+        )
 
     @property
     def artifacts_dir(self) -> Path:

@@ -1,12 +1,16 @@
 """Streamed multipart/form-data receive: the file part goes to a temp file while hashing.
 
-Nothing is buffered whole in memory, the size limit is enforced while streaming, and on any
-failure the temp file is removed before the error propagates.
+Nothing is buffered whole in memory: the file's size, the number and size of the other form
+fields, and part headers are bounded while streaming, and the request fails (413) the moment
+a bound is crossed. On any failure the temp file is removed before the error propagates.
+Temp files (``upload-*``) hold an exclusive ``flock`` while their request lives, so start-up
+cleanup (``remove_stale_uploads``) removes only those whose server died.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import tempfile
@@ -17,8 +21,12 @@ from typing import IO
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
-MAX_FIELD_BYTES = 1024 * 1024
-DRAIN_LIMIT = 64 * 1024 * 1024  # read (and discard) at most this much after a 413, then close
+MAX_FIELD_BYTES = 1024 * 1024  # default per non-file field (CURVPROF_MAX_FORM_FIELD_BYTES)
+MAX_FIELDS = 8  # default count of non-file fields (CURVPROF_MAX_FORM_FIELDS)
+MAX_HEADER_BYTES = 8 * 1024  # one part header's name or value
+MAX_PART_HEADERS = 16
+MAX_FILENAME_BYTES = 255  # one path component on common file systems
+TEMP_PREFIX = "upload-"
 
 
 class UploadError(Exception):
@@ -35,6 +43,7 @@ class ReceivedUpload:
     size: int
     filename: str | None
     fields: dict[str, str] = field(default_factory=dict)
+    lock_fd: int | None = None
 
     def with_suffix(self, suffix: str) -> None:
         """Rename the temp file so that loaders dispatching on the suffix accept it."""
@@ -45,12 +54,53 @@ class ReceivedUpload:
     def discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.tmp_path.unlink()
+        self.release()
+
+    def release(self) -> None:
+        """Drop the temp file's lock (after it is committed or removed)."""
+        if self.lock_fd is not None:
+            os.close(self.lock_fd)
+            self.lock_fd = None
+
+
+def check_filename(raw: str) -> str:
+    """The base name of a client's file name; 422 for NUL/control characters or > 255 bytes."""
+    name = os.path.basename(raw.replace("\\", "/"))
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise UploadError(422, "the file name contains a NUL or control character")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_FILENAME_BYTES:
+        raise UploadError(422, f"the file name is longer than {MAX_FILENAME_BYTES} bytes")
+    return name
+
+
+def remove_stale_uploads(tmp_dir: Path) -> int:
+    """Remove ``upload-*`` temp files no live request holds (left by a killed server)."""
+    removed = 0
+    for path in tmp_dir.glob(f"{TEMP_PREFIX}*"):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)  # held by a request in flight
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+        os.close(fd)
+    return removed
 
 
 class _Receiver:
-    def __init__(self, out: IO[bytes], max_bytes: int, file_field: str) -> None:
+    def __init__(
+        self, out: IO[bytes], max_bytes: int, file_field: str, max_fields: int, max_field_bytes: int
+    ) -> None:
         self.out = out
         self.max_bytes = max_bytes
+        self.max_fields = max_fields
+        self.max_field_bytes = max_field_bytes
         self.file_field = file_field
         self.hasher = hashlib.sha256()
         self.size = 0
@@ -84,11 +134,17 @@ class _Receiver:
 
     def _header_field_cb(self, data: bytes, start: int, end: int) -> None:
         self._header_field += data[start:end]
+        if len(self._header_field) > MAX_HEADER_BYTES:
+            raise UploadError(413, f"a multipart header is longer than {MAX_HEADER_BYTES} bytes")
 
     def _header_value_cb(self, data: bytes, start: int, end: int) -> None:
         self._header_value += data[start:end]
+        if len(self._header_value) > MAX_HEADER_BYTES:
+            raise UploadError(413, f"a multipart header is longer than {MAX_HEADER_BYTES} bytes")
 
     def _header_end(self) -> None:
+        if len(self._headers) >= MAX_PART_HEADERS:
+            raise UploadError(413, f"a multipart part has over {MAX_PART_HEADERS} headers")
         self._headers[self._header_field.lower()] = self._header_value
         self._header_field = b""
         self._header_value = b""
@@ -99,10 +155,19 @@ class _Receiver:
         self._name = name.decode("utf-8", "replace") if name is not None else None
         filename = params.get(b"filename")
         if self._name == self.file_field:
+            if self.got_file:
+                raise UploadError(422, "more than one file in form field 'file'")
             self._is_file = True
             self.got_file = True
             if filename is not None:
-                self.filename = os.path.basename(filename.decode("utf-8", "replace"))
+                self.filename = check_filename(filename.decode("utf-8", "replace"))
+        elif self._name is not None:
+            if len(self.fields) >= self.max_fields or self._name in self.fields:
+                raise UploadError(
+                    413 if len(self.fields) >= self.max_fields else 422,
+                    f"at most {self.max_fields} form fields besides 'file', each once",
+                )
+            self.fields[self._name] = ""
 
     def _part_data(self, data: bytes, start: int, end: int) -> None:
         chunk = data[start:end]
@@ -116,8 +181,10 @@ class _Receiver:
             self.hasher.update(chunk)
             self.out.write(chunk)
         elif self._name is not None:
-            if len(self._buffer) + len(chunk) > MAX_FIELD_BYTES:
-                raise UploadError(413, f"form field {self._name!r} is larger than 1 MiB")
+            if len(self._buffer) + len(chunk) > self.max_field_bytes:
+                raise UploadError(
+                    413, f"form field {self._name[:64]!r} is over {self.max_field_bytes} bytes"
+                )
             self._buffer.extend(chunk)
 
     def _part_end(self) -> None:
@@ -126,31 +193,44 @@ class _Receiver:
 
 
 async def receive_upload(
-    request: Request, tmp_dir: Path, max_bytes: int, *, file_field: str = "file"
+    request: Request,
+    tmp_dir: Path,
+    max_bytes: int,
+    *,
+    file_field: str = "file",
+    max_fields: int = MAX_FIELDS,
+    max_field_bytes: int = MAX_FIELD_BYTES,
 ) -> ReceivedUpload:
-    """Stream the request's multipart body; the file field lands in a temp file under tmp_dir."""
+    """Stream the request's multipart body; the file field lands in a temp file under tmp_dir.
+
+    413 as soon as the file passes ``max_bytes`` or the other fields pass ``max_fields`` x
+    ``max_field_bytes``: the rest of the body is not read (the connection is then closed).
+    """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if content_type != b"multipart/form-data" or not boundary:
         raise UploadError(415, "expected a multipart/form-data body with the file in field 'file'")
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes + MAX_FIELD_BYTES + 65536:
+    envelope = max_bytes + max_fields * max_field_bytes + 65536
+    if declared and declared.isdigit() and int(declared) > envelope:
         raise UploadError(413, f"upload larger than the limit of {max_bytes} bytes")
     tmp_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="upload-", suffix=".part", dir=tmp_dir)
+    fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".part", dir=tmp_dir)
     tmp_path = Path(name)
+    lock_fd = os.open(name, os.O_RDONLY)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)
     try:
         with os.fdopen(fd, "wb") as out:
-            receiver = _Receiver(out, max_bytes, file_field)
+            receiver = _Receiver(out, max_bytes, file_field, max_fields, max_field_bytes)
             parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
-            drained = 0
+            received = 0
             async for chunk in request.stream():
-                if receiver.too_large:
-                    drained += len(chunk)
-                    if drained > DRAIN_LIMIT:
-                        break
-                    continue
+                received += len(chunk)
+                if received > envelope:
+                    raise UploadError(413, f"upload larger than the limit of {max_bytes} bytes")
                 parser.write(chunk)
+                if receiver.too_large:
+                    break
             if not receiver.too_large:
                 parser.finalize()
         if receiver.too_large:
@@ -163,10 +243,15 @@ async def receive_upload(
             size=receiver.size,
             filename=receiver.filename,
             fields=receiver.fields,
+            lock_fd=lock_fd,
         )
     except UploadError:
         tmp_path.unlink(missing_ok=True)
+        os.close(lock_fd)
         raise
-    except Exception as exc:
+    except BaseException as exc:
         tmp_path.unlink(missing_ok=True)
+        os.close(lock_fd)
+        if not isinstance(exc, Exception):
+            raise
         raise UploadError(400, f"malformed multipart body: {exc}") from exc

@@ -25,7 +25,7 @@ def submit_batch(
 ) -> Batch:
     """Queue a job per checkpoint; the same Idempotency-Key returns the same batch (200)."""
     specs = [spec.job_spec(c) for c in spec.checkpoint_ids]
-    archs = [check_references(session, s) for s in specs]
+    archs = [check_references(session, s, services.settings.intake_limits) for s in specs]
     batch_id = uuid.uuid4().hex
     rows = []
     created_any = False

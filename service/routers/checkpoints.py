@@ -12,6 +12,7 @@ from api_schemas import Checkpoint, Page
 from service.artifacts import (
     ZOO_PREFIX,
     ArtifactRejected,
+    known_suffix,
     resolve_zoo_config,
     validate_checkpoint,
 )
@@ -53,16 +54,23 @@ async def upload_checkpoint(
     request: Request, response: Response, services: ServicesDep, session: SessionDep
 ) -> Checkpoint:
     settings = services.settings
-    upload = await receive_upload(request, services.artifacts.tmp_dir, settings.max_upload_bytes)
+    upload = await receive_upload(
+        request,
+        services.artifacts.tmp_dir,
+        settings.max_upload_bytes,
+        max_fields=settings.max_form_fields,
+        max_field_bytes=settings.max_form_field_bytes,
+    )
     try:
-        suffix = "." + (upload.filename or "").rsplit(".", 1)[-1].lower() if upload.filename else ""
-        upload.with_suffix(suffix)
+        upload.with_suffix(known_suffix(upload.filename))
         info = await run_in_threadpool(
             validate_checkpoint,
             upload.tmp_path,
             upload.filename,
             upload.fields.get("config"),
             allow_pickle=settings.allow_pickle_checkpoints,
+            limits=settings.intake_limits,
+            probe_timeout_s=settings.pickle_probe_timeout_s,
         )
         existing = session.get(CheckpointRow, upload.sha256)
         config_json = json.dumps(info.config, sort_keys=True) if info.config else None

@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from api_schemas import Dataset, Page
-from service.artifacts import BUILTIN_DATASETS, validate_dataset
+from service.artifacts import BUILTIN_DATASETS, known_suffix, validate_dataset
 from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
 from service.store import repo
 from service.store.models import DatasetRow, utcnow
@@ -43,13 +43,19 @@ UPLOAD_DOC: dict[str, Any] = {
 async def upload_dataset(
     request: Request, response: Response, services: ServicesDep, session: SessionDep
 ) -> Dataset:
+    settings = services.settings
     upload = await receive_upload(
-        request, services.artifacts.tmp_dir, services.settings.max_upload_bytes
+        request,
+        services.artifacts.tmp_dir,
+        settings.max_upload_bytes,
+        max_fields=settings.max_form_fields,
+        max_field_bytes=settings.max_form_field_bytes,
     )
     try:
-        suffix = "." + upload.filename.rsplit(".", 1)[-1].lower() if upload.filename else ""
-        upload.with_suffix(suffix)
-        info = await run_in_threadpool(validate_dataset, upload.tmp_path, upload.filename)
+        upload.with_suffix(known_suffix(upload.filename))
+        info = await run_in_threadpool(
+            validate_dataset, upload.tmp_path, upload.filename, settings.intake_limits
+        )
         existing = session.get(DatasetRow, upload.sha256)
         if existing is not None:
             upload.discard()

@@ -8,21 +8,25 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from sqlalchemy.orm import Session
 
 from api_schemas import Job, JobPreconditioner, JobSpec, JobState, Page
-from service.artifacts import ZOO_PREFIX, ArtifactRejected, resolve_zoo_config
+from service.artifacts import ZOO_PREFIX, ArtifactRejected, check_zoo_config
 from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
 from service.store import queries, repo
 from service.store.models import CheckpointRow, DatasetRow, JobRow
+from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
 
 router = APIRouter(tags=["jobs"])
 
 
-def check_references(session: Session, spec: JobSpec) -> str | None:
-    """422 unless the checkpoint and dataset exist; returns the architecture."""
+def check_references(
+    session: Session, spec: JobSpec, limits: IntakeLimits = DEFAULT_LIMITS
+) -> str | None:
+    """422 unless the checkpoint and dataset exist (and a zoo config is within ``limits``);
+    returns the architecture."""
     arch: str | None
     if spec.checkpoint_id.startswith(ZOO_PREFIX):
         config = {"arch": spec.checkpoint_id[len(ZOO_PREFIX) :], **(spec.zoo_config or {})}
         try:
-            arch = resolve_zoo_config(config)["arch"]
+            arch = check_zoo_config(config, limits)["arch"]
         except ArtifactRejected as exc:
             raise HTTPException(422, exc.message) from exc
     else:
@@ -52,7 +56,7 @@ def submit_job(
 ) -> Job:
     """Queue one profiling job; a retried request with the same Idempotency-Key returns the
     same job (200)."""
-    arch = check_references(session, spec)
+    arch = check_references(session, spec, services.settings.intake_limits)
     row, created = repo.create_job(session, spec, arch=arch, idempotency_key=idempotency_key)
     if not created:
         response.status_code = 200

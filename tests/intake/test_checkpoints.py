@@ -210,7 +210,7 @@ def test_pt2_needs_opt_in(tmp_path: Path) -> None:
     (hv,) = torch.autograd.grad(g, weight, grad_outputs=torch.ones_like(weight))
     assert hv.abs().sum() > 0  # the exported program supports double backward
     path.write_bytes(os.urandom(200))
-    with pytest.raises(IntakeError, match=r"not a loadable .pt2 program"):
+    with pytest.raises(IntakeError, match=r"not a valid .pt2 archive"):
         load_checkpoint(path, allow_pickle=True)
 
 

@@ -8,14 +8,20 @@ import numpy as np
 import torch
 
 from workers.data.batch import Dataset
+from workers.intake.archive import check_npz
 from workers.intake.errors import IntakeError
+from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
 
 REQUIRED = ("inputs", "targets")
 OPTIONAL = ("attention_mask",)
 
 
-def load_data_file(path: str | Path) -> Dataset:
-    """Read and validate a data file; IntakeError (one line) names whatever is wrong."""
+def load_data_file(path: str | Path, limits: IntakeLimits = DEFAULT_LIMITS) -> Dataset:
+    """Read and validate a data file; IntakeError (one line) names whatever is wrong.
+
+    Sizes and element counts are checked against ``limits`` from the zip directory and the
+    array headers (``check_npz``, ``read_safetensors_header``) before any array is read.
+    """
     from workers.intake.checkpoints import read_safetensors, sha256_file
 
     p = Path(path)
@@ -23,9 +29,9 @@ def load_data_file(path: str | Path) -> Dataset:
         raise IntakeError(f"data file not found: {p}")
     suffix = p.suffix.lower()
     if suffix == ".npz":
-        arrays = {k: _npz_tensor(p, k, v) for k, v in _read_npz(p).items()}
+        arrays = {k: _npz_tensor(p, k, v) for k, v in _read_npz(p, limits).items()}
     elif suffix == ".safetensors":
-        arrays = read_safetensors(p, what="data file")
+        arrays = read_safetensors(p, what="data file", limits=limits)
     else:
         raise IntakeError(
             f"unsupported data file type {suffix or '(none)'!r}: use .npz or .safetensors"
@@ -52,10 +58,11 @@ def load_data_file(path: str | Path) -> Dataset:
     return Dataset(inputs, targets, mask, p.stem, sha256_file(p), meta)
 
 
-def _read_npz(p: Path) -> dict[str, np.ndarray]:
+def _read_npz(p: Path, limits: IntakeLimits) -> dict[str, np.ndarray]:
     with open(p, "rb") as fh:
         if fh.read(4) != b"PK\x03\x04":
             raise IntakeError(f"not a valid .npz file: {p.name} is not a zip archive")
+    check_npz(p, limits)
     try:
         with np.load(p, allow_pickle=False) as npz:
             return {k: npz[k] for k in npz.files}

@@ -63,7 +63,7 @@ def build_model(payload: ModelPayload) -> nn.Module:
     if payload.config is not None and payload.arrays is not None:
         from workers.zoo import build_model as zoo_build
 
-        model = zoo_build(payload.config)
+        model = zoo_build(payload.config, max_parameters=None)  # checked by the service
         state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in payload.arrays.items()}
         model.load_state_dict(state, strict=True)
         return model.eval()

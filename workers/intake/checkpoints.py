@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from workers.intake.archive import check_pt2, check_zip
 from workers.intake.errors import IntakeError
+from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits, over_limit
+from workers.intake.safetensors_header import read_safetensors_header
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -65,32 +69,46 @@ def save_checkpoint(model: nn.Module, out_dir: str | Path) -> Path:
 
 
 def load_checkpoint(
-    path: str | Path, *, weights: str | Path | None = None, allow_pickle: bool = False
+    path: str | Path,
+    *,
+    weights: str | Path | None = None,
+    allow_pickle: bool = False,
+    limits: IntakeLimits = DEFAULT_LIMITS,
 ) -> LoadedModel:
-    """Load any accepted checkpoint form; IntakeError (one line) for anything wrong."""
+    """Load any accepted checkpoint form; IntakeError (one line) for anything wrong.
+
+    Every file is checked against ``limits`` before it is read, and a zoo model's size and its
+    weights' shapes against its config before the model is built.
+    """
     p = Path(path)
     if not p.exists():
         raise IntakeError(f"checkpoint not found: {p}")
     if p.is_dir():
         config = _read_config(p / CONFIG_NAME)
         if "arch" not in config and ("model_type" in config or "architectures" in config):
-            return _load_hf(p, config)
-        return _load_zoo(config, Path(weights) if weights is not None else p / WEIGHTS_NAME)
+            return _load_hf(p, config, limits)
+        return _load_zoo(config, Path(weights) if weights is not None else p / WEIGHTS_NAME, limits)
     suffix = p.suffix.lower()
     if suffix == ".pt2":
-        return _load_pt2(p, allow_pickle)
+        return _load_pt2(p, allow_pickle, limits)
     if suffix == ".json":
         if weights is None:
             raise IntakeError(f"config {p.name} needs weights=FILE (.safetensors, .pt or .pth)")
-        return _load_zoo(_read_config(p), Path(weights))
+        return _load_zoo(_read_config(p), Path(weights), limits)
     raise IntakeError(
         f"unsupported checkpoint {p.name}: pass a directory, a config .json with weights=FILE, "
         "or a .pt2 file"
     )
 
 
-def read_safetensors(path: Path, *, what: str = "weights") -> dict[str, torch.Tensor]:
-    """All tensors of a safetensors file; IntakeError for a corrupt file or NaN/Inf values."""
+def read_safetensors(
+    path: Path, *, what: str = "weights", limits: IntakeLimits = DEFAULT_LIMITS
+) -> dict[str, torch.Tensor]:
+    """All tensors of a safetensors file; IntakeError for a corrupt file or NaN/Inf values.
+
+    The header is validated (``read_safetensors_header``) before the library reads the file.
+    """
+    read_safetensors_header(path, limits)
     try:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
@@ -113,21 +131,26 @@ def _read_config(path: Path) -> dict[str, Any]:
     return config
 
 
-def _load_zoo(config: dict[str, Any], weights: Path) -> LoadedModel:
-    from workers.zoo import build_model
+def _load_zoo(config: dict[str, Any], weights: Path, limits: IntakeLimits) -> LoadedModel:
+    """Size from the config (meta device), file shapes against it, then build and load."""
+    from workers.zoo import build_model, check_model_size
 
     if "arch" not in config:
         raise IntakeError("config has no 'arch' (zoo) and no 'model_type' (Hugging Face)")
-    model = build_model(config)
+    expected = check_model_size(config, limits.max_model_parameters)
     if not weights.is_file():
         raise IntakeError(f"weights file not found: {weights}")
     suffix = weights.suffix.lower()
     if suffix == ".safetensors":
-        state, fmt = read_safetensors(weights), "zoo"
+        header = read_safetensors_header(weights, limits)
+        _check_shapes(expected, {k: t.shape for k, t in header.tensors.items()}, weights.name)
+        state, fmt = read_safetensors(weights, limits=limits), "zoo"
     elif suffix in (".pt", ".pth", ".bin"):
-        state, fmt = _read_torch_weights(weights), "pt"
+        state, fmt = _read_torch_weights(weights, limits), "pt"
+        _check_shapes(expected, {k: tuple(t.shape) for k, t in state.items()}, weights.name)
     else:
         raise IntakeError(f"unsupported weights file type {suffix!r}: use .safetensors, .pt, .pth")
+    model = build_model(config, max_parameters=None)
     _load_state(model, state, weights.name)
     model.eval()
     cfg: dict[str, Any] = getattr(model, "curvprof_config", config)
@@ -135,9 +158,33 @@ def _load_zoo(config: dict[str, Any], weights: Path) -> LoadedModel:
     return LoadedModel(model, cfg, cfg["arch"], sha256_file(weights), fmt, loss)
 
 
-def _read_torch_weights(path: Path) -> dict[str, torch.Tensor]:
+def _check_shapes(
+    expected: dict[str, tuple[int, ...]], got: dict[str, tuple[int, ...]], source: str
+) -> None:
+    """Every tensor in the file is one the config builds, with its shape (missing keys, which
+    tied aliases may be, are checked by ``_load_state``)."""
+    unexpected = [k for k in got if k not in expected]
+    if unexpected:
+        raise IntakeError(f"weights {source} do not match config: unexpected key {unexpected[0]!r}")
+    for name, shape in expected.items():
+        if name in got and tuple(got[name]) != shape:
+            raise IntakeError(
+                f"weights {source} do not match config: shape mismatch for {name!r}: "
+                f"file {tuple(got[name])} vs model {shape}"
+            )
+
+
+def _read_torch_weights(path: Path, limits: IntakeLimits) -> dict[str, torch.Tensor]:
+    """A ``torch.save`` zip state dict: the zip checked first, tensors memory-mapped, their
+    element count bounded before any value is read."""
+    if not zipfile.is_zipfile(path):
+        raise IntakeError(
+            f"refused {path.name}: not loadable with weights_only=True "
+            "(only the zip format of torch.save is accepted, no bare pickle)"
+        )
+    check_zip(path, limits, ".pt state dict")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...
         text = (str(exc).strip().splitlines() or [""])[0]
         raise IntakeError(
@@ -148,6 +195,11 @@ def _read_torch_weights(path: Path) -> dict[str, torch.Tensor]:
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
         raise IntakeError(f"{path.name} is not a plain state dict (name -> tensor)")
+    elements = sum(t.numel() for t in state.values())
+    if elements > limits.max_elements:
+        raise IntakeError(
+            over_limit(f"{path.name} elements", elements, limits.max_elements, "MAX_ELEMENTS")
+        )
     for name, tensor in state.items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise IntakeError(f"weights tensor {name!r} in {path.name} contains NaN or Inf")
@@ -184,7 +236,7 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], source: str) -
     model.load_state_dict(full, strict=True)
 
 
-def _load_hf(directory: Path, config: dict[str, Any]) -> LoadedModel:
+def _load_hf(directory: Path, config: dict[str, Any], limits: IntakeLimits) -> LoadedModel:
     from workers.intake.hf import load_hf
 
     weights = directory / WEIGHTS_NAME
@@ -193,19 +245,20 @@ def _load_hf(directory: Path, config: dict[str, Any]) -> LoadedModel:
             f"Hugging Face directory {directory.name} has no {WEIGHTS_NAME} (pickled "
             ".bin weights and sharded checkpoints are not accepted)"
         )
-    read_safetensors(weights)
+    read_safetensors(weights, limits=limits)
     model = load_hf(directory, config)
     model.eval()
     arch = str((config.get("architectures") or [config.get("model_type", "hf")])[0])
     return LoadedModel(model, config, arch, sha256_file(weights), "hf", model.default_loss)
 
 
-def _load_pt2(path: Path, allow_pickle: bool) -> LoadedModel:
+def _load_pt2(path: Path, allow_pickle: bool, limits: IntakeLimits) -> LoadedModel:
     if not allow_pickle:
         raise IntakeError(
             f"{path.name}: .pt2 programs can unpickle code and need the operator opt-in "
             "(allow_pickle=True)"
         )
+    check_pt2(path, limits)
     try:
         program = torch.export.load(str(path))  # opt-in given: the operator trusts this file
         model = program.module()

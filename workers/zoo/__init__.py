@@ -7,13 +7,16 @@ Every model carries ``curvprof_config`` (the full config, defaults filled in, JS
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Mapping
 from types import ModuleType
 from typing import Any
 
+import torch
 from torch import nn
 
 from workers.intake.errors import IntakeError
+from workers.intake.limits import DEFAULT_LIMITS, over_limit
 from workers.zoo import gpt, mlp, resnet, vgg, vit
 
 ARCHS: dict[str, ModuleType] = {"mlp": mlp, "vgg": vgg, "resnet": resnet, "vit": vit, "gpt": gpt}
@@ -28,7 +31,21 @@ _LINEAR_KINDS = {
     "fc2": "mlp_down",
 }
 
-__all__ = ["ARCHS", "build_model", "kinds_from_modules", "resolve_config"]
+# Structural bounds checked before any module is built (even on the meta device): a width or
+# size, a list's length, and the repetitions a "depth" or a resnet "blocks" list asks for.
+MAX_DIMENSION = 1 << 24
+MAX_LIST_LENGTH = 64
+MAX_REPEATS = 256
+_REPEAT_KEYS = ("depth", "blocks")
+
+__all__ = [
+    "ARCHS",
+    "build_model",
+    "check_model_size",
+    "kinds_from_modules",
+    "meta_state_shapes",
+    "resolve_config",
+]
 
 
 def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -49,6 +66,14 @@ def resolve_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in config.items():
         if key != "arch":
             cfg[key] = _checked(arch, key, value, defaults[key], module.CHOICES.get(key, ()))
+    for key in _REPEAT_KEYS:
+        value = cfg.get(key)
+        repeats = sum(value) if isinstance(value, list) else value
+        if isinstance(repeats, int) and repeats > MAX_REPEATS:
+            raise IntakeError(
+                f"{arch} config key {key!r} asks for {repeats} repeated blocks; "
+                f"at most {MAX_REPEATS}"
+            )
     return cfg
 
 
@@ -58,8 +83,10 @@ def _checked(arch: str, key: str, value: Any, default: Any, choices: tuple[str, 
         if not isinstance(value, bool):
             raise IntakeError(f"{where} must be true or false, got {value!r}")
     elif isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise IntakeError(f"{where} must be a positive integer, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIMENSION:
+            raise IntakeError(
+                f"{where} must be an integer from 1 to {MAX_DIMENSION}, got {str(value)[:40]}"
+            )
     elif isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise IntakeError(f"{where} must be a non-negative number, got {value!r}")
@@ -68,22 +95,62 @@ def _checked(arch: str, key: str, value: Any, default: Any, choices: tuple[str, 
         if value not in choices:
             raise IntakeError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
     elif isinstance(default, list):
-        if not isinstance(value, (list, tuple)) or not value:
-            raise IntakeError(f"{where} must be a non-empty list, got {value!r}")
+        if not isinstance(value, (list, tuple)) or not value or len(value) > MAX_LIST_LENGTH:
+            raise IntakeError(
+                f"{where} must be a list of 1 to {MAX_LIST_LENGTH} entries, got {str(value)[:40]}"
+            )
         for item in value:
-            ok_int = isinstance(item, int) and not isinstance(item, bool) and item >= 1
-            if not ok_int and item not in choices:
-                raise IntakeError(f"{where} has a bad entry {item!r}")
+            ok_int = isinstance(item, int) and not isinstance(item, bool)
+            if not (ok_int and 1 <= item <= MAX_DIMENSION) and item not in choices:
+                raise IntakeError(f"{where} has a bad entry {str(item)[:40]}")
         value = list(value)
     return value
 
 
-def build_model(config: Mapping[str, Any]) -> nn.Module:
-    """A freshly initialised zoo model (float32, train mode) for ``config``."""
+def build_model(
+    config: Mapping[str, Any], max_parameters: int | None = DEFAULT_LIMITS.max_model_parameters
+) -> nn.Module:
+    """A freshly initialised zoo model (float32, train mode) for ``config``.
+
+    Its size is checked on the meta device first (``check_model_size``); ``max_parameters=None``
+    skips that for a config already checked (a worker rebuilding what the service accepted).
+    """
     cfg = resolve_config(config)
+    if max_parameters is not None:
+        check_model_size(cfg, max_parameters)
     model: nn.Module = ARCHS[cfg["arch"]].build(cfg)
     vars(model).update(curvprof_config=cfg, curvprof_kinds=kinds_from_modules(model, _zoo_kind))
     return model
+
+
+def meta_state_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The state dict's shapes for ``config``, from a model built on the meta device (nothing
+    allocated); IntakeError when the config cannot be built."""
+    cfg = resolve_config(config)
+    try:
+        with torch.device("meta"):
+            model = ARCHS[cfg["arch"]].build(cfg)
+    except IntakeError:
+        raise
+    except (RuntimeError, ValueError, OverflowError, TypeError, ZeroDivisionError) as exc:
+        text = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise IntakeError(f"{cfg['arch']} config cannot be built: {text}") from None
+    return {name: tuple(t.shape) for name, t in model.state_dict().items()}
+
+
+def check_model_size(
+    config: Mapping[str, Any], max_parameters: int = DEFAULT_LIMITS.max_model_parameters
+) -> dict[str, tuple[int, ...]]:
+    """``meta_state_shapes`` after checking that the parameters and buffers (tied tensors
+    counted once per name) stay within ``max_parameters``."""
+    shapes = meta_state_shapes(config)
+    count = sum(math.prod(shape) for shape in shapes.values())
+    if count > max_parameters:
+        arch = config.get("arch")
+        raise IntakeError(
+            over_limit(f"{arch} model parameters", count, max_parameters, "MAX_MODEL_PARAMETERS")
+        )
+    return shapes
 
 
 def _zoo_kind(name: str, module: nn.Module, is_last_linear: bool) -> str | None:
