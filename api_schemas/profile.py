@@ -113,6 +113,11 @@ class LayerProfile(BaseModel):
     residuals: list[float] = Field(
         default_factory=list, description="||H V_k - h_k V_k|| / ||H V_k||"
     )
+    compressed: list[list[float]] = Field(
+        default_factory=list,
+        description="K x K compressed matrix M_jk = <V_j, H[V_k]> (row j); empty on the output "
+        "route",
+    )
     eigenvalues: list[float] = Field(default_factory=list, description="Lanczos top eigenvalues")
     lanczos: LanczosSummary | None = None
     n_valid: int = 0

@@ -76,6 +76,11 @@ def test_h_and_sigma_match_dense_hessian(case: str) -> None:
         np.testing.assert_allclose(
             layer.h, h_ref, rtol=1e-8, atol=1e-12 * max(abs(v) for v in h_ref)
         )
+        directions = torch.stack([torch.outer(U[:, i], Vh[i]).reshape(-1) for i in range(k)])
+        m_ref = (directions @ H @ directions.T).numpy()  # M_jk = <V_j, H V_k>
+        np.testing.assert_allclose(
+            layer.compressed, m_ref, rtol=1e-8, atol=1e-10 * np.abs(m_ref).max()
+        )
 
 
 @pytest.mark.parametrize("case", ["mlp_tanh", "cnn", "attention_fused"])

@@ -98,8 +98,9 @@ def directional_curvature(
 
 def compressed_diagnostics(
     M: torch.Tensor, h: torch.Tensor, hv_norms: torch.Tensor
-) -> dict[str, float | list[float]]:
-    """HVP noise ε = median_{j<k}|M_jk − M_kj|, off-diagonal mass and per-direction residuals."""
+) -> dict[str, float | list[float] | list[list[float]]]:
+    """HVP noise ε = median_{j<k}|M_jk − M_kj|, off-diagonal mass ε_off = ‖M − diag M‖_F / ‖M‖_F,
+    per-direction residuals √(1 − h_k² / ‖H[V_k]‖²), and M itself (row j, column k)."""
     K = M.shape[0]
     if K >= 2:
         iu = torch.triu_indices(K, K, offset=1)
@@ -112,4 +113,9 @@ def compressed_diagnostics(
         noise, eps_off = float("nan"), float("nan")
     ratio = torch.where(hv_norms > 0, h / hv_norms.clamp_min(1e-300), torch.zeros_like(h))
     residuals = torch.sqrt(torch.clamp(1.0 - ratio**2, min=0.0))
-    return {"hvp_noise": noise, "eps_off": eps_off, "residuals": residuals.tolist()}
+    return {
+        "hvp_noise": noise,
+        "eps_off": eps_off,
+        "residuals": residuals.tolist(),
+        "compressed": M.tolist(),
+    }
