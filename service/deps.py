@@ -55,11 +55,12 @@ Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 def token_ok(credentials: HTTPAuthorizationCredentials | None, settings: Settings) -> bool:
-    """Constant-time comparison of the token's bytes with each configured token's bytes
-    (any character, ASCII or not, compares; a header is Latin-1 text, a token UTF-8)."""
+    """Constant-time comparison of the token's bytes on the wire with each configured
+    token's UTF-8 bytes: any byte compares, none raises. (Starlette hands headers over as
+    Latin-1 text, so encoding them back as Latin-1 gives the exact bytes sent.)"""
     if credentials is None or not credentials.credentials.strip():
         return False
-    given = credentials.credentials.strip().encode("utf-8", "surrogateescape")
+    given = credentials.credentials.strip().encode("latin-1")
     found = False
     for token in settings.api_tokens:
         found |= hmac.compare_digest(given, token.encode("utf-8", "surrogateescape"))

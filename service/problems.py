@@ -67,15 +67,16 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 def move_problem_schemas(schema: dict[str, Any]) -> dict[str, Any]:
-    """FastAPI files a ``model`` under application/json; error bodies are problem+json only."""
+    """FastAPI files a ``model`` under the route's media type (application/json, text/plain,
+    image/png, ...); error bodies are problem+json only."""
     for path in schema.get("paths", {}).values():
         for operation in path.values():
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
                 if str(status)[0] in "45" and PROBLEM_MEDIA_TYPE in content:
-                    moved = content.pop("application/json", None)
-                    if moved is not None:
-                        content[PROBLEM_MEDIA_TYPE] = moved
+                    found = next((c["schema"] for c in content.values() if "schema" in c), None)
+                    if found is not None:
+                        response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": found}}
     return schema
 
 
