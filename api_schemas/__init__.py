@@ -46,8 +46,10 @@ from api_schemas.jobs import (
     ProfileRequest,
 )
 from api_schemas.queries import LayerBrief, LayerDetail, LayerRow, Summary, SummaryRow
+from api_schemas.wire import PROBLEM_MEDIA_TYPE, Problem, ProblemItem, Text, UtcDatetime
 
 __all__ += [
+    "PROBLEM_MEDIA_TYPE",
     "TERMINAL_STATES",
     "Batch",
     "BatchSpec",
@@ -68,7 +70,11 @@ __all__ += [
     "LayerRow",
     "LayerState",
     "Page",
+    "Problem",
+    "ProblemItem",
     "ProfileRequest",
     "Summary",
     "SummaryRow",
+    "Text",
+    "UtcDatetime",
 ]

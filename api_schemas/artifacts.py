@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
+
+from api_schemas.wire import UtcDatetime
 
 CheckpointFormat = Literal["safetensors", "pt2", "zoo"]
 DatasetFormat = Literal["npz", "safetensors", "builtin"]
@@ -19,7 +20,7 @@ class Checkpoint(BaseModel):
     config: dict[str, Any] | None = None
     filename: str | None = None
     size: int = 0
-    created_at: datetime | None = None
+    created_at: UtcDatetime | None = None
 
 
 class Dataset(BaseModel):
@@ -29,4 +30,4 @@ class Dataset(BaseModel):
     filename: str | None = None
     size: int = 0
     n_examples: int | None = None
-    created_at: datetime | None = None
+    created_at: UtcDatetime | None = None

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from api_schemas.profile import DTypeName, LossName, PreconditionerParams, ProfileSettings
+from api_schemas.wire import Text, UtcDatetime
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 LayerState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
@@ -35,7 +35,7 @@ class ProfileRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset_id: str | None = Field(None, description="id of an uploaded dataset")
+    dataset_id: Text | None = Field(None, description="id of an uploaded dataset")
     dataset: BuiltinDataset | None = Field(None, description="a built-in dataset, no upload")
     loss: LossName = "cross_entropy"
     batch_size: int = Field(2048, ge=1)
@@ -46,7 +46,7 @@ class ProfileRequest(BaseModel):
         True, description="K x K compressed matrix and residuals; False: h_k alone (faster)"
     )
     dtype: DTypeName = "float64"
-    layers: str | None = Field(None, description="fnmatch glob on layer names")
+    layers: Text | None = Field(None, description="fnmatch glob on layer names")
     seed: int = 0
     variants: list[Variant] = Field(default_factory=lambda: _default_variants())
     zoo_config: dict[str, Any] | None = Field(
@@ -77,13 +77,13 @@ class ProfileRequest(BaseModel):
 class JobSpec(ProfileRequest):
     """``POST /v1/jobs``: one checkpoint, one dataset, one set of settings."""
 
-    checkpoint_id: str = Field(..., description="an uploaded checkpoint id or `zoo:<arch>`")
+    checkpoint_id: Text = Field(..., description="an uploaded checkpoint id or `zoo:<arch>`")
 
 
 class BatchSpec(ProfileRequest):
     """``POST /v1/batches``: many checkpoints, one spec; one job per checkpoint."""
 
-    checkpoint_ids: list[str] = Field(..., min_length=1, max_length=1000)
+    checkpoint_ids: list[Text] = Field(..., min_length=1, max_length=1000)
 
     def job_spec(self, checkpoint_id: str) -> JobSpec:
         fields = self.model_dump(exclude={"checkpoint_ids"})
@@ -107,9 +107,9 @@ class JobProgress(BaseModel):
 
 
 class JobTimings(BaseModel):
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
     wall_seconds: float | None = Field(None, description="finished - started")
     compute_seconds: float = Field(0.0, description="sum of the layers' wall seconds")
 

@@ -1,75 +1,62 @@
-"""``create_app(settings)``: the FastAPI application (OpenAPI under /v1, JSON errors only)."""
+"""``create_app(settings)``: the FastAPI application (OpenAPI under /v1, problem+json errors)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.artifacts import ArtifactRejected, ArtifactStore
 from service.deps import Services
 from service.jobs_runner import JobRunner
+from service.problems import install_problem_handlers, move_problem_schemas, problem
 from service.settings import Settings
 from service.store import db
-from service.store.codec import CursorError
+from service.store.paging import CursorError
 from service.store.repo import Conflict
 from service.upload import UploadError
 
-log = logging.getLogger("curvprof.app")
-
-
-def error_body(status: int, message: str) -> dict[str, Any]:
-    return {"error": {"message": message, "status": status}}
-
-
-def _json_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(status, message), status_code=status, headers=headers)
-
-
-def _validation_message(exc: RequestValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(x) for x in err.get("loc", ()) if x not in ("body", "query", "path"))
-        parts.append(f"{loc}: {err.get('msg')}" if loc else str(err.get("msg")))
-    return "invalid request: " + "; ".join(parts)
-
 
 def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _json_error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+    """Problem documents for every error (service.problems), the domain errors included."""
 
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _json_error(422, _validation_message(exc))
+    def with_status(status: int) -> Any:
+        async def handle(request: Request, exc: Exception) -> JSONResponse:
+            code = getattr(exc, "status", status)
+            detail = getattr(exc, "message", None) or str(exc)
+            return problem(code, detail, instance=request.url.path)
 
-    @app.exception_handler(UploadError)
-    async def _upload(_: Request, exc: UploadError) -> JSONResponse:
-        return _json_error(exc.status, exc.message)
+        return handle
 
-    @app.exception_handler(ArtifactRejected)
-    async def _rejected(_: Request, exc: ArtifactRejected) -> JSONResponse:
-        return _json_error(exc.status, exc.message)
+    install_problem_handlers(
+        app,
+        {
+            UploadError: with_status(400),
+            ArtifactRejected: with_status(422),
+            CursorError: with_status(400),
+            Conflict: with_status(409),
+        },
+    )
 
-    @app.exception_handler(CursorError)
-    async def _cursor(_: Request, exc: CursorError) -> JSONResponse:
-        return _json_error(400, str(exc))
 
-    @app.exception_handler(Conflict)
-    async def _conflict(_: Request, exc: Conflict) -> JSONResponse:
-        return _json_error(409, str(exc))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _json_error(500, f"internal error ({type(exc).__name__})")
+def openapi_schema(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema with error bodies filed as problem+json (generated once)."""
+    if app.openapi_schema is None:
+        app.openapi_schema = move_problem_schemas(
+            get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+        )
+    return app.openapi_schema
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -79,9 +66,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db.upgrade(settings.database_url)
-        engine = db.make_engine(settings.database_url)
+        # one connection per worker thread (sync endpoints), a few for the async ones, and a
+        # short wait: past that the server is saturated and says so (503, Retry-After)
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
+        pool = db.PoolSize(settings.api_threads, 8, settings.db_pool_timeout)
+        engine = db.make_engine(settings.database_url, pool)
         sessions = db.make_session_factory(engine)
-        runner = JobRunner(settings, sessions) if settings.run_jobs else None
+        # the job runner has its own pool, so a saturated API never starves it
+        runner_engine = db.make_engine(
+            settings.database_url, db.PoolSize(2 * settings.max_concurrent_jobs + 2, 2, 60.0)
+        )
+        runner = (
+            JobRunner(settings, db.make_session_factory(runner_engine))
+            if settings.run_jobs
+            else None
+        )
         artifacts = ArtifactStore(settings.artifacts_dir)
         stale = artifacts.remove_stale_uploads()
         if stale:
@@ -101,6 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if runner is not None:
                 runner.stop()
             engine.dispose()
+            runner_engine.dispose()
 
     app = FastAPI(
         title="curvprof",
@@ -112,6 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.openapi = lambda: openapi_schema(app)  # type: ignore[method-assign]
     from service.routers import (
         batches,
         checkpoints,

@@ -65,7 +65,7 @@ class CurvprofClient:
         response = self.http.request(method, path, **kwargs)
         if response.status_code >= 400:
             try:
-                message = response.json()["error"]["message"]
+                message = response.json()["detail"]
             except Exception:
                 message = response.text[:200]
             raise ApiError(response.status_code, message)

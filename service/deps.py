@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,6 +38,8 @@ def get_settings(services: Annotated[Services, Depends(get_services)]) -> Settin
 
 
 def get_session(services: Annotated[Services, Depends(get_services)]) -> Iterator[Session]:
+    """A session for the endpoint function only: ``SessionDep`` closes it as the function
+    returns, so its connection goes back to the pool before the response is serialised."""
     session = services.sessions()
     try:
         yield session
@@ -44,31 +47,49 @@ def get_session(services: Annotated[Services, Depends(get_services)]) -> Iterato
         session.close()
 
 
-def _token_ok(request: Request, settings: Settings) -> bool:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
+bearer = HTTPBearer(
+    auto_error=False,
+    description="a token from CURVPROF_API_TOKENS; writes need one when tokens are set",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def token_ok(credentials: HTTPAuthorizationCredentials | None, settings: Settings) -> bool:
+    """Constant-time comparison of the token's bytes on the wire with each configured
+    token's UTF-8 bytes: any byte compares, none raises. (Starlette hands headers over as
+    Latin-1 text, so encoding them back as Latin-1 gives the exact bytes sent.)"""
+    if credentials is None or not credentials.credentials.strip():
         return False
-    return any(hmac.compare_digest(token.strip(), t) for t in settings.api_tokens)
+    given = credentials.credentials.strip().encode("latin-1")
+    found = False
+    for token in settings.api_tokens:
+        found |= hmac.compare_digest(given, token.encode("utf-8", "surrogateescape"))
+    return found
 
 
-def require_write(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+def _unauthorized() -> HTTPException:
+    return HTTPException(
+        401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+    )
+
+
+def require_write(
+    credentials: Credentials, settings: Annotated[Settings, Depends(get_settings)]
+) -> None:
     """Every write needs a bearer token when tokens are configured."""
-    if settings.api_tokens and not _token_ok(request, settings):
-        raise HTTPException(
-            401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
-        )
+    if settings.api_tokens and not token_ok(credentials, settings):
+        raise _unauthorized()
 
 
-def require_read(request: Request, settings: Annotated[Settings, Depends(get_settings)]) -> None:
+def require_read(
+    credentials: Credentials, settings: Annotated[Settings, Depends(get_settings)]
+) -> None:
     """Reads are open unless ``open_reads`` is false (then they need a token too)."""
-    if settings.api_tokens and not settings.open_reads and not _token_ok(request, settings):
-        raise HTTPException(
-            401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
-        )
+    if settings.api_tokens and not settings.open_reads and not token_ok(credentials, settings):
+        raise _unauthorized()
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 WriteAuth = Depends(require_write)

@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(default=2, ge=1)
     task_max_retries: int = Field(default=3, ge=0)
     run_jobs: bool = Field(default=True, description="start the in-process job runner")
+    api_threads: int = Field(
+        default=40, ge=1, description="worker threads of the sync endpoints; the pool matches"
+    )
+    db_pool_timeout: float = Field(
+        default=5.0, gt=0, description="seconds a request waits for a connection, then 503"
+    )
 
     @field_validator("api_tokens", mode="before")
     @classmethod

@@ -9,13 +9,20 @@ from fastapi import APIRouter, Header, HTTPException, Response
 
 from api_schemas import Batch, BatchSpec
 from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
+from service.problems import problems
 from service.routers.jobs import check_references
 from service.store import repo
 
-router = APIRouter(tags=["batches"])
+router = APIRouter(tags=["batches"], responses=problems(401, 422, 503))
 
 
-@router.post("/batches", response_model=Batch, status_code=201, dependencies=[WriteAuth])
+@router.post(
+    "/batches",
+    response_model=Batch,
+    status_code=201,
+    dependencies=[WriteAuth],
+    responses=problems(409),
+)
 def submit_batch(
     spec: BatchSpec,
     response: Response,
@@ -45,7 +52,9 @@ def submit_batch(
     return Batch(id=batch_id, jobs=[repo.job_model(session, r, with_layers=False) for r in rows])
 
 
-@router.get("/batches/{batch_id}", response_model=Batch, dependencies=[ReadAuth])
+@router.get(
+    "/batches/{batch_id}", response_model=Batch, dependencies=[ReadAuth], responses=problems(404)
+)
 def get_batch(batch_id: str, session: SessionDep) -> Batch:
     rows, _ = repo.list_jobs(session, batch_id=batch_id, limit=1000)
     if not rows:

@@ -17,11 +17,12 @@ from service.artifacts import (
     validate_checkpoint,
 )
 from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
+from service.problems import problems
 from service.store import repo
 from service.store.models import CheckpointRow, utcnow
 from service.upload import receive_upload
 
-router = APIRouter(tags=["checkpoints"])
+router = APIRouter(tags=["checkpoints"], responses=problems(401, 422, 503))
 
 UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
@@ -48,6 +49,7 @@ UPLOAD_DOC: dict[str, Any] = {
     status_code=201,
     dependencies=[WriteAuth],
     openapi_extra=UPLOAD_DOC,
+    responses=problems(400, 409, 413, 415),
     summary="Upload a checkpoint (.safetensors + config, or .pt2 when allowed)",
 )
 async def upload_checkpoint(
@@ -100,7 +102,12 @@ async def upload_checkpoint(
     return repo.checkpoint_model(stored)
 
 
-@router.get("/checkpoints", response_model=Page[Checkpoint], dependencies=[ReadAuth])
+@router.get(
+    "/checkpoints",
+    response_model=Page[Checkpoint],
+    dependencies=[ReadAuth],
+    responses=problems(400),
+)
 def list_checkpoints(
     session: SessionDep,
     cursor: str | None = None,
@@ -110,7 +117,12 @@ def list_checkpoints(
     return Page[Checkpoint](items=[repo.checkpoint_model(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/checkpoints/{checkpoint_id}", response_model=Checkpoint, dependencies=[ReadAuth])
+@router.get(
+    "/checkpoints/{checkpoint_id}",
+    response_model=Checkpoint,
+    dependencies=[ReadAuth],
+    responses=problems(404),
+)
 def get_checkpoint(checkpoint_id: str, session: SessionDep) -> Checkpoint:
     if checkpoint_id.startswith(ZOO_PREFIX):
         try:

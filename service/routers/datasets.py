@@ -10,11 +10,12 @@ from fastapi.concurrency import run_in_threadpool
 from api_schemas import Dataset, Page
 from service.artifacts import BUILTIN_DATASETS, known_suffix, validate_dataset
 from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
+from service.problems import problems
 from service.store import repo
 from service.store.models import DatasetRow, utcnow
 from service.upload import receive_upload
 
-router = APIRouter(tags=["datasets"])
+router = APIRouter(tags=["datasets"], responses=problems(401, 422, 503))
 
 UPLOAD_DOC: dict[str, Any] = {
     "requestBody": {
@@ -38,6 +39,7 @@ UPLOAD_DOC: dict[str, Any] = {
     status_code=201,
     dependencies=[WriteAuth],
     openapi_extra=UPLOAD_DOC,
+    responses=problems(400, 413, 415),
     summary="Upload a dataset (.npz or .safetensors with 'inputs' and 'targets')",
 )
 async def upload_dataset(
@@ -80,7 +82,9 @@ async def upload_dataset(
     return repo.dataset_model(stored)
 
 
-@router.get("/datasets", response_model=Page[Dataset], dependencies=[ReadAuth])
+@router.get(
+    "/datasets", response_model=Page[Dataset], dependencies=[ReadAuth], responses=problems(400)
+)
 def list_datasets(
     session: SessionDep,
     cursor: str | None = None,
@@ -90,7 +94,12 @@ def list_datasets(
     return Page[Dataset](items=[repo.dataset_model(r) for r in rows], next_cursor=next_cursor)
 
 
-@router.get("/datasets/{dataset_id}", response_model=Dataset, dependencies=[ReadAuth])
+@router.get(
+    "/datasets/{dataset_id}",
+    response_model=Dataset,
+    dependencies=[ReadAuth],
+    responses=problems(404),
+)
 def get_dataset(dataset_id: str, session: SessionDep) -> Dataset:
     if dataset_id in BUILTIN_DATASETS:
         return Dataset(id=dataset_id, format="builtin")

@@ -7,9 +7,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from service.deps import ServicesDep
+from service.problems import problems
 from service.store import db
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=problems(422))
 
 
 @router.get("/healthz")
@@ -17,7 +18,15 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={
+        503: {
+            "description": "the database or Ray is not reachable",
+            "content": {"application/json": {"schema": {"type": "object"}}},
+        }
+    },
+)
 async def readyz(services: ServicesDep) -> JSONResponse:
     from workers.execution import ray_ready
 

@@ -10,11 +10,12 @@ from sqlalchemy.orm import Session
 from api_schemas import Job, JobPreconditioner, JobSpec, JobState, Page
 from service.artifacts import ZOO_PREFIX, ArtifactRejected, check_zoo_config
 from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
+from service.problems import problems
 from service.store import queries, repo
 from service.store.models import CheckpointRow, DatasetRow, JobRow
 from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], responses=problems(401, 422, 503))
 
 
 def check_references(
@@ -46,7 +47,13 @@ def load_job(session: Session, job_id: str) -> JobRow:
     return row
 
 
-@router.post("/jobs", response_model=Job, status_code=201, dependencies=[WriteAuth])
+@router.post(
+    "/jobs",
+    response_model=Job,
+    status_code=201,
+    dependencies=[WriteAuth],
+    responses=problems(409),
+)
 def submit_job(
     spec: JobSpec,
     response: Response,
@@ -65,7 +72,7 @@ def submit_job(
     return repo.job_model(session, row)
 
 
-@router.get("/jobs", response_model=Page[Job], dependencies=[ReadAuth])
+@router.get("/jobs", response_model=Page[Job], dependencies=[ReadAuth], responses=problems(400))
 def list_jobs(
     session: SessionDep,
     state: Annotated[str | None, Query(description="comma-separated states")] = None,
@@ -86,12 +93,17 @@ def list_jobs(
     return Page[Job](items=items, next_cursor=next_cursor)
 
 
-@router.get("/jobs/{job_id}", response_model=Job, dependencies=[ReadAuth])
+@router.get("/jobs/{job_id}", response_model=Job, dependencies=[ReadAuth], responses=problems(404))
 def get_job(job_id: str, session: SessionDep) -> Job:
     return repo.job_model(session, load_job(session, job_id))
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=Job, dependencies=[WriteAuth])
+@router.post(
+    "/jobs/{job_id}/cancel",
+    response_model=Job,
+    dependencies=[WriteAuth],
+    responses=problems(404, 409),
+)
 def cancel_job(job_id: str, services: ServicesDep, session: SessionDep) -> Job:
     """Cancel a queued or running job (running Ray tasks are cancelled); 409 if finished."""
     row = load_job(session, job_id)
@@ -107,7 +119,10 @@ def cancel_job(job_id: str, services: ServicesDep, session: SessionDep) -> Job:
 
 
 @router.get(
-    "/jobs/{job_id}/preconditioner", response_model=JobPreconditioner, dependencies=[ReadAuth]
+    "/jobs/{job_id}/preconditioner",
+    response_model=JobPreconditioner,
+    dependencies=[ReadAuth],
+    responses=problems(404),
 )
 def job_preconditioner(job_id: str, session: SessionDep) -> JobPreconditioner:
     """The per-layer T(sigma; alpha) parameters of every stored layer of the job."""

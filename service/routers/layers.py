@@ -7,14 +7,17 @@ import io
 from collections.abc import Iterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response, StreamingResponse
 
 from api_schemas import LayerBrief, LayerDetail, LayerRow, Page
 from service.deps import ReadAuth, ServicesDep, SessionDep
+from service.problems import problems
 from service.store import queries
+from service.store.paging import INT64_MAX
 
-router = APIRouter(tags=["layers"])
+router = APIRouter(tags=["layers"], responses=problems(401, 422, 503))
+LayerId = Annotated[int, Path(ge=1, le=INT64_MAX, description="a stored layer's id")]
 
 CSV_COLUMNS = (
     "id",
@@ -95,7 +98,12 @@ def _checked_sort(sort: str | None) -> str | None:
     return sort
 
 
-@router.get("/layers", response_model=Page[LayerRow] | Page[LayerBrief], dependencies=[ReadAuth])
+@router.get(
+    "/layers",
+    response_model=Page[LayerRow] | Page[LayerBrief],
+    dependencies=[ReadAuth],
+    responses=problems(400),
+)
 def list_layers(
     session: SessionDep,
     filters: FiltersDep,
@@ -158,8 +166,13 @@ def export_layers_csv(
     )
 
 
-@router.get("/layers/{layer_id}", response_model=LayerDetail, dependencies=[ReadAuth])
-def get_layer(layer_id: int, session: SessionDep) -> LayerDetail:
+@router.get(
+    "/layers/{layer_id}",
+    response_model=LayerDetail,
+    dependencies=[ReadAuth],
+    responses=problems(404),
+)
+def get_layer(layer_id: LayerId, session: SessionDep) -> LayerDetail:
     """One layer with every array (sigma, h, eigenvalues, Phi, ...) and its provenance."""
     row = queries.get_layer(session, layer_id)
     if row is None:

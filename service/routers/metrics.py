@@ -7,9 +7,10 @@ from fastapi.responses import PlainTextResponse
 
 from api_schemas.jobs import JobState
 from service.deps import ServicesDep, SessionDep
+from service.problems import problems
 from service.store import queries, repo
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], responses=problems(422, 503))
 
 JOB_STATES: tuple[JobState, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 

@@ -12,10 +12,11 @@ from fastapi.responses import Response
 
 from api_schemas import LayerRow
 from service.deps import ReadAuth, SessionDep
-from service.routers.layers import split_csv
+from service.problems import problems
+from service.routers.layers import LayerId, split_csv
 from service.store import queries
 
-router = APIRouter(tags=["plots"])
+router = APIRouter(tags=["plots"], responses=problems(401, 404, 422, 503))
 PNG: dict[int | str, dict[str, Any]] = {
     200: {"content": {"image/png": {}}, "description": "a PNG image"}
 }
@@ -53,7 +54,7 @@ def identity_plot(
 @router.get(
     "/layers/{layer_id}/plot", dependencies=[ReadAuth], response_class=Response, responses=PNG
 )
-def layer_plot(layer_id: int, session: SessionDep) -> Response:
+def layer_plot(layer_id: LayerId, session: SessionDep) -> Response:
     """h vs σ with the α fit, σ vs k, and sorted h with the Lanczos eigenvalues."""
     row = queries.get_layer(session, layer_id)
     if row is None:

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query
 
 from api_schemas import Summary
 from service.deps import ReadAuth, SessionDep
+from service.problems import problems
 from service.routers.layers import split_csv
 from service.store import queries
 
-router = APIRouter(tags=["layers"])
+router = APIRouter(tags=["layers"], responses=problems(401, 422, 503))
 
 
 @router.get("/summary", response_model=Summary, dependencies=[ReadAuth])

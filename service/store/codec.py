@@ -1,17 +1,12 @@
-"""Compact storage of a LayerProfile and the opaque keyset cursors."""
+"""Compact storage of a LayerProfile (the keyset cursors live in ``paging``)."""
 
 from __future__ import annotations
 
-import base64
 import json
 import zlib
 from typing import Any
 
 from api_schemas import LayerProfile
-
-
-class CursorError(ValueError):
-    """A cursor that this service did not hand out (or for another sort order)."""
 
 
 def pack_profile(profile: LayerProfile) -> bytes:
@@ -34,19 +29,3 @@ def unpack_profile_json(blob: bytes, **extra: Any) -> bytes:
 
 def unpack_profile(blob: bytes) -> LayerProfile:
     return LayerProfile.model_validate_json(unpack_profile_json(blob))
-
-
-def encode_cursor(payload: dict[str, Any]) -> str:
-    raw = json.dumps(payload, separators=(",", ":"), default=str).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> dict[str, Any]:
-    try:
-        padded = cursor + "=" * (-len(cursor) % 4)
-        payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except Exception as exc:
-        raise CursorError("invalid cursor") from exc
-    if not isinstance(payload, dict):
-        raise CursorError("invalid cursor")
-    return payload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,21 @@ def _sqlite_path(url: str) -> Path | None:
     return None
 
 
-def make_engine(url: str) -> Engine:
+@dataclass(frozen=True)
+class PoolSize:
+    """A connection pool: ``size`` kept open, up to ``overflow`` more, and how long a
+    checkout waits when all are taken (then ``sqlalchemy.exc.TimeoutError``: a 503)."""
+
+    size: int = 5
+    overflow: int = 10
+    timeout: float = 30.0
+
+
+def make_engine(url: str, pool: PoolSize | None = None) -> Engine:
     url = normalize_url(url)
     kwargs: dict[str, Any] = {"future": True}
+    if pool is not None and ":memory:" not in url:
+        kwargs.update(pool_size=pool.size, max_overflow=pool.overflow, pool_timeout=pool.timeout)
     if url.startswith("sqlite"):
         path = _sqlite_path(url)
         if path is not None:

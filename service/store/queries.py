@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
+from sqlalchemy import ColumnElement, Select, case, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, joinedload
 
 from api_schemas import (
@@ -19,13 +19,8 @@ from api_schemas import (
     Provenance,
     SummaryRow,
 )
-from service.store.codec import (
-    CursorError,
-    decode_cursor,
-    encode_cursor,
-    unpack_profile,
-    unpack_profile_json,
-)
+from service.store import paging
+from service.store.codec import unpack_profile, unpack_profile_json
 from service.store.models import LayerProfileRow, LayerResultRow
 
 SORTABLE: dict[str, InstrumentedAttribute[Any]] = {
@@ -122,6 +117,20 @@ BRIEF_COLUMNS: tuple[InstrumentedAttribute[Any], ...] = (
 )
 
 
+def layer_order(sort: str | None) -> paging.Keyset:
+    """The layer listing's keyset for ``sort``: the column, nulls last, ties by id ascending
+    (sorted by id itself, the id runs in the sort's direction)."""
+    key, desc = parse_sort(sort)
+    return paging.Keyset(
+        "layers",
+        key,
+        SORTABLE[key],
+        LayerResultRow.id,
+        descending=desc,
+        tie_descending=desc and key == "id",
+    )
+
+
 def _keyset_page(
     session: Session,
     what: Select[Any],
@@ -131,35 +140,7 @@ def _keyset_page(
     limit: int,
 ) -> tuple[list[Any], str | None]:
     """One page of ``what`` (rows or column tuples) in sort order, and the next cursor."""
-    key, desc = parse_sort(sort)
-    col = SORTABLE[key]
-    r = LayerResultRow
-    stmt = what.where(*filters.clauses())
-    if cursor:
-        c = decode_cursor(cursor)
-        if c.get("k") != key or c.get("d") != desc or not isinstance(c.get("i"), int):
-            raise CursorError("cursor belongs to another sort order")
-        value, last_id = c.get("v"), int(c["i"])
-        if value is None:
-            stmt = stmt.where(col.is_(None), r.id > last_id)
-        else:
-            beyond = col < value if desc else col > value
-            stmt = stmt.where(
-                or_(col.is_(None), beyond, and_(col == value, r.id > last_id))
-                if key != "id"
-                else (r.id < last_id if desc else r.id > last_id)
-            )
-    order = [col.desc().nulls_last() if desc else col.asc().nulls_last()]
-    if key != "id":
-        order.append(r.id.asc())
-    rows = list(session.execute(stmt.order_by(*order).limit(limit + 1)))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        value = last._mapping[col]
-        next_cursor = encode_cursor({"k": key, "d": desc, "v": value, "i": last._mapping[r.id]})
-    return rows, next_cursor
+    return paging.page(session, what.where(*filters.clauses()), layer_order(sort), cursor, limit)
 
 
 def query_layers(
@@ -171,12 +152,8 @@ def query_layers(
     limit: int = 100,
 ) -> tuple[list[LayerRow], str | None]:
     """A page of full layer rows (every array of the stored profile)."""
-    r = LayerResultRow
-    key, _ = parse_sort(sort)
     # the page is chosen on the indexed table alone; only its rows' profiles are read
-    rows, next_cursor = _keyset_page(
-        session, select(r, r.id, SORTABLE[key]), filters, sort, cursor, limit
-    )
+    rows, next_cursor = _keyset_page(session, select(LayerResultRow), filters, sort, cursor, limit)
     ids = [row[0].id for row in rows]
     blobs: dict[int, bytes] = {
         layer_id: blob
@@ -198,7 +175,6 @@ def query_layer_briefs(
     limit: int = 100,
 ) -> tuple[list[LayerBrief], str | None]:
     """A page of brief rows: indexed columns only, the stored profile is never read."""
-    # every sortable column is a brief column, so the cursor's value is in each row
     rows, next_cursor = _keyset_page(session, select(*BRIEF_COLUMNS), filters, sort, cursor, limit)
     return [layer_brief(row._mapping) for row in rows], next_cursor
 

@@ -6,10 +6,9 @@ import json
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -23,7 +22,8 @@ from api_schemas import (
     LayerProfile,
     LayerProgress,
 )
-from service.store.codec import CursorError, decode_cursor, encode_cursor, pack_profile
+from service.store import paging
+from service.store.codec import pack_profile
 from service.store.models import (
     CheckpointRow,
     DatasetRow,
@@ -90,19 +90,10 @@ def add_or_get(session: Session, row: ArtifactT) -> ArtifactT:
 def page_by_created(
     session: Session, model: type[ArtifactT], cursor: str | None, limit: int
 ) -> tuple[list[ArtifactT], str | None]:
-    """Newest first, keyset on (created_at, id)."""
-    stmt = select(model).order_by(model.created_at.desc(), model.id.desc()).limit(limit + 1)
-    if cursor:
-        c = decode_cursor(cursor)
-        at, cid = datetime.fromisoformat(str(c.get("t"))), str(c.get("i"))
-        stmt = stmt.where(or_(model.created_at < at, and_(model.created_at == at, model.id < cid)))
-    rows = list(session.scalars(stmt))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        last = rows[-1]
-        next_cursor = encode_cursor({"t": last.created_at.isoformat(), "i": last.id})
-    return rows, next_cursor
+    """Newest first (one of the pager's listings, named after the table)."""
+    keyset = paging.newest_first(model.__tablename__, model.created_at, model.id)
+    rows, next_cursor = paging.page(session, select(model), keyset, cursor, limit)
+    return [row[0] for row in rows], next_cursor
 
 
 # ---------------------------------------------------------------------------------- jobs
@@ -120,14 +111,17 @@ def create_job(
     idempotency_key: str | None = None,
     batch_id: str | None = None,
 ) -> tuple[JobRow, bool]:
-    """Queue a job; with an Idempotency-Key already used, return that job (created=False)."""
+    """Queue a job; with an Idempotency-Key already used, return that job (created=False).
+
+    The key is unique in the table, so of concurrent requests with one key exactly one
+    insert commits; every other request then reads that job and compares its stored request
+    (the validated spec, in canonical JSON: the same request however it was spelt) with its
+    own: equal, it gets the job; different, a :class:`Conflict` (409)."""
     spec_json = _spec_json(spec)
     if idempotency_key:
-        existing = session.scalar(select(JobRow).where(JobRow.idempotency_key == idempotency_key))
+        existing = _job_by_key(session, idempotency_key)
         if existing is not None:
-            if existing.spec_json != spec_json:
-                raise Conflict("Idempotency-Key was already used with a different request body")
-            return existing, False
+            return _same_request(existing, spec_json), False
     row = JobRow(
         id=uuid.uuid4().hex,
         state="queued",
@@ -145,11 +139,21 @@ def create_job(
         session.commit()
     except IntegrityError:
         session.rollback()
-        existing = session.scalar(select(JobRow).where(JobRow.idempotency_key == idempotency_key))
+        existing = _job_by_key(session, idempotency_key) if idempotency_key else None
         if existing is None:
             raise
-        return existing, False
+        return _same_request(existing, spec_json), False
     return row, True
+
+
+def _job_by_key(session: Session, key: str) -> JobRow | None:
+    return session.scalar(select(JobRow).where(JobRow.idempotency_key == key))
+
+
+def _same_request(existing: JobRow, spec_json: str) -> JobRow:
+    if existing.spec_json != spec_json:
+        raise Conflict("Idempotency-Key was already used with a different request body")
+    return existing
 
 
 def job_spec(row: JobRow) -> JobSpec:
@@ -212,6 +216,9 @@ def job_model(session: Session, row: JobRow, *, with_layers: bool = True) -> Job
     )
 
 
+JOBS_ORDER = paging.newest_first("jobs", JobRow.created_at, JobRow.id)
+
+
 def list_jobs(
     session: Session,
     *,
@@ -221,28 +228,15 @@ def list_jobs(
     cursor: str | None = None,
     limit: int = 50,
 ) -> tuple[list[JobRow], str | None]:
-    stmt = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit + 1)
+    stmt = select(JobRow)
     if state:
         stmt = stmt.where(JobRow.state.in_(state.split(",")))
     if checkpoint_id:
         stmt = stmt.where(JobRow.checkpoint_id == checkpoint_id)
     if batch_id:
         stmt = stmt.where(JobRow.batch_id == batch_id)
-    if cursor:
-        c = decode_cursor(cursor)
-        try:
-            at, cid = datetime.fromisoformat(str(c["t"])), str(c["i"])
-        except (KeyError, ValueError) as exc:
-            raise CursorError("invalid cursor") from exc
-        stmt = stmt.where(
-            or_(JobRow.created_at < at, and_(JobRow.created_at == at, JobRow.id < cid))
-        )
-    rows = list(session.scalars(stmt))
-    next_cursor = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_cursor = encode_cursor({"t": rows[-1].created_at.isoformat(), "i": rows[-1].id})
-    return rows, next_cursor
+    rows, next_cursor = paging.page(session, stmt, JOBS_ORDER, cursor, limit)
+    return [row[0] for row in rows], next_cursor
 
 
 def jobs_in_states(session: Session, states: Sequence[str]) -> list[JobRow]:

@@ -44,7 +44,7 @@ def test_upload_over_limit_is_413_and_leaves_nothing(make_server, tmp_path: Path
         f"{server.url}/v1/datasets", files={"file": ("big.npz", big.read_bytes())}, timeout=30
     )
     assert response.status_code == 413
-    assert response.json()["error"]["status"] == 413
+    assert response.json()["status"] == 413
     assert not _files_under(server.settings.artifacts_dir)
     with server.client() as client:
         assert client.request("GET", "/v1/datasets").json()["items"] == []
@@ -72,8 +72,8 @@ def test_bad_checkpoints_are_rejected_with_json_errors(  # type: ignore[no-untyp
         f"{server.url}/v1/checkpoints", files={"file": (name, content)}, data=data, timeout=30
     )
     assert response.status_code == status, response.text
-    error = response.json()["error"]
-    assert error["status"] == status and words.lower() in error["message"].lower()
+    error = response.json()
+    assert error["status"] == status and words.lower() in error["detail"].lower()
     assert "Traceback" not in response.text
     assert not _files_under(server.settings.artifacts_dir)
 
@@ -128,8 +128,13 @@ def test_jobs_submit_idempotent_and_validated(make_server) -> None:  # type: ign
         assert cancelled.state == "cancelled"
         r = client.http.get("/v1/jobs/nope")
         assert r.status_code == 404 and r.json() == {
-            "error": {"message": "job nope not found", "status": 404}
+            "type": "about:blank",
+            "title": "Not Found",
+            "status": 404,
+            "detail": "job nope not found",
+            "instance": "/v1/jobs/nope",
         }
+        assert r.headers["content-type"] == "application/problem+json"
 
 
 def test_auth_tokens(make_server) -> None:  # type: ignore[no-untyped-def]

@@ -230,6 +230,6 @@ def test_plot_endpoints_return_pngs(finished: dict[str, Any]) -> None:
     one = client.http.get(f"/v1/layers/{layer_id}/plot")
     assert one.status_code == 200 and one.content[:4] == b"\x89PNG"
     missing = client.http.get("/v1/layers/999999/plot")
-    assert missing.status_code == 404 and "not found" in missing.json()["error"]["message"]
+    assert missing.status_code == 404 and "not found" in missing.json()["detail"]
     none = client.http.get("/v1/plots/identity", params={"jobs": "no-such-job"})
     assert none.status_code == 404

@@ -10,8 +10,9 @@ from sqlalchemy import func, inspect, select, text
 
 from api_schemas import JobSpec, LayerRow
 from service.store import db, queries, repo
-from service.store.codec import CursorError, pack_profile
+from service.store.codec import pack_profile
 from service.store.models import JobRow, LayerResultRow
+from service.store.paging import CursorError
 from tests.service.helpers import fake_profile
 
 TABLES = {"checkpoints", "datasets", "jobs", "job_layers", "layer_results"}
