@@ -72,7 +72,12 @@ class CurvprofClient:
         return response
 
     def _params(self, **params: Any) -> dict[str, Any]:
-        return {k: v for k, v in params.items() if v is not None}
+        """Query parameters: None dropped, lists (job ids, kinds, tags) comma-joined."""
+        return {
+            k: ",".join(str(x) for x in v) if isinstance(v, list | tuple) else v
+            for k, v in params.items()
+            if v is not None
+        }
 
     # ------------------------------------------------------------------ artifacts
 
@@ -125,13 +130,38 @@ class CurvprofClient:
         state: str | None = None,
         checkpoint_id: str | None = None,
         batch_id: str | None = None,
+        name: str | None = None,
+        tag: str | list[str] | None = None,
+        step: int | None = None,
+        step_min: int | None = None,
+        step_max: int | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> Page[Job]:
+        """One page of jobs, newest first; ``tag``: jobs carrying every one of the tags."""
         params = self._params(
-            state=state, checkpoint_id=checkpoint_id, batch_id=batch_id, cursor=cursor, limit=limit
+            state=state,
+            checkpoint_id=checkpoint_id,
+            batch_id=batch_id,
+            name=name,
+            tag=tag,
+            step=step,
+            step_min=step_min,
+            step_max=step_max,
+            cursor=cursor,
+            limit=limit,
         )
         return Page[Job].model_validate(self.request("GET", "/v1/jobs", params=params).json())
+
+    def iter_jobs(self, *, page_size: int = 100, **filters: Any) -> Iterator[Job]:
+        """Every matching job (the filters of :meth:`jobs`), following the pages."""
+        cursor: str | None = None
+        while True:
+            page = self.jobs(cursor=cursor, limit=page_size, **filters)
+            yield from page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                return
 
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self.request("POST", f"/v1/jobs/{job_id}/cancel").json())
