@@ -73,6 +73,9 @@ def list_jobs(
     step: Annotated[int | None, Query(description="jobs at this training step")] = None,
     step_min: int | None = None,
     step_max: int | None = None,
+    id_prefix: Annotated[
+        str | None, Query(pattern="^[0-9a-f]{1,32}$", description="jobs whose id starts so")
+    ] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[Job]:
@@ -85,6 +88,7 @@ def list_jobs(
         checkpoint_id=checkpoint_id,
         batch_id=batch_id,
         labels=labels,
+        id_prefix=id_prefix,
         cursor=cursor,
         limit=limit,
     )

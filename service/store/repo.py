@@ -248,10 +248,13 @@ def list_jobs(
     checkpoint_id: str | None = None,
     batch_id: str | None = None,
     labels: JobLabelFilters | None = None,
+    id_prefix: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
 ) -> tuple[list[JobRow], str | None]:
     stmt = select(JobRow).order_by(JobRow.created_at.desc(), JobRow.id.desc()).limit(limit + 1)
+    if id_prefix:
+        stmt = stmt.where(JobRow.id.startswith(id_prefix, autoescape=True))
     if labels is not None:
         stmt = stmt.where(*labels.job_clauses())
     if state:
