@@ -7,7 +7,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -26,6 +26,9 @@ from api_schemas import (
     Page,
     Summary,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class ApiError(Exception):
@@ -253,6 +256,17 @@ class CurvprofClient:
             cursor = page.next_cursor
             if cursor is None:
                 return
+
+    def layers_df(
+        self, *, arrays: bool = False, page_size: int = 200, **filters: Any
+    ) -> pd.DataFrame:
+        """Every matching stored layer as a DataFrame, one row per layer with every scalar,
+        flag and storage field (job, step, ...); the arrays too with ``arrays=True``. The
+        filters of :meth:`layers` (``job_id``, ``kind``, ``tag``, ``step_min``, ``sort``...).
+        Needs pandas (``pip install 'curvprof[pandas]'``)."""
+        from workers.tracking.frames import layers_frame
+
+        return layers_frame(self.layers(page_size=page_size, **filters), arrays=arrays)
 
     def layer(self, layer_id: int) -> LayerDetail:
         data = self.request("GET", f"/v1/layers/{layer_id}").json()

@@ -131,6 +131,11 @@ def test_series_batch_and_label_filters_over_rest(make_server) -> None:  # type:
         briefs = list(client.layer_briefs(tag=["sweep"], sort="-step"))
         assert [(b.step, b.alpha) for b in briefs] == [(1000, 2.0), (500, 1.5), (0, 1.0)]
         assert list(client.layer_briefs(tag="seed0,nosuchtag")) == []
+        frame = client.layers_df(job_name="mlp-run", sort="step")
+        assert list(frame["step"]) == [0, 500, 1000] and list(frame["alpha"]) == [1.0, 1.5, 2.0]
+        assert list(frame["job_id"]) == [j.id for j in batch.jobs]
+        assert list(frame["name"]) == ["head"] * 3 and "sigma" not in frame.columns
+        assert list(client.layers_df(step=1000, arrays=True)["sigma"].iloc[0]) == [3.0, 2.0, 1.0]
         csv_lines = client.export_csv(job_name="mlp-run", sort="step").splitlines()
         assert csv_lines[0].endswith(",step") and [x.rsplit(",", 1)[1] for x in csv_lines[1:]] == [
             "0",
