@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    computed_field,
+    model_validator,
+)
 
 from api_schemas.profile import DTypeName, LossName, PreconditionerParams, ProfileSettings
 from api_schemas.wire import Text, UtcDatetime
@@ -17,6 +24,13 @@ Variant = Literal["ggn", "ef", "kron", "mc"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
 
 T = TypeVar("T")
+
+JobName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+Tag = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[^,]+$"),
+]
+MAX_TAGS = 32
 
 
 class Page(BaseModel, Generic[T]):
@@ -52,11 +66,16 @@ class ProfileRequest(BaseModel):
     zoo_config: dict[str, Any] | None = Field(
         None, description="architecture config for a `zoo:<arch>` checkpoint reference"
     )
+    name: JobName | None = Field(None, description="a label for the job (e.g. the training run)")
+    tags: list[Tag] = Field(
+        default_factory=list, max_length=MAX_TAGS, description="labels to filter on (no commas)"
+    )
 
     @model_validator(mode="after")
     def _one_dataset(self) -> ProfileRequest:
         if (self.dataset_id is None) == (self.dataset is None):
             raise ValueError("give exactly one of dataset_id (an upload) or dataset (a built-in)")
+        self.tags = list(dict.fromkeys(self.tags))  # each tag once, in the order given
         return self
 
     def to_settings(self) -> ProfileSettings:
@@ -78,16 +97,39 @@ class JobSpec(ProfileRequest):
     """``POST /v1/jobs``: one checkpoint, one dataset, one set of settings."""
 
     checkpoint_id: Text = Field(..., description="an uploaded checkpoint id or `zoo:<arch>`")
+    step: int | None = Field(None, ge=0, description="the training step of the checkpoint")
 
 
 class BatchSpec(ProfileRequest):
-    """``POST /v1/batches``: many checkpoints, one spec; one job per checkpoint."""
+    """``POST /v1/batches``: many checkpoints, one spec; one job per checkpoint.
+
+    A checkpoint series (one training run saved every N steps) gives ``steps``, one per
+    checkpoint in the same order; every job of the batch shares ``name`` and ``tags``.
+    """
 
     checkpoint_ids: list[Text] = Field(..., min_length=1, max_length=1000)
+    steps: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="training step of each checkpoint, in the order of checkpoint_ids"
+    )
 
-    def job_spec(self, checkpoint_id: str) -> JobSpec:
-        fields = self.model_dump(exclude={"checkpoint_ids"})
-        return JobSpec(checkpoint_id=checkpoint_id, **fields)
+    @model_validator(mode="after")
+    def _one_step_per_checkpoint(self) -> BatchSpec:
+        if self.steps is not None and len(self.steps) != len(self.checkpoint_ids):
+            raise ValueError(
+                f"steps has {len(self.steps)} entries for {len(self.checkpoint_ids)} checkpoint_ids"
+            )
+        return self
+
+    def job_spec(self, checkpoint_id: str, step: int | None = None) -> JobSpec:
+        fields = self.model_dump(exclude={"checkpoint_ids", "steps"})
+        return JobSpec(checkpoint_id=checkpoint_id, step=step, **fields)
+
+    def job_specs(self) -> list[JobSpec]:
+        """One job spec per checkpoint, each with its step."""
+        steps = self.steps if self.steps is not None else [None] * len(self.checkpoint_ids)
+        return [
+            self.job_spec(ckpt, step) for ckpt, step in zip(self.checkpoint_ids, steps, strict=True)
+        ]
 
 
 class LayerProgress(BaseModel):
@@ -123,6 +165,22 @@ class Job(BaseModel):
     progress: JobProgress = Field(default_factory=JobProgress)
     timings: JobTimings
     error: str | None = None
+
+    # the labels live in the spec (what was submitted); these read them at the top level
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def name(self) -> str | None:
+        return self.spec.name
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def tags(self) -> list[str]:
+        return self.spec.tags
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def step(self) -> int | None:
+        return self.spec.step
 
 
 class Batch(BaseModel):

@@ -7,9 +7,12 @@ the reason is always in ``flags``.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LayerKind = Literal[
     "conv",
@@ -268,3 +271,11 @@ class Profile(BaseModel):
     @property
     def top_k(self) -> int:
         return self.settings.top_k
+
+    def to_pandas(self, *, arrays: bool = False) -> pd.DataFrame:
+        """One row per layer with every scalar and flag (the arrays too with ``arrays=True``);
+        needs pandas (``pip install 'curvprof[pandas]'``). The columns:
+        ``workers.tracking.frames``, which does the conversion."""
+        from workers.tracking.frames import layers_frame
+
+        return layers_frame(self.layers, arrays=arrays)

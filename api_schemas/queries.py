@@ -17,6 +17,7 @@ class StoredLayer(BaseModel):
     checkpoint_id: str | None = None
     architecture: str | None = None
     node_id: str | None = None
+    step: int | None = Field(None, description="the training step of the job's checkpoint")
 
 
 class LayerRow(StoredLayer, LayerProfile):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,6 +22,8 @@ from service.store import db
 from service.store.paging import CursorError
 from service.store.repo import Conflict
 from service.upload import UploadError
+
+log = logging.getLogger("curvprof.app")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -25,6 +26,9 @@ from api_schemas import (
     Page,
     Summary,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class ApiError(Exception):
@@ -72,7 +76,12 @@ class CurvprofClient:
         return response
 
     def _params(self, **params: Any) -> dict[str, Any]:
-        return {k: v for k, v in params.items() if v is not None}
+        """Query parameters: None dropped, lists (job ids, kinds, tags) comma-joined."""
+        return {
+            k: ",".join(str(x) for x in v) if isinstance(v, list | tuple) else v
+            for k, v in params.items()
+            if v is not None
+        }
 
     # ------------------------------------------------------------------ artifacts
 
@@ -96,6 +105,25 @@ class CurvprofClient:
             self.request("GET", f"/v1/checkpoints/{checkpoint_id}").json()
         )
 
+    def iter_checkpoints(self, *, page_size: int = 100) -> Iterator[Checkpoint]:
+        """Every uploaded checkpoint, newest first, following the pages."""
+        for item in self._pages("/v1/checkpoints", {"limit": page_size}):
+            yield Checkpoint.model_validate(item)
+
+    def iter_datasets(self, *, page_size: int = 100) -> Iterator[Dataset]:
+        """Every uploaded dataset, newest first, following the pages."""
+        for item in self._pages("/v1/datasets", {"limit": page_size}):
+            yield Dataset.model_validate(item)
+
+    def _pages(self, path: str, params: dict[str, Any]) -> Iterator[Any]:
+        cursor: str | None = None
+        while True:
+            data = self.request("GET", path, params=self._params(cursor=cursor, **params)).json()
+            yield from data["items"]
+            cursor = data.get("next_cursor")
+            if cursor is None:
+                return
+
     def dataset(self, dataset_id: str) -> Dataset:
         return Dataset.model_validate(self.request("GET", f"/v1/datasets/{dataset_id}").json())
 
@@ -116,6 +144,9 @@ class CurvprofClient:
         r = self.request("POST", "/v1/batches", json=body, headers=headers)
         return Batch.model_validate(r.json())
 
+    def get_batch(self, batch_id: str) -> Batch:
+        return Batch.model_validate(self.request("GET", f"/v1/batches/{batch_id}").json())
+
     def job(self, job_id: str) -> Job:
         return Job.model_validate(self.request("GET", f"/v1/jobs/{job_id}").json())
 
@@ -125,13 +156,52 @@ class CurvprofClient:
         state: str | None = None,
         checkpoint_id: str | None = None,
         batch_id: str | None = None,
+        name: str | None = None,
+        tag: str | list[str] | None = None,
+        step: int | None = None,
+        step_min: int | None = None,
+        step_max: int | None = None,
+        id_prefix: str | None = None,
         cursor: str | None = None,
         limit: int = 50,
     ) -> Page[Job]:
+        """One page of jobs, newest first; ``tag``: jobs carrying every one of the tags."""
         params = self._params(
-            state=state, checkpoint_id=checkpoint_id, batch_id=batch_id, cursor=cursor, limit=limit
+            state=state,
+            checkpoint_id=checkpoint_id,
+            batch_id=batch_id,
+            name=name,
+            tag=tag,
+            step=step,
+            step_min=step_min,
+            step_max=step_max,
+            id_prefix=id_prefix,
+            cursor=cursor,
+            limit=limit,
         )
         return Page[Job].model_validate(self.request("GET", "/v1/jobs", params=params).json())
+
+    def iter_jobs(self, *, page_size: int = 100, **filters: Any) -> Iterator[Job]:
+        """Every matching job (the filters of :meth:`jobs`), following the pages."""
+        cursor: str | None = None
+        while True:
+            page = self.jobs(cursor=cursor, limit=page_size, **filters)
+            yield from page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    def resolve_job_id(self, job_id_or_prefix: str) -> str:
+        """The full id of the one job whose id starts with this prefix (e.g. the 12
+        characters a progress bar shows); ApiError 404 for none, 409 for several."""
+        prefix = job_id_or_prefix.strip().lower()
+        valid = re.fullmatch(r"[0-9a-f]{1,32}", prefix) is not None
+        matches = self.jobs(id_prefix=prefix, limit=2).items if valid else []
+        if not matches:
+            raise ApiError(404, f"job {job_id_or_prefix} not found")
+        if len(matches) > 1:
+            raise ApiError(409, f"job id prefix {job_id_or_prefix} matches several jobs")
+        return matches[0].id
 
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self.request("POST", f"/v1/jobs/{job_id}/cancel").json())
@@ -187,17 +257,39 @@ class CurvprofClient:
             if cursor is None:
                 return
 
+    def layers_df(
+        self, *, arrays: bool = False, page_size: int = 200, **filters: Any
+    ) -> pd.DataFrame:
+        """Every matching stored layer as a DataFrame, one row per layer with every scalar,
+        flag and storage field (job, step, ...); the arrays too with ``arrays=True``. The
+        filters of :meth:`layers` (``job_id``, ``kind``, ``tag``, ``step_min``, ``sort``...).
+        Needs pandas (``pip install 'curvprof[pandas]'``)."""
+        from workers.tracking.frames import layers_frame
+
+        return layers_frame(self.layers(page_size=page_size, **filters), arrays=arrays)
+
     def layer(self, layer_id: int) -> LayerDetail:
         data = self.request("GET", f"/v1/layers/{layer_id}").json()
         return LayerDetail.model_validate(data)
 
     def summary(self, job_ids: list[str] | None = None) -> Summary:
-        params = {"jobs": ",".join(job_ids)} if job_ids else {}
+        params = self._params(jobs=job_ids or None)
         return Summary.model_validate(self.request("GET", "/v1/summary", params=params).json())
 
     def preconditioner(self, job_id: str) -> JobPreconditioner:
         r = self.request("GET", f"/v1/jobs/{job_id}/preconditioner")
         return JobPreconditioner.model_validate(r.json())
+
+    def layer_plot(self, layer_id: int) -> bytes:
+        """The PNG of one stored layer (h vs σ with the α fit, σ vs k, sorted h and λ)."""
+        return self.request("GET", f"/v1/layers/{layer_id}/plot").content
+
+    def identity_plot(
+        self, job_ids: list[str] | None = None, kind: str | list[str] | None = None
+    ) -> bytes:
+        """The PNG of measured s against αγ over the stored layers of these jobs."""
+        params = self._params(jobs=job_ids or None, kind=kind)
+        return self.request("GET", "/v1/plots/identity", params=params).content
 
     def export_csv(self, **filters: Any) -> str:
         return self.request("GET", "/v1/layers.csv", params=self._params(**filters)).text

@@ -7,8 +7,11 @@ from collections.abc import Iterable, Sequence
 
 from api_schemas import LayerProfile
 
+# (header, minimum width); the layer column grows to the longest name: names are never cut.
+# err% compares the paper's s (rank-sorted h) with alpha*gamma; err_u% is the same identity on
+# unsorted h, the error that bnd_u% (the algebraic bound, docs/engine.md) bounds.
 COLUMNS: Sequence[tuple[str, int]] = (
-    ("layer", 28),
+    ("layer", 5),
     ("kind", 8),
     ("shape", 11),
     ("K", 3),
@@ -18,7 +21,8 @@ COLUMNS: Sequence[tuple[str, int]] = (
     ("s", 6),
     ("a*g", 6),
     ("err%", 6),
-    ("bound%", 6),
+    ("err_u%", 6),
+    ("bnd_u%", 6),
     ("s_eig", 6),
     ("PR_h", 5),
     ("flags", 0),
@@ -48,6 +52,7 @@ def layer_row(layer: LayerProfile) -> list[str]:
         _num(layer.s, 2),
         _num(layer.predicted_s, 2),
         _pct(layer.triangle_relative_error),
+        _pct(layer.triangle_relative_error_unsorted),
         _pct(layer.triangle_bound),
         _num(layer.s_eig, 2),
         _num(layer.pr_h, 2),
@@ -55,19 +60,21 @@ def layer_row(layer: LayerProfile) -> list[str]:
     ]
 
 
-def _fit(text: str, width: int) -> str:
-    if width and len(text) > width:
-        return "…" + text[-(width - 1) :]
-    return text.ljust(width) if width else text
-
-
 def format_table(layers: Iterable[LayerProfile]) -> str:
-    """A fixed-width table: one row per layer with α, γ, s, αγ, the identity error and PR."""
-    lines = [" ".join(_fit(name, width) for name, width in COLUMNS).rstrip()]
-    lines.append(" ".join("-" * (width or 5) for _, width in COLUMNS))
-    for layer in layers:
-        cells = layer_row(layer)
-        lines.append(
-            " ".join(_fit(c, w) for c, (_, w) in zip(cells, COLUMNS, strict=True)).rstrip()
-        )
+    """A table: one row per layer with α, γ, s, αγ, the identity errors, the bound and PR.
+
+    Every column is as wide as its widest cell, so no name or number is ever cut."""
+    rows = [layer_row(layer) for layer in layers]
+    widths = [
+        max([len(name), minimum, *(len(row[i]) for row in rows)])
+        for i, (name, minimum) in enumerate(COLUMNS)
+    ]
+    widths[-1] = 0  # the last column (flags) is never padded
+
+    def line(cells: Sequence[str]) -> str:
+        return " ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    lines = [line([name for name, _ in COLUMNS])]
+    lines.append(" ".join("-" * (w or 5) for w in widths))
+    lines.extend(line(row) for row in rows)
     return "\n".join(lines)

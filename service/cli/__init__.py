@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "service.cli.demo",
     "service.cli.reproduce",
     "service.cli.remote",
+    "service.cli.browse",
     "service.cli.db",
 )
 
@@ -22,11 +23,48 @@ class CliError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """No abbreviated options: ``--dat`` is an error, never silently ``--data``."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+
+# options whose value may start with '-' (``--sort -alpha``, as the README writes it)
+DASHED_VALUE_OPTIONS = frozenset({"--sort"})
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as package_version
+
+    try:
+        return package_version("curvprof")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def join_dashed_values(argv: Sequence[str]) -> list[str]:
+    """``--sort -alpha`` -> ``--sort=-alpha`` (argparse would read ``-alpha`` as an option)."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        if argv[i] in DASHED_VALUE_OPTIONS and i + 1 < len(argv):
+            out.append(f"{argv[i]}={argv[i + 1]}")
+            i += 2
+        else:
+            out.append(argv[i])
+            i += 1
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="curvprof", description="Curvature profiling of neural networks."
+    parser = Parser(prog="curvprof", description="Curvature profiling of neural networks.")
+    parser.add_argument("--version", action="version", version=f"curvprof {version()}")
+    subparsers = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=Parser
     )
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         try:
             module = importlib.import_module(module_name)
@@ -51,9 +89,15 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(join_dashed_values(sys.argv[1:] if argv is None else argv))
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:  # `curvprof layers --json | head`: the reader left, stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("curvprof: interrupted", file=sys.stderr)
         return 130

@@ -1,5 +1,6 @@
 """Service commands: ``serve`` and the REST client commands (submit, jobs, status, layers,
-cancel, export). The server URL: ``--url`` or ``CURVPROF_URL``; token: ``CURVPROF_TOKEN``."""
+cancel, export). The server URL: ``--url`` or ``CURVPROF_URL``; token: ``CURVPROF_TOKEN``.
+Every client command takes ``--json`` (JSON on stdout, one document per line)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,25 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from api_schemas import LayerBrief, LayerRow
+from api_schemas import Job, LayerBrief, LayerKind, LayerRow
 from service.cli import CliError
+from service.cli.output import JobProgressView, exit_code, job_line, print_json, print_table
 
 DEFAULT_URL = "http://127.0.0.1:8000"
-TABLE_COLUMNS = ("id", "name", "kind", "alpha", "r2_alpha", "gamma", "s", "k", "wall_seconds")
+TABLE_COLUMNS = (
+    "id",
+    "name",
+    "kind",
+    "step",
+    "alpha",
+    "r2_alpha",
+    "gamma",
+    "s",
+    "k",
+    "wall_seconds",
+)
 
 
 def register(subparsers: Any) -> None:
@@ -28,44 +41,35 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--ray-address", help="join this Ray cluster (default: a local Ray)")
     serve.set_defaults(func=_serve)
 
-    def client_parser(name: str, help_text: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text)
-        p.add_argument("--url", default=os.environ.get("CURVPROF_URL", DEFAULT_URL))
-        p.add_argument("--token", default=os.environ.get("CURVPROF_TOKEN"))
-        return p
-
-    submit = client_parser("submit", "submit a profiling job to the service")
+    submit = client_parser(subparsers, "submit", "submit a profiling job to the service")
     submit.add_argument("checkpoint", help="checkpoint id, zoo:<arch>, or a .safetensors/.pt2 file")
     submit.add_argument("--config", help="architecture config JSON file (for an uploaded file)")
-    submit.add_argument("--data", default="digits", help="built-in name, dataset id or data file")
-    submit.add_argument("--loss", default="cross_entropy")
-    submit.add_argument("--batch-size", type=int, default=2048)
-    submit.add_argument("--top-k", type=int, default=20)
-    submit.add_argument("--lanczos-steps", type=int, default=20)
-    submit.add_argument("--dtype", default="float64")
-    submit.add_argument("--layers", help="fnmatch glob on layer names")
-    submit.add_argument("--seed", type=int, default=0)
+    add_job_options(submit)
+    submit.add_argument("--step", type=int, help="training step of the checkpoint")
     submit.add_argument("--idempotency-key")
     submit.add_argument("--wait", action="store_true", help="show progress until done")
     submit.set_defaults(func=_submit)
 
-    jobs = client_parser("jobs", "list jobs")
-    jobs.add_argument("--state")
-    jobs.add_argument("--limit", type=int, default=50)
+    jobs = client_parser(subparsers, "jobs", "list jobs (every page; --limit to stop early)")
+    jobs.add_argument("--state", help="state(s), comma-separated")
+    add_label_filters(jobs, name_flag="--name")
+    jobs.add_argument("--batch-id")
+    jobs.add_argument("--limit", type=int, default=None, help="at most this many jobs")
     jobs.set_defaults(func=_jobs)
 
-    status = client_parser("status", "show a job's progress (live bar until it finishes)")
-    status.add_argument("job")
-    status.add_argument("--no-follow", action="store_true")
+    status = client_parser(subparsers, "status", "show a job's progress (live until it finishes)")
+    status.add_argument("job", help="job id or a unique prefix of it")
+    status.add_argument("--no-follow", action="store_true", help="print once; exit 1 if failed")
     status.set_defaults(func=_status)
 
-    layers = client_parser("layers", "query stored layers (table)")
-    for flag in ("job-id", "checkpoint-id", "arch", "kind", "flag", "sort"):
+    layers = client_parser(subparsers, "layers", "query stored layers (table)")
+    for flag in ("job-id", "checkpoint-id", "arch", "kind", "flag"):
         layers.add_argument(f"--{flag}")
+    layers.add_argument("--sort", help="column, -column for descending (e.g. --sort -alpha)")
     for flag in ("alpha-min", "alpha-max", "gamma-min", "gamma-max", "s-min", "s-max", "r2-min"):
         layers.add_argument(f"--{flag}", type=float)
+    add_label_filters(layers, name_flag="--job-name")
     layers.add_argument("--limit", type=int, default=100)
-    layers.add_argument("--json", action="store_true", help="one JSON object per line")
     layers.add_argument(
         "--full",
         action="store_true",
@@ -73,15 +77,103 @@ def register(subparsers: Any) -> None:
     )
     layers.set_defaults(func=_layers)
 
-    cancel = client_parser("cancel", "cancel a job")
-    cancel.add_argument("job")
+    cancel = client_parser(subparsers, "cancel", "cancel a job")
+    cancel.add_argument("job", help="job id or a unique prefix of it")
     cancel.set_defaults(func=_cancel)
 
-    export = client_parser("export", "export the layer table as CSV")
-    export.add_argument("--job-id")
+    export = client_parser(subparsers, "export", "export the layer table as CSV")
+    export.add_argument("--job-id", help="job id or a unique prefix of it")
     export.add_argument("--kind")
     export.add_argument("--output", "-o", help="file (default: stdout)")
     export.set_defaults(func=_export)
+
+
+def client_parser(subparsers: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A sub-command talking to the service: --url, --token, --json."""
+    p: argparse.ArgumentParser = subparsers.add_parser(name, help=help_text)
+    p.add_argument("--url", default=os.environ.get("CURVPROF_URL", DEFAULT_URL))
+    p.add_argument("--token", default=os.environ.get("CURVPROF_TOKEN"))
+    p.add_argument("--json", action="store_true", help="JSON on stdout, one document per line")
+    return p
+
+
+def add_job_options(p: argparse.ArgumentParser) -> None:
+    """Every field of a job spec but the checkpoint (``api_schemas.ProfileRequest``)."""
+    p.add_argument("--data", default="digits", help="built-in name, dataset id or data file")
+    p.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse", "lm"])
+    p.add_argument("--batch-size", type=int, default=2048)
+    p.add_argument("--micro-batch-size", type=int, default=None)
+    p.add_argument("--top-k", type=int, default=20)
+    p.add_argument("--lanczos-steps", type=int, default=20)
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--layers", help="fnmatch glob on layer names")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", default="ef,kron", help="of ggn,ef,kron,mc (comma-separated)")
+    p.add_argument(
+        "--h-only", action="store_true", help="h_k without the K x K diagnostics (faster)"
+    )
+    p.add_argument("--zoo-config", help="JSON file: architecture config for zoo:<arch>")
+    p.add_argument("--name", help="a label for the job(s), e.g. the training run")
+    p.add_argument("--tag", action="append", default=[], help="a tag (repeat for several)")
+
+
+def add_label_filters(p: argparse.ArgumentParser, *, name_flag: str) -> None:
+    p.add_argument(name_flag, dest="label_name", help="jobs of this name")
+    p.add_argument("--tag", action="append", default=[], help="carrying this tag (repeatable)")
+    p.add_argument("--step", type=int, help="at this training step")
+    p.add_argument("--step-min", type=int)
+    p.add_argument("--step-max", type=int)
+
+
+def label_filters(args: argparse.Namespace) -> dict[str, Any]:
+    values = {
+        "tag": args.tag or None,
+        "step": args.step,
+        "step_min": args.step_min,
+        "step_max": args.step_max,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def job_request(args: argparse.Namespace, client: Any) -> dict[str, Any]:
+    """The spec fields the job options give (uploading a data file if one is named)."""
+    from service.artifacts import BUILTIN_DATASETS
+
+    spec: dict[str, Any] = {
+        "loss": args.loss,
+        "batch_size": args.batch_size,
+        "micro_batch_size": args.micro_batch_size,
+        "top_k": args.top_k,
+        "lanczos_steps": args.lanczos_steps,
+        "dtype": args.dtype,
+        "layers": args.layers,
+        "seed": args.seed,
+        "variants": [v.strip() for v in args.variants.split(",") if v.strip()],
+        "hvp_diagnostics": not args.h_only,
+        "name": args.name,
+        "tags": args.tag,
+    }
+    if args.zoo_config:
+        spec["zoo_config"] = json.loads(Path(args.zoo_config).read_text())
+    if args.data in BUILTIN_DATASETS:
+        spec["dataset"] = args.data
+    elif Path(args.data).is_file():
+        spec["dataset_id"] = client.upload_dataset(args.data).id
+    else:
+        spec["dataset_id"] = args.data
+    return spec
+
+
+def upload_if_file(client: Any, checkpoint: str, config_path: str | None) -> str:
+    """A checkpoint id as given, or the id of the file (or training directory) uploaded."""
+    path = Path(checkpoint)
+    if path.is_dir() and (path / "model.safetensors").is_file():
+        config_path = config_path or str(path / "config.json")
+        path = path / "model.safetensors"
+    if not path.is_file():
+        return checkpoint
+    config = json.loads(Path(config_path).read_text()) if config_path else None
+    return str(client.upload_checkpoint(path, config).id)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -122,80 +214,96 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from service.artifacts import BUILTIN_DATASETS
-
     with _client(args) as client:
-        checkpoint = args.checkpoint
-        if Path(checkpoint).is_file():
-            config = json.loads(Path(args.config).read_text()) if args.config else None
-            checkpoint = client.upload_checkpoint(checkpoint, config).id
-        spec: dict[str, Any] = {
-            "checkpoint_id": checkpoint,
-            "loss": args.loss,
-            "batch_size": args.batch_size,
-            "top_k": args.top_k,
-            "lanczos_steps": args.lanczos_steps,
-            "dtype": args.dtype,
-            "layers": args.layers,
-            "seed": args.seed,
-        }
-        if args.data in BUILTIN_DATASETS:
-            spec["dataset"] = args.data
-        elif Path(args.data).is_file():
-            spec["dataset_id"] = client.upload_dataset(args.data).id
-        else:
-            spec["dataset_id"] = args.data
+        spec = job_request(args, client)
+        spec["checkpoint_id"] = upload_if_file(client, args.checkpoint, args.config)
+        spec["step"] = args.step
         job = client.submit(spec, idempotency_key=args.idempotency_key)
-        print(job.id)
-        if args.wait:
-            return _follow(client, job.id)
-    return 0
+        if not args.wait:
+            if args.json:
+                print_json(job)
+            else:
+                print(job.id)
+            return 0
+        if not args.json:
+            print(job.id, flush=True)
+        return follow(client, job.id, as_json=args.json)
 
 
-def _follow(client: Any, job_id: str) -> int:
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit="layer", desc=job_id[:12], file=sys.stderr)
-
-    def show(job: Any) -> None:
-        bar.total = job.progress.total
-        bar.n = job.progress.done
-        bar.set_postfix_str(job.state)
-        bar.refresh()
-
+def follow(client: Any, job_id: str, *, as_json: bool = False) -> int:
+    """Show a job's progress until it finishes; the exit status follows its final state."""
+    view = JobProgressView(job_id[:12])
     try:
-        job = client.wait(job_id, timeout=7 * 24 * 3600, poll=0.5, on_progress=show)
+        job = client.wait(job_id, timeout=7 * 24 * 3600, poll=0.5, on_progress=view.show)
     finally:
-        bar.close()
-    print(f"{job.id} {job.state}" + (f": {job.error}" if job.error else ""))
-    return 0 if job.state == "succeeded" else 1
+        view.close()
+    if as_json:
+        print_json(job)
+    else:
+        print(job_line(job))
+    return exit_code(job.state)
 
 
 def _jobs(args: argparse.Namespace) -> int:
+    filters = {"state": args.state, "batch_id": args.batch_id, "name": args.label_name}
+    filters.update(label_filters(args))
     with _client(args) as client:
-        page = client.jobs(state=args.state, limit=args.limit)
-        print(f"{'id':32}  {'state':10} {'checkpoint':20} created")
-        for job in page.items:
-            created = job.timings.created_at.isoformat(timespec="seconds")
-            print(f"{job.id:32}  {job.state:10} {job.spec.checkpoint_id[:20]:20} {created}")
+        jobs: list[Job] = []
+        for job in client.iter_jobs(page_size=min(args.limit or 200, 200), **filters):
+            jobs.append(job)
+            if args.limit is not None and len(jobs) >= args.limit:
+                break
+    if args.json:
+        for job in jobs:
+            print_json(job)
+        return 0
+    print_table(
+        ("id", "state", "name", "step", "tags", "checkpoint", "created"),
+        (
+            (
+                j.id,
+                j.state,
+                j.name,
+                j.step,
+                j.tags,
+                j.spec.checkpoint_id,
+                j.timings.created_at.isoformat(timespec="seconds"),
+            )
+            for j in jobs
+        ),
+    )
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     with _client(args) as client:
+        job_id = client.resolve_job_id(args.job)
         if not args.no_follow:
-            return _follow(client, args.job)
-        job = client.job(args.job)
-        print(f"{job.id} {job.state} {job.progress.done}/{job.progress.total}")
-        for layer in job.progress.layers:
-            print(f"  {layer.name:40} {layer.state:10} {layer.error or ''}")
-    return 0
+            return follow(client, job_id, as_json=args.json)
+        job = client.job(job_id)
+    if args.json:
+        print_json(job)
+        return exit_code(job.state)
+    print(job_line(job))
+    if job.progress.layers:
+        print_table(
+            ("layer", "state", "error"),
+            ((layer.name, layer.state, layer.error or "") for layer in job.progress.layers),
+        )
+    return exit_code(job.state)
 
 
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value)
+LAYER_KINDS: tuple[str, ...] = get_args(LayerKind)
+
+
+def _checked_kinds(kind: str | None) -> str | None:
+    """``--kind`` as given, after checking each comma-separated kind is a layer kind."""
+    for value in (kind or "").split(","):
+        if value.strip() and value.strip() not in LAYER_KINDS:
+            raise CliError(
+                f"unknown layer kind {value.strip()!r}; one of: {', '.join(LAYER_KINDS)}"
+            )
+    return kind
 
 
 def _layers(args: argparse.Namespace) -> int:
@@ -218,7 +326,15 @@ def _layers(args: argparse.Namespace) -> int:
         )
         if getattr(args, key) is not None
     }
+    _checked_kinds(args.kind)
+    filters.update(label_filters(args))
+    if args.label_name is not None:
+        filters["job_name"] = args.label_name
     with _client(args) as client:
+        if args.job_id:
+            filters["job_id"] = ",".join(
+                client.resolve_job_id(j) for j in args.job_id.split(",") if j.strip()
+            )
         rows: list[LayerRow | LayerBrief] = []
         query = client.layers if args.full else client.layer_briefs
         for row in query(page_size=min(args.limit, 500), **filters):
@@ -229,24 +345,29 @@ def _layers(args: argparse.Namespace) -> int:
         for row in rows:
             print(row.model_dump_json())
         return 0
-    table = [list(TABLE_COLUMNS)] + [[_fmt(getattr(r, c)) for c in TABLE_COLUMNS] for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(TABLE_COLUMNS))]
-    for line in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    print_table(TABLE_COLUMNS, ([getattr(r, c) for c in TABLE_COLUMNS] for r in rows))
     return 0
 
 
 def _cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        job = client.cancel(args.job)
-    print(f"{job.id} {job.state}")
+        job = client.cancel(client.resolve_job_id(args.job))
+    if args.json:
+        print_json(job)
+    else:
+        print(f"{job.id} {job.state}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    filters = {k: v for k, v in (("job_id", args.job_id), ("kind", args.kind)) if v}
+    filters = {"kind": _checked_kinds(args.kind)} if args.kind else {}
     with _client(args) as client:
-        text = client.export_csv(**filters)
+        if args.job_id:
+            filters["job_id"] = client.resolve_job_id(args.job_id)
+        if args.json:  # the full rows, one JSON object per line
+            text = "".join(row.model_dump_json() + "\n" for row in client.layers(**filters))
+        else:
+            text = client.export_csv(**filters)
     if args.output:
         Path(args.output).write_text(text)
     else:

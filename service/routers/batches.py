@@ -31,7 +31,7 @@ def submit_batch(
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Batch:
     """Queue a job per checkpoint; the same Idempotency-Key returns the same batch (200)."""
-    specs = [spec.job_spec(c) for c in spec.checkpoint_ids]
+    specs = spec.job_specs()
     archs = [check_references(session, s, services.settings.intake_limits) for s in specs]
     batch_id = uuid.uuid4().hex
     rows = []

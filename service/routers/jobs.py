@@ -11,6 +11,7 @@ from api_schemas import Job, JobPreconditioner, JobSpec, JobState, Page
 from service.artifacts import ZOO_PREFIX, ArtifactRejected, check_zoo_config
 from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
 from service.problems import problems
+from service.routers.layers import split_csv
 from service.store import queries, repo
 from service.store.models import CheckpointRow, DatasetRow, JobRow
 from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
@@ -78,14 +79,27 @@ def list_jobs(
     state: Annotated[str | None, Query(description="comma-separated states")] = None,
     checkpoint_id: str | None = None,
     batch_id: str | None = None,
+    name: Annotated[str | None, Query(description="jobs of this name")] = None,
+    tag: Annotated[str | None, Query(description="tag(s), comma-separated: all of them")] = None,
+    step: Annotated[int | None, Query(description="jobs at this training step")] = None,
+    step_min: int | None = None,
+    step_max: int | None = None,
+    id_prefix: Annotated[
+        str | None, Query(pattern="^[0-9a-f]{1,32}$", description="jobs whose id starts so")
+    ] = None,
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[Job]:
+    labels = repo.JobLabelFilters(
+        name=name, tags=split_csv(tag), step=step, step_min=step_min, step_max=step_max
+    )
     rows, next_cursor = repo.list_jobs(
         session,
         state=state,
         checkpoint_id=checkpoint_id,
         batch_id=batch_id,
+        labels=labels,
+        id_prefix=id_prefix,
         cursor=cursor,
         limit=limit,
     )

@@ -45,6 +45,7 @@ CSV_COLUMNS = (
     "node_id",
     "wall_seconds",
     "flags",
+    "step",
 )
 
 
@@ -66,6 +67,11 @@ def layer_filters(
     s_max: float | None = None,
     r2_min: Annotated[float | None, Query(description="minimum R² of the alpha fit")] = None,
     flag: Annotated[str | None, Query(description="layers carrying this flag")] = None,
+    job_name: Annotated[str | None, Query(description="layers of jobs of this name")] = None,
+    tag: Annotated[str | None, Query(description="jobs' tag(s), comma-separated: all")] = None,
+    step: Annotated[int | None, Query(description="checkpoints at this training step")] = None,
+    step_min: int | None = None,
+    step_max: int | None = None,
 ) -> queries.LayerFilters:
     return queries.LayerFilters(
         job_id=split_csv(job_id),
@@ -81,6 +87,11 @@ def layer_filters(
         s_max=s_max,
         r2_min=r2_min,
         flag=flag,
+        job_name=job_name,
+        tags=split_csv(tag),
+        step=step,
+        step_min=step_min,
+        step_max=step_max,
     )
 
 

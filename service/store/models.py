@@ -74,6 +74,18 @@ class JobRow(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # the labels of spec_json, as columns to filter on (migration 0003_job_labels)
+    name: Mapped[str | None] = mapped_column(String(200), index=True)
+    step: Mapped[int | None] = mapped_column(Integer, index=True)
+
+
+class JobTagRow(Base):
+    """One tag of one job (the spec's ``tags``), indexed for ``tag=`` filters."""
+
+    __tablename__ = "job_tags"
+
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
 class JobLayerRow(Base):
@@ -130,6 +142,7 @@ class LayerResultRow(Base):
     top_k: Mapped[int] = mapped_column(Integer, default=0)
     versions: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    step: Mapped[int | None] = mapped_column(Integer, index=True)
     stored_profile: Mapped[LayerProfileRow] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
     )

@@ -21,7 +21,8 @@ from api_schemas import (
 )
 from service.store import paging
 from service.store.codec import unpack_profile, unpack_profile_json
-from service.store.models import LayerProfileRow, LayerResultRow
+from service.store.models import JobRow, LayerProfileRow, LayerResultRow
+from service.store.repo import JobLabelFilters
 
 SORTABLE: dict[str, InstrumentedAttribute[Any]] = {
     "id": LayerResultRow.id,
@@ -37,6 +38,7 @@ SORTABLE: dict[str, InstrumentedAttribute[Any]] = {
     "r2_gamma": LayerResultRow.r2_gamma,
     "pr_h": LayerResultRow.pr_h,
     "wall_seconds": LayerResultRow.wall_seconds,
+    "step": LayerResultRow.step,
 }
 
 
@@ -55,6 +57,11 @@ class LayerFilters:
     s_max: float | None = None
     r2_min: float | None = None
     flag: str | None = None
+    job_name: str | None = None
+    tags: list[str] | None = None
+    step: int | None = None
+    step_min: int | None = None
+    step_max: int | None = None
 
     def clauses(self) -> list[ColumnElement[bool]]:
         r = LayerResultRow
@@ -81,6 +88,14 @@ class LayerFilters:
                 out.append(col <= hi)
         if self.flag:
             out.append(r.flags.like('%"' + self.flag.replace('"', "") + '"%'))
+        for lo, hi in ((self.step, self.step), (self.step_min, self.step_max)):
+            if lo is not None:
+                out.append(r.step >= lo)
+            if hi is not None:
+                out.append(r.step <= hi)
+        of_jobs = JobLabelFilters(name=self.job_name, tags=self.tags).job_clauses()
+        if of_jobs:
+            out.append(r.job_id.in_(select(JobRow.id).where(*of_jobs)))
         return out
 
 
@@ -114,6 +129,7 @@ BRIEF_COLUMNS: tuple[InstrumentedAttribute[Any], ...] = (
     LayerResultRow.pr_h,
     LayerResultRow.wall_seconds,
     LayerResultRow.flags,
+    LayerResultRow.step,
 )
 
 
@@ -201,6 +217,7 @@ def layer_brief(values: Any) -> LayerBrief:
         pr_h=values[r.pr_h],
         wall_seconds=values[r.wall_seconds],
         flags=json.loads(values[r.flags] or "[]"),
+        step=values[r.step],
     )
 
 
@@ -213,6 +230,7 @@ def layer_row(row: LayerResultRow, blob: bytes) -> LayerRow:
             checkpoint_id=row.checkpoint_id,
             architecture=row.arch,
             node_id=row.node_id,
+            step=row.step,
         )
     )
     # profiles stored before the engine dropped NaN BIC values (JSON cannot carry them)

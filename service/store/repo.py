@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ from service.store.models import (
     DatasetRow,
     JobLayerRow,
     JobRow,
+    JobTagRow,
     LayerProfileRow,
     LayerResultRow,
     utcnow,
@@ -133,8 +134,11 @@ def create_job(
         idempotency_key=idempotency_key,
         runs=0,
         created_at=utcnow(),
+        name=spec.name,
+        step=spec.step,
     )
     session.add(row)
+    session.add_all(JobTagRow(job_id=row.id, tag=tag) for tag in spec.tags)
     try:
         session.commit()
     except IntegrityError:
@@ -219,16 +223,47 @@ def job_model(session: Session, row: JobRow, *, with_layers: bool = True) -> Job
 JOBS_ORDER = paging.newest_first("jobs", JobRow.created_at, JobRow.id)
 
 
+@dataclass
+class JobLabelFilters:
+    """Jobs by their labels: ``name`` exactly, every one of ``tags``, ``step`` in a range."""
+
+    name: str | None = None
+    tags: list[str] | None = None
+    step: int | None = None
+    step_min: int | None = None
+    step_max: int | None = None
+
+    def job_clauses(self) -> list[ColumnElement[bool]]:
+        """Conditions on ``jobs`` rows."""
+        out: list[ColumnElement[bool]] = []
+        if self.name is not None:
+            out.append(JobRow.name == self.name)
+        for tag in self.tags or []:
+            out.append(exists().where(JobTagRow.job_id == JobRow.id, JobTagRow.tag == tag))
+        for lo, hi in ((self.step, self.step), (self.step_min, self.step_max)):
+            if lo is not None:
+                out.append(JobRow.step >= lo)
+            if hi is not None:
+                out.append(JobRow.step <= hi)
+        return out
+
+
 def list_jobs(
     session: Session,
     *,
     state: str | None = None,
     checkpoint_id: str | None = None,
     batch_id: str | None = None,
+    labels: JobLabelFilters | None = None,
+    id_prefix: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
 ) -> tuple[list[JobRow], str | None]:
     stmt = select(JobRow)
+    if id_prefix:
+        stmt = stmt.where(JobRow.id.startswith(id_prefix, autoescape=True))
+    if labels is not None:
+        stmt = stmt.where(*labels.job_clauses())
     if state:
         stmt = stmt.where(JobRow.state.in_(state.split(",")))
     if checkpoint_id:
@@ -355,6 +390,7 @@ def record_layer_result(
         top_k=meta.top_k,
         versions=json.dumps(meta.versions, sort_keys=True),
         created_at=utcnow(),
+        step=job.step,
         stored_profile=LayerProfileRow(blob=pack_profile(profile)),
     )
     session.add(row)

@@ -1,0 +1,56 @@
+"""Jobs carry a name, tags and a training step; stored layers carry the step.
+
+``jobs.name`` and ``jobs.step`` are copies of the spec's labels (``spec_json`` stays the
+record of what was submitted), ``job_tags`` holds one row per tag, and ``layer_results.step``
+lets a checkpoint series be read and sorted by step without a join. Jobs stored before this
+revision have no labels: their columns stay null.
+
+Revision ID: 0003_job_labels
+Revises: 0002
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0003_job_labels"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("jobs") as batch:
+        batch.add_column(sa.Column("name", sa.String(200), nullable=True))
+        batch.add_column(sa.Column("step", sa.Integer(), nullable=True))
+    op.create_index("ix_jobs_name", "jobs", ["name"])
+    op.create_index("ix_jobs_step", "jobs", ["step"])
+    op.create_table(
+        "job_tags",
+        sa.Column(
+            "job_id",
+            sa.String(36),
+            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
+            primary_key=True,
+        ),
+        sa.Column("tag", sa.String(64), primary_key=True),
+    )
+    op.create_index("ix_job_tags_tag", "job_tags", ["tag"])
+    with op.batch_alter_table("layer_results") as batch:
+        batch.add_column(sa.Column("step", sa.Integer(), nullable=True))
+    op.create_index("ix_layer_results_step", "layer_results", ["step"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_layer_results_step", "layer_results")
+    with op.batch_alter_table("layer_results") as batch:
+        batch.drop_column("step")
+    op.drop_index("ix_job_tags_tag", "job_tags")
+    op.drop_table("job_tags")
+    op.drop_index("ix_jobs_step", "jobs")
+    op.drop_index("ix_jobs_name", "jobs")
+    with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("step")
+        batch.drop_column("name")
