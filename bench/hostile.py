@@ -390,39 +390,50 @@ SERVER_ENV = {
 
 
 def campaign(work: Path, cli_cases: int | None = None) -> CampaignResult:
-    """Build the corpus, start a server, send every case; ``cli_cases`` bounds the number of
-    command-line runs (None: every case with a command-line form, each its own process)."""
-    import httpx
-
-    start = time.monotonic()
+    """Build the corpus under ``work``, start a server, run every case (``run_cases``)."""
     corpus = work / "corpus"
     cases = build_corpus(corpus)
     server = ServerProcess(work / "data", free_port(), SERVER_ENV)
     try:
         server.wait_ready()
-        with httpx.Client(base_url=server.url, timeout=300) as client:
-            warm = send_rest(client, corpus, next(c for c in cases if c.name == "npz_not_zip"))
-            assert warm.status == 422, warm
-            baseline = server.memory_kib("VmHWM") / 1024
-            results = [send_rest(client, corpus, c) for c in cases]
-            final = server.memory_kib("VmHWM") / 1024
-        with_cli = [c for c in cases if c.cli is not None]
-        chosen = with_cli if cli_cases is None else with_cli[:: max(1, len(with_cli) // cli_cases)]
-        for case in chosen[: cli_cases or len(chosen)]:
-            assert case.cli is not None
-            results.append(run_cli(case.cli, corpus, server.url))
-        submit_bomb = ["submit", "zoo:mlp", "--data", str(corpus / "npz_bomb.npz")]
-        submit_header = ["submit", str(corpus / "st_meta_config_object.safetensors")]
-        for args in (submit_bomb, submit_header):
-            results.append(run_cli(args, corpus, server.url))
-        artifacts = server.data_dir / "artifacts"
-        leftovers = [str(p.relative_to(artifacts)) for p in artifacts.rglob("*") if p.is_file()]
-        pid = server.proc.pid
+        return run_cases(server, corpus, cases, cli_cases)
     finally:
         server.stop()
+
+
+def run_cases(
+    server: ServerProcess, corpus: Path, cases: list[HostileCase], cli_cases: int | None = None
+) -> CampaignResult:
+    """Every case over REST, then through the CLI: each case with a command-line form as its
+    own ``curvprof profile`` process and two ``curvprof submit`` runs (``cli_cases`` bounds
+    the profile runs, spread over the corpus, and keeps one submit)."""
+    import httpx
+
+    start = time.monotonic()
+    with httpx.Client(base_url=server.url, timeout=300) as client:
+        warm = send_rest(client, corpus, next(c for c in cases if c.name == "npz_not_zip"))
+        assert warm.status == 422, warm
+        baseline = server.memory_kib("VmHWM") / 1024
+        results = [send_rest(client, corpus, c) for c in cases]
+        final = server.memory_kib("VmHWM") / 1024
+    with_cli = [c for c in cases if c.cli is not None]
+    if cli_cases is not None:
+        with_cli = with_cli[:: max(1, len(with_cli) // max(1, cli_cases))][:cli_cases]
+    for case in with_cli:
+        assert case.cli is not None
+        results.append(run_cli(case.cli, corpus, server.url))
+    submits = [
+        ["submit", "zoo:mlp", "--data", str(corpus / "npz_bomb.npz")],
+        ["submit", str(corpus / "st_meta_config_object.safetensors")],
+    ]
+    for args in submits if cli_cases is None else submits[:1]:
+        results.append(run_cli(args, corpus, server.url))
+    artifacts = server.data_dir / "artifacts"
+    leftovers = [str(p.relative_to(artifacts)) for p in artifacts.rglob("*") if p.is_file()]
     marker = marker_path(corpus)
     pids = [int(x) for x in marker.read_text().split()] if marker.exists() else []
-    return CampaignResult(results, baseline, final, leftovers, pids, pid, time.monotonic() - start)
+    elapsed = time.monotonic() - start
+    return CampaignResult(results, baseline, final, leftovers, pids, server.proc.pid, elapsed)
 
 
 def main() -> int:
