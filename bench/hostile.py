@@ -57,14 +57,17 @@ class CaseResult:
 
 
 class _MarkerPayload:
-    """Unpickling this appends the unpickling process's pid to ``path``."""
+    """Unpickling this appends the unpickling process's pid to ``path``; it then yields None,
+    or with ``value`` sample inputs for a digits-shaped model (so the archive still loads)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = str(path)
+    def __init__(self, path: Path, value: bool = False) -> None:
+        self.path, self.value = str(path), value
 
     def __reduce__(self) -> tuple[Any, ...]:
-        code = f"open({self.path!r}, 'a').write(str(__import__('os').getpid()) + '\\n')"
-        return (exec, (code,))
+        write = f"open({self.path!r}, 'a').write(str(__import__('os').getpid()) + '\\n')"
+        if self.value:
+            return (eval, (f"({write}, ((__import__('torch').zeros(2, 1, 8, 8),), {{}}))[1]",))
+        return (exec, (write,))
 
 
 def marker_path(directory: Path) -> Path:
@@ -121,7 +124,7 @@ def build_corpus(directory: Path, bomb_bytes: int = BOMB_BYTES) -> list[HostileC
     torch.save({**w, "x": _MarkerPayload(marker_path(d))}, buf)
     ckpt_case("pt_pickle", buf.getvalue(), MLP, suffix=".pt")
     ckpt_case("pt2_bomb", _zip(d, [zero_bomb("m/data/weights/w0", b"", bomb_bytes)]), suffix=".pt2")
-    ckpt_case("pt2_pickle", _evil_pt2(marker_path(d)), suffix=".pt2")
+    ckpt_case("pt2_pickle", evil_pt2(marker_path(d)), suffix=".pt2")
     ckpt_case(
         "pt2_two_roots",
         _zip(d, [stored("a/archive_format", b"pt2"), stored("b/x", b"")]),
@@ -227,16 +230,20 @@ def _with_metadata(weights: bytes, metadata: dict[str, Any]) -> bytes:
     return safetensors_bytes(header, weights[8 + n :])
 
 
-def _evil_pt2(marker: Path) -> bytes:
-    """A real ``torch.export`` archive whose sample inputs unpickle ``_MarkerPayload``."""
+def evil_pt2(marker: Path, loads: bool = False) -> bytes:
+    """A real ``torch.export`` archive (digits 1x8x8 -> 8 -> 10 MLP) whose sample inputs unpickle
+    ``_MarkerPayload``; with ``loads`` the archive still loads after the payload ran."""
     import torch
 
-    net = torch.nn.Sequential(torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 10))
-    program = torch.export.export(net.eval(), (torch.randn(2, 64),))
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, 8), torch.nn.ReLU(), torch.nn.Linear(8, 10)
+    )
+    batch = {0: torch.export.Dim("batch")}
+    program = torch.export.export(net.eval(), (torch.randn(2, 1, 8, 8),), dynamic_shapes=(batch,))
     clean, evil = io.BytesIO(), io.BytesIO()
     torch.export.save(program, clean)
     payload = io.BytesIO()
-    torch.save(_MarkerPayload(marker), payload)
+    torch.save(_MarkerPayload(marker, loads), payload)
     with zipfile.ZipFile(clean) as src, zipfile.ZipFile(evil, "w") as out:
         for info in src.infolist():
             data = src.read(info.filename)
