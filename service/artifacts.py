@@ -82,12 +82,16 @@ class CheckpointInfo:
 
 
 @contextlib.contextmanager
-def rejecting() -> Iterator[None]:
-    """Turn the workers' one-line IntakeError into an ArtifactRejected (HTTP 422)."""
+def rejecting(path: Path | None = None, filename: str | None = None) -> Iterator[None]:
+    """Turn the workers' one-line IntakeError into an ArtifactRejected (HTTP 422), naming the
+    client's ``filename`` where the message names the temp file ``path``."""
     try:
         yield
-    except IntakeError as exc:
-        raise ArtifactRejected(str(exc)) from None
+    except (IntakeError, ArtifactRejected) as exc:
+        message = exc.message if isinstance(exc, ArtifactRejected) else str(exc)
+        if path is not None and filename:
+            message = message.replace(path.name, filename)
+        raise ArtifactRejected(message, getattr(exc, "status", 422)) from None
 
 
 def parse_config(text: str | None) -> dict[str, Any] | None:
@@ -139,7 +143,7 @@ def validate_checkpoint(
     suffix = _suffix(filename)
     config = parse_config(config_text)
     if suffix == ".safetensors":
-        with rejecting():
+        with rejecting(path, filename):
             header = read_safetensors_header(path, limits)
         if config is None and header.metadata.get("config"):
             config = parse_config(header.metadata["config"])
@@ -149,7 +153,8 @@ def validate_checkpoint(
                 "form field 'config' (JSON with 'arch') or __metadata__['config']"
             )
         config = check_zoo_config(config, limits)
-        loaded = load_zoo_checkpoint(path, config, limits)
+        with rejecting(path, filename):
+            loaded = load_zoo_checkpoint(path, config, limits)
         return CheckpointInfo("safetensors", suffix, loaded.arch, loaded.config)
     if suffix == ".pt2":
         if not allow_pickle:
@@ -158,7 +163,7 @@ def validate_checkpoint(
                 "(the operator can opt in with CURVPROF_ALLOW_PICKLE_CHECKPOINTS=true)",
                 status=415,
             )
-        with rejecting():
+        with rejecting(path, filename):
             check_pt2(path, limits)
             probe_program(path, limits=limits, timeout_s=probe_timeout_s)
         return CheckpointInfo("pt2", suffix, "pt2", config or {"arch": "pt2", "file": path.name})
@@ -202,6 +207,6 @@ def validate_dataset(
             ".safetensors holding 'inputs' and 'targets'",
             status=415,
         )
-    with rejecting():
+    with rejecting(path, filename):
         ds = load_data_file(path, limits)
     return DatasetInfo(suffix.lstrip("."), suffix, len(ds))

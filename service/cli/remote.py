@@ -187,9 +187,10 @@ def _serve(args: argparse.Namespace) -> int:
         if getattr(args, key):
             overrides[key] = getattr(args, key)
     settings = Settings(**overrides)
-    from workers.execution import init_ray
+    if settings.run_jobs:  # an API-only replica (CURVPROF_RUN_JOBS=false) needs no Ray
+        from workers.execution import init_ray
 
-    init_ray(settings.ray_address, num_cpus=settings.ray_num_cpus)
+        init_ray(settings.ray_address, num_cpus=settings.ray_num_cpus)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 

@@ -7,9 +7,13 @@ Hugging Face directory (delegated to ``hf.py``); a ``.pt2`` program, only with t
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
+import warnings
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -252,6 +256,19 @@ def _load_hf(directory: Path, config: dict[str, Any], limits: IntakeLimits) -> L
     return LoadedModel(model, config, arch, sha256_file(weights), "hf", model.default_loss)
 
 
+@contextlib.contextmanager
+def _quiet_torch_logs() -> Iterator[None]:
+    root = logging.getLogger("torch")
+    level = root.level
+    root.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        root.setLevel(level)
+
+
 def _load_pt2(path: Path, allow_pickle: bool, limits: IntakeLimits) -> LoadedModel:
     if not allow_pickle:
         raise IntakeError(
@@ -260,8 +277,9 @@ def _load_pt2(path: Path, allow_pickle: bool, limits: IntakeLimits) -> LoadedMod
         )
     check_pt2(path, limits)
     try:
-        program = torch.export.load(str(path))  # opt-in given: the operator trusts this file
-        model = program.module()
+        with _quiet_torch_logs():  # torch logs multi-line tracebacks on fallbacks it takes
+            program = torch.export.load(str(path))  # opt-in given: the operator trusts it
+            model = program.module()
     except Exception as exc:
         text = (str(exc).strip().splitlines() or [""])[0]
         raise IntakeError(f"not a loadable .pt2 program: {path.name}: {text}") from None

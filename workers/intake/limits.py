@@ -20,7 +20,7 @@ class IntakeLimits:
     the parameters a model config describes.
     """
 
-    max_decompressed_bytes: int = 4 * 1024**3
+    max_decompressed_bytes: int = 2 * 1024**3  # as much as an upload may be, uncompressed
     max_elements: int = 1 << 29
     max_archive_members: int = 10_000
     max_header_bytes: int = 16 * 1024**2
