@@ -10,6 +10,7 @@ from torch import nn
 from tests.curvature.test_engine_dense import CASES, dense_reference
 from workers.curvature import layer_inventory, profile_model
 from workers.curvature.gradient import gradient_svd, layer_gradients
+from workers.curvature.graph import example_forward
 from workers.curvature.measurement import make_batch
 from workers.curvature.output_space import output_space_curvature
 
@@ -51,7 +52,7 @@ def test_h_only_profiles_match_the_dense_hessian(case: str) -> None:
 def test_micro_batches_add_up_exactly() -> None:
     model, x, y = _case("mlp_tanh")
     batch = make_batch(x, y, "cross_entropy", dtype=torch.float64)
-    spec = layer_inventory(model)[0][1]
+    spec = layer_inventory(model, example_forward(x))[0][1]
     grads, _ = layer_gradients(model, [batch], [spec])
     svd = gradient_svd(grads[spec.name], 4)
     whole = output_space_curvature(model, [batch], spec, svd.U, svd.V)
@@ -77,7 +78,7 @@ def test_layers_used_twice_take_the_weight_space_route() -> None:
     model = Tied().double()
     x, y = torch.randn(32, 4, dtype=torch.float64), torch.randint(0, 3, (32,))
     batch = make_batch(x, y, "cross_entropy", dtype=torch.float64)
-    spec = next(s for s in layer_inventory(model)[0] if s.name == "inner")
+    spec = next(s for s in layer_inventory(model, example_forward(x))[0] if s.name == "inner")
     U = torch.linalg.qr(torch.randn(4, 2, dtype=torch.float64)).Q
     assert output_space_curvature(model, [batch], spec, U, U) is None
     fast = profile_model(model, x, y, top_k=3, lanczos_steps=0, hvp_diagnostics=False)
