@@ -279,7 +279,7 @@ def _profile_one(
         zeta_pred_k=finite_zeta_prediction(fit.predicted_s, fit.n_valid)
         if fit.n_valid
         else float("nan"),
-        decomposition=decomposition if fit.alpha is not None else None,
+        decomposition=decomposition if _defined(fit.alpha) else None,  # no α, no parts of it
         preconditioner=[
             PreconditionerParams(
                 **preconditioner_params(s_np, fit.alpha, fit.alpha_intercept, mode)
@@ -331,6 +331,10 @@ def _kron_fields(
     if dec:
         out["decomposition"] = Decomposition(**dec)
     return out
+
+
+def _defined(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 def _on_cpu(values: dict[str, object]) -> dict[str, object]:
