@@ -137,7 +137,7 @@ def make_setup(name: str, mode: str, *, layer: str | None = None) -> Setup:
     loss = getattr(model, "default_loss", "cross_entropy")
     x, y = data_for(name, BATCH[mode][name])
     batch = make_batch(x, y, loss, dtype=DTYPE)
-    specs, _ = layer_inventory(model)
+    specs, _ = layer_inventory(model, batch.split(1, limit=1)[0].forward)
     spec = next(s for s in specs if s.name == (layer or MODELS[name]["layer"]))
     grads, _ = layer_gradients(model, [batch], [spec])
     svd = gradient_svd(grads[spec.name], K)

@@ -107,7 +107,7 @@ def measure(
     x = case.inputs(g)
     y = torch.randint(0, 10, (x.shape[0],), generator=g)
     batch = make_batch(x, y, "cross_entropy", dtype=dtype)
-    specs, _ = layer_inventory(model)
+    specs, _ = layer_inventory(model, batch.split(1, limit=1)[0].forward)
     spec: LayerSpec = next(s for s in specs if s.name == case.layer)
     weight = dict(model.named_parameters())[spec.parameter]
     ratios: dict[str, list[float]] = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import platform
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from service.artifacts import ZOO_PREFIX
 from service.settings import Settings
 from service.store import repo
 from service.store.models import CheckpointRow, DatasetRow, JobRow, utcnow
+from workers.versions import library_versions
 
 log = logging.getLogger("curvprof.jobs")
 
@@ -34,22 +34,6 @@ class PreparedJob:
     data_payload: Any
     names: list[str]
     meta: repo.LayerMeta
-
-
-def library_versions() -> dict[str, str]:
-    import numpy
-    import ray
-    import torch
-
-    from service import __version__
-
-    return {
-        "curvprof": __version__,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "ray": ray.__version__,
-    }
 
 
 class JobRunner:
@@ -259,6 +243,7 @@ class JobRunner:
         self, spec: JobSpec, ckpt: CheckpointRow | None, dataset: DatasetRow | None, data_cls: Any
     ) -> PreparedJob:
         from workers.curvature.engine import list_layer_names
+        from workers.curvature.graph import example_forward
         from workers.data import check_fits, load_builtin, load_data_file, measurement_batch
         from workers.execution import ModelPayload
 
@@ -269,14 +254,16 @@ class JobRunner:
         else:
             assert spec.dataset is not None
             ds = load_builtin(spec.dataset)
+        batch, indices = measurement_batch(ds, spec.batch_size, spec.seed)
         if ckpt is not None and ckpt.format == "pt2":
             names, payload, sha = self._prepare_program(spec, ckpt, dataset)
         else:
             model, config, sha = self._load_model(spec, ckpt)
             check_fits(model, ds, spec.loss)
-            names = list_layer_names(model, spec.layers)
+            names = list_layer_names(
+                model, spec.layers, example_forward(batch.inputs, batch.attention_mask)
+            )
             payload = ModelPayload.from_model(model, config)
-        batch, indices = measurement_batch(ds, spec.batch_size, spec.seed)
         if not names:
             raise ValueError(f"no layer matches {spec.layers!r}")
         return PreparedJob(

@@ -22,7 +22,7 @@ def tiny_setup() -> cases.Setup:
         p.requires_grad_(False)
     x, y = torch.randn(32, 6), torch.randint(0, 4, (32,))
     batch = make_batch(x, y, "cross_entropy", dtype=torch.float64)
-    specs, _ = layer_inventory(model)
+    specs, _ = layer_inventory(model, batch.split(1, limit=1)[0].forward)
     spec = specs[0]
     grads, _ = layer_gradients(model, [batch], [spec])
     svd = gradient_svd(grads[spec.name], 5)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tests.curvature.models import SmallCNN, TinyTransformer
@@ -107,3 +110,138 @@ def test_explicit_kinds_and_globs() -> None:
     assert specs[-1].kind == "linear"
     assert [s.name for s in select_layers(specs, "conv*")] == ["conv1", "conv2"]
     assert [s.name for s in select_layers(specs, "fc, conv1")] == ["conv1", "fc"]
+
+
+class Conv1dNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 3)
+        self.up = nn.ConvTranspose1d(3, 2, 2, stride=2)
+        self.fc = nn.Linear(2 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.tanh(self.up(torch.tanh(self.conv(x)))).flatten(1))
+
+
+class ConvTranspose2dNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(2, 2, 2, stride=2)
+        self.same = nn.Conv2d(2, 2, 3, padding="same")
+        self.even = nn.Conv2d(2, 1, 2, padding="same")  # odd total padding: no unfold geometry
+        self.fc = nn.Linear(16, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.same(torch.tanh(self.up(x))))
+        return self.fc(torch.tanh(self.even(h)).flatten(1))
+
+
+class BilinearNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.bil = nn.Bilinear(2, 3, 4)
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.tanh(self.bil(x[:, :2], x[:, 2:])))
+
+
+class FunctionalUnembedding(nn.Module):
+    """A token model whose logits are ``F.linear(h, wte.weight)``: no head module at all."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.wte = nn.Embedding(5, 3)
+        self.mix = nn.Linear(3, 3)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return F.linear(torch.tanh(self.mix(self.wte(idx))), self.wte.weight)
+
+
+class Unused(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.used = nn.Linear(4, 3)
+        self.spare = nn.Linear(4, 4)  # registered, never called
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.used(x)
+
+
+def _data(name: str, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, str]:
+    if name == "unembedding":
+        return (
+            torch.randint(0, 5, (6, 4), generator=g),
+            torch.randint(0, 5, (6, 4), generator=g),
+            "lm",
+        )
+    shape = {"conv1d": (10, 2, 6), "convt2d": (10, 2, 2, 2), "bilinear": (10, 5)}[name]
+    return torch.randn(shape, generator=g), torch.randint(0, 3, (10,), generator=g), "cross_entropy"
+
+
+MODELS = {
+    "conv1d": (Conv1dNet, {"conv": "conv", "up": "conv", "fc": "head"}),
+    "convt2d": (
+        ConvTranspose2dNet,
+        {"up": "conv", "same": "conv", "even": "conv", "fc": "head"},
+    ),
+    "bilinear": (BilinearNet, {"bil": "linear", "fc": "head"}),
+    "unembedding": (FunctionalUnembedding, {"mix": "linear", "wte": "head"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_matrices_the_name_inventory_missed_match_the_dense_hessian(name: str) -> None:
+    from tests.curvature.test_engine_dense import dense_reference
+    from workers.curvature import profile_model
+    from workers.curvature.graph import example_forward
+
+    make, kinds = MODELS[name]
+    torch.manual_seed(0)
+    model = make().double()
+    x, y, loss = _data(name, torch.Generator().manual_seed(1))
+    profile = profile_model(model, x, y, loss=loss, top_k=4, lanczos_steps=0)
+    assert {layer.name: layer.kind for layer in profile.layers} == kinds
+    specs, _ = layer_inventory(model, example_forward(x))
+    for spec, layer in zip(specs, profile.layers, strict=True):
+        G, H = dense_reference(model, x, y, loss, spec)
+        U, S, Vh = torch.linalg.svd(G, full_matrices=False)
+        np.testing.assert_allclose(layer.sigma, S[: layer.k].numpy(), rtol=1e-10)
+        dirs = [torch.outer(U[:, i], Vh[i]).reshape(-1) for i in range(layer.k)]
+        h_ref = [float(d @ H @ d) for d in dirs]
+        np.testing.assert_allclose(layer.h, h_ref, rtol=1e-8, atol=1e-12 * max(map(abs, h_ref)))
+
+
+def test_same_padding_keeps_kfac_where_unfold_rebuilds_the_patches() -> None:
+    from workers.curvature import profile_model
+
+    torch.manual_seed(0)
+    model = ConvTranspose2dNet().double()
+    x, y, _ = _data("convt2d", torch.Generator().manual_seed(2))
+    by = {
+        layer.name: layer for layer in profile_model(model, x, y, top_k=3, lanczos_steps=0).layers
+    }
+    assert by["same"].h_ef and "kfac_unavailable" not in by["same"].flags
+    assert not by["even"].h_ef and "kfac_unavailable" in by["even"].flags
+    # h^EF = (1/B) Σ_i ⟨G_i, V_k⟩² from per-example gradients checks the 'same' geometry
+    w = model.same.weight
+    per_example = []
+    for i in range(x.shape[0]):
+        out = model(x[i : i + 1].double())
+        loss = F.cross_entropy(out, y[i : i + 1], reduction="sum")
+        per_example.append(torch.autograd.grad(loss, w)[0].reshape(w.shape[0], -1))
+    Gi = torch.stack(per_example)
+    U, _, Vh = torch.linalg.svd(Gi.mean(0), full_matrices=False)
+    k = len(by["same"].h_ef)
+    h_ef = [float((torch.einsum("bmn,m,n->b", Gi, U[:, j], Vh[j]) ** 2).mean()) for j in range(k)]
+    np.testing.assert_allclose(by["same"].h_ef, h_ef, rtol=1e-9)
+
+
+def test_a_registered_but_unused_layer_is_skipped_with_lanczos() -> None:
+    from workers.curvature import profile_model
+
+    torch.manual_seed(0)
+    x, y = torch.randn(12, 4), torch.randint(0, 3, (12,))
+    profile = profile_model(Unused(), x, y, top_k=2, lanczos_steps=3)
+    assert [layer.name for layer in profile.layers] == ["used"]
+    assert profile.skipped == {"spare": "not used by the forward (zero gradient)"}

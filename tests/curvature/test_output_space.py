@@ -10,6 +10,7 @@ from torch import nn
 from tests.curvature.test_engine_dense import CASES, dense_reference
 from workers.curvature import layer_inventory, profile_model
 from workers.curvature.gradient import gradient_svd, layer_gradients
+from workers.curvature.graph import example_forward
 from workers.curvature.measurement import make_batch
 from workers.curvature.output_space import output_space_curvature
 
@@ -51,7 +52,7 @@ def test_h_only_profiles_match_the_dense_hessian(case: str) -> None:
 def test_micro_batches_add_up_exactly() -> None:
     model, x, y = _case("mlp_tanh")
     batch = make_batch(x, y, "cross_entropy", dtype=torch.float64)
-    spec = layer_inventory(model)[0][1]
+    spec = layer_inventory(model, example_forward(x))[0][1]
     grads, _ = layer_gradients(model, [batch], [spec])
     svd = gradient_svd(grads[spec.name], 4)
     whole = output_space_curvature(model, [batch], spec, svd.U, svd.V)
@@ -77,7 +78,7 @@ def test_layers_used_twice_take_the_weight_space_route() -> None:
     model = Tied().double()
     x, y = torch.randn(32, 4, dtype=torch.float64), torch.randint(0, 3, (32,))
     batch = make_batch(x, y, "cross_entropy", dtype=torch.float64)
-    spec = next(s for s in layer_inventory(model)[0] if s.name == "inner")
+    spec = next(s for s in layer_inventory(model, example_forward(x))[0] if s.name == "inner")
     U = torch.linalg.qr(torch.randn(4, 2, dtype=torch.float64)).Q
     assert output_space_curvature(model, [batch], spec, U, U) is None
     fast = profile_model(model, x, y, top_k=3, lanczos_steps=0, hvp_diagnostics=False)
@@ -92,3 +93,48 @@ def test_the_job_field_reaches_the_profile_settings() -> None:
     spec = JobSpec(checkpoint_id="zoo:mlp", dataset="digits", hvp_diagnostics=False)
     assert spec.to_settings().hvp_diagnostics is False
     assert JobSpec(checkpoint_id="zoo:mlp", dataset="digits").to_settings().hvp_diagnostics
+
+
+class AlsoFunctional(nn.Module):
+    """``lin`` is called as a module and its weight again through ``F.linear``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.lin(x))
+        return self.head(torch.tanh(nn.functional.linear(h, self.lin.weight)))
+
+
+class HeadAsTable(nn.Module):
+    """The head's weight doubles as the token table through ``F.embedding``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mid = nn.Linear(3, 3)
+        self.head = nn.Linear(3, 6)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.tanh(self.mid(nn.functional.embedding(idx, self.head.weight))))
+
+
+@pytest.mark.parametrize(("make", "layer"), [(AlsoFunctional, "lin"), (HeadAsTable, "head")])
+def test_a_weight_also_used_functionally_takes_the_exact_route(make: type, layer: str) -> None:
+    torch.manual_seed(0)
+    model = make().double()
+    g = torch.Generator().manual_seed(3)
+    if make is HeadAsTable:
+        x, y, loss = torch.randint(0, 6, (8, 4), generator=g), torch.randint(0, 6, (8, 4)), "lm"
+    else:
+        x, y, loss = torch.randn(24, 4, generator=g), torch.randint(0, 3, (24,)), "cross_entropy"
+    fast = profile_model(model, x, y, loss=loss, top_k=4, lanczos_steps=0, hvp_diagnostics=False)
+    spec = next(s for s in layer_inventory(model, example_forward(x))[0] if s.name == layer)
+    assert spec.uses == 2
+    G, H = dense_reference(model, x, y, loss, spec)
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    (profiled,) = [p for p in fast.layers if p.name == layer]
+    dirs = [torch.outer(U[:, i], Vh[i]).reshape(-1) for i in range(profiled.k)]
+    h_ref = [float(d @ H @ d) for d in dirs]
+    np.testing.assert_allclose(profiled.h, h_ref, rtol=1e-8, atol=1e-12 * max(map(abs, h_ref)))

@@ -26,6 +26,7 @@ from api_schemas import (
 from workers.curvature import fits as fitting
 from workers.curvature.ggn import ggn_curvature
 from workers.curvature.gradient import GradientSVD, gradient_svd, layer_gradients
+from workers.curvature.graph import Forward
 from workers.curvature.hvp import (
     BlockHessian,
     compressed_diagnostics,
@@ -53,9 +54,12 @@ Progress = Callable[[str, int, int], None]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
-def list_layer_names(model: nn.Module, layers_glob: str | None = None) -> list[str]:
-    """Names of the analysable matrices matching ``layers_glob`` (all when None)."""
-    specs, _ = layer_inventory(model)
+def list_layer_names(
+    model: nn.Module, layers_glob: str | None = None, example: Forward | None = None
+) -> list[str]:
+    """Names of the analysable matrices matching ``layers_glob`` (all when None); pass the
+    ``example`` forward that ``profile_layers`` will trace (its one-example batch)."""
+    specs, _ = layer_inventory(model, example)
     return [s.name for s in select_layers(specs, layers_glob)]
 
 
@@ -78,7 +82,7 @@ def _prepare(
 
 
 def _softmax_classes(spec: LayerSpec, loss: str, n_outputs: int) -> int | None:
-    if loss != "mse" and spec.kind == "head" and spec.shape[0] == n_outputs:
+    if loss != "mse" and spec.softmax_rank_bound and spec.shape[0] == n_outputs:
         return n_outputs
     return None
 
@@ -95,13 +99,13 @@ def profile_layers(
 ) -> list[LayerProfile]:
     """Profile the named layers on the whole (inputs, targets) measurement batch."""
     work, batch = _prepare(model, inputs, targets, settings, attention_mask)
-    specs_all, _ = layer_inventory(work)
+    micro = batch.split(settings.micro_batch_size)
+    specs_all, _ = layer_inventory(work, micro[0].split(1, limit=1)[0].forward)
     by_name = {s.name: s for s in specs_all}
     missing = [n for n in layer_names if n not in by_name]
     if missing:
         raise ValueError(f"unknown layer {missing[0]!r}")
     specs = [by_name[n] for n in layer_names]
-    micro = batch.split(settings.micro_batch_size)
     results: list[LayerProfile] = []
     with measurement_mode(work), torch.no_grad():
         started = time.perf_counter()
@@ -275,7 +279,7 @@ def _profile_one(
         zeta_pred_k=finite_zeta_prediction(fit.predicted_s, fit.n_valid)
         if fit.n_valid
         else float("nan"),
-        decomposition=decomposition,
+        decomposition=decomposition if _defined(fit.alpha) else None,  # no α, no parts of it
         preconditioner=[
             PreconditionerParams(
                 **preconditioner_params(s_np, fit.alpha, fit.alpha_intercept, mode)
@@ -327,6 +331,10 @@ def _kron_fields(
     if dec:
         out["decomposition"] = Decomposition(**dec)
     return out
+
+
+def _defined(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
 
 
 def _on_cpu(values: dict[str, object]) -> dict[str, object]:

@@ -7,8 +7,10 @@ through a reused ``create_graph=True`` gradient ∂L/∂z, over the layer's down
 The K×K compressed matrix and ‖H[V_k]‖ would need H[V_k] = (H_z J V_k)ᵀ a back, which is
 what the weight-space route in ``hvp.py`` computes; this route gives h_k alone.
 
-Exact only when the weight belongs to one ``nn.Linear`` called once per forward; anything
-else returns None and the caller takes the weight-space route.
+Exact only when the weight has exactly one use in the whole traced forward (``spec.uses``,
+module calls and functional uses alike) and that use is an ``nn.Linear`` call: a second use
+(``F.linear(x, mod.weight)``, a tied ``F.embedding``) adds Hessian terms that z does not
+carry. Anything else returns None and the caller takes the weight-space route.
 """
 
 from __future__ import annotations
@@ -30,8 +32,7 @@ def _single_use_linear(model: nn.Module, spec: LayerSpec) -> nn.Linear | None:
         return None
     if type(module) is not nn.Linear:  # a subclass may change what forward does with W
         return None
-    uses = sum(1 for _, p in model.named_parameters(remove_duplicate=False) if p is module.weight)
-    return module if uses == 1 else None
+    return module if spec.uses == 1 else None
 
 
 def _output_graph(

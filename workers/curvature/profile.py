@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import platform
 import socket
 import time
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from api_schemas import Profile, ProfileSettings, Provenance
 from workers.curvature.engine import Progress, list_layer_names, profile_layers
+from workers.curvature.finite import check_finite
+from workers.curvature.graph import example_forward
 from workers.curvature.inventory import layer_inventory
 from workers.curvature.measurement import draw_indices
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of everything a profile's numbers depend on."""
-    import scipy
-
-    from workers import __version__
-
-    return {
-        "curvprof": __version__,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "python": platform.python_version(),
-    }
+from workers.versions import library_versions
 
 
 def profile_model(
@@ -54,10 +40,13 @@ def profile_model(
     """Curvature profile of every analysable matrix of ``model`` (or those matching ``layers``).
 
     The whole ``inputs`` is the measurement batch unless ``batch_size`` is given, in which case
-    B examples are drawn with ``seed`` and their indices recorded in the provenance.
+    B examples are drawn with ``seed`` and their indices recorded in the provenance (as
+    positions in ``provenance.data_indices`` when the caller gives the rows' own indices).
+    A NaN or Inf in the inputs, targets or weights raises ``NonFiniteError``.
     """
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+    check_finite(model, {"inputs": inputs, "targets": targets, "attention_mask": attention_mask})
     n = int(inputs.shape[0])
     indices = draw_indices(n, batch_size, seed)
     if len(indices) < n:
@@ -76,7 +65,8 @@ def profile_model(
         variants=list(variants),  # type: ignore[arg-type]
         hvp_diagnostics=hvp_diagnostics,
     )
-    names = list_layer_names(model, layers)
+    example = example_forward(inputs, attention_mask)
+    names = list_layer_names(model, layers, example)
     if not names:
         raise ValueError(
             f"no analysable layer matches {layers!r}" if layers else "model has no analysable layer"
@@ -86,11 +76,15 @@ def profile_model(
         model, inputs, targets, names, settings, attention_mask=attention_mask, progress=progress
     )
     prov = provenance.model_copy() if provenance is not None else Provenance()
+    given = prov.data_indices
+    if given and len(given) != n:
+        raise ValueError(f"provenance gives {len(given)} data indices for {n} examples")
     prov.data_seed = seed
-    prov.data_indices = indices
+    prov.data_indices = [given[i] for i in indices] if given else indices
     prov.versions = {**library_versions(), **prov.versions}
     prov.hostname = prov.hostname or socket.gethostname()
-    _, skipped = layer_inventory(model)
+    prov.device = str(next(model.parameters()).device)
+    _, skipped = layer_inventory(model, example)
     config = getattr(model, "curvprof_config", None)
     return Profile(
         settings=settings,

@@ -8,3 +8,7 @@ class IntakeError(ValueError):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(str(message).split()))
+
+
+class NonFiniteError(IntakeError):
+    """A NaN or Inf in the data or the weights; the message names the tensor."""

@@ -33,6 +33,7 @@ from torch import nn
 from torch.optim.optimizer import ParamsT
 
 from api_schemas.profile import LayerProfile, Profile
+from workers.curvature.graph import example_forward
 from workers.curvature.inventory import layer_inventory
 from workers.optim.defaults import SN_KINDS, default_alpha
 from workers.optim.directions import (
@@ -137,6 +138,7 @@ class SpectralNewton(torch.optim.Optimizer):
         adamw_weight_decay: float | None = None,
         alphas: Mapping[str, float] | None = None,
         kappas: Mapping[str, float] | None = None,
+        example_inputs: torch.Tensor | None = None,
         **options: Any,
     ) -> SpectralNewton:
         """SN on the hidden conv/linear matrices of ``model`` with α by layer kind
@@ -144,9 +146,12 @@ class SpectralNewton(torch.optim.Optimizer):
 
         ``alphas``/``kappas`` map parameter names to overrides. ``options`` go to
         :class:`SpectralNewton` (``weight_decay`` also applies to AdamW unless
-        ``adamw_weight_decay`` is given).
+        ``adamw_weight_decay`` is given). With ``example_inputs`` (a batch the model takes),
+        kinds come from the structure of one traced forward, otherwise from module names.
         """
-        return cls._build(model, lr, adamw_lr, adamw_weight_decay, None, alphas, kappas, options)
+        return cls._build(
+            model, lr, adamw_lr, adamw_weight_decay, None, alphas, kappas, options, example_inputs
+        )
 
     @classmethod
     def from_profile(
@@ -159,6 +164,7 @@ class SpectralNewton(torch.optim.Optimizer):
         adamw_weight_decay: float | None = None,
         alphas: Mapping[str, float] | None = None,
         kappas: Mapping[str, float] | None = None,
+        example_inputs: torch.Tensor | None = None,
         **options: Any,
     ) -> SpectralNewton:
         """As :meth:`for_model`, with α per parameter from a curvprof profile (object, dict or
@@ -167,7 +173,9 @@ class SpectralNewton(torch.optim.Optimizer):
         where α came from the profile, else κ = 1.
         """
         prof = load_profile(profile)
-        return cls._build(model, lr, adamw_lr, adamw_weight_decay, prof, alphas, kappas, options)
+        return cls._build(
+            model, lr, adamw_lr, adamw_weight_decay, prof, alphas, kappas, options, example_inputs
+        )
 
     @classmethod
     def _build(
@@ -180,9 +188,11 @@ class SpectralNewton(torch.optim.Optimizer):
         alphas: Mapping[str, float] | None,
         kappas: Mapping[str, float] | None,
         options: dict[str, Any],
+        example_inputs: torch.Tensor | None = None,
     ) -> SpectralNewton:
         """Groups: one SN group per hidden matrix, one AdamW group for everything else."""
-        specs, _ = layer_inventory(model)
+        example = None if example_inputs is None else example_forward(example_inputs)
+        specs, _ = layer_inventory(model, example)
         kinds = {s.parameter: s.kind for s in specs if s.rows is None}
         named = dict(model.named_parameters())
         mode = options.get("mode", "paper")
