@@ -10,6 +10,8 @@ from service.dashboard.figures import metric_value
 
 # a cell is highlighted when it moved by more than this fraction of the first job's value
 CHANGE_THRESHOLD = 0.05
+# longer tables keep the layers that moved most (in depth order)
+MAX_DIFF_ROWS = 60
 
 
 @dataclass
@@ -57,3 +59,11 @@ def diff_table(
             for c in r.cells:
                 c.strength = abs(c.delta) / largest if c.delta is not None else 0.0
     return rows
+
+
+def most_changed(rows: list[DiffRow], limit: int = MAX_DIFF_ROWS) -> list[DiffRow]:
+    """The ``limit`` rows with the largest change, kept in depth order."""
+    if len(rows) <= limit:
+        return rows
+    ranked = sorted(range(len(rows)), key=lambda i: -max(c.strength for c in rows[i].cells))
+    return [rows[i] for i in sorted(ranked[:limit])]

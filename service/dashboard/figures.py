@@ -315,6 +315,9 @@ def compare_figures(
             cell = cells.get((name, job_id))
             return metric_value(cell, metric) if cell is not None else None
 
+        # layers on a numeric depth axis (names in the hover): a categorical axis of
+        # thousands of names costs the browser seconds
+        depth = list(range(len(names)))
         heat = {
             "data": [
                 {
@@ -322,32 +325,35 @@ def compare_figures(
                     "name": title,
                     "z": [[value(n, job.id) for job in jobs] for n in names],
                     "x": labels,
-                    "y": names,
+                    "y": depth,
+                    "text": [[n] * len(jobs) for n in names],
                     "colorscale": "Viridis",
-                    "hovertemplate": "%{y}<br>%{x}<br>%{z:.4g}<extra></extra>",
+                    "hovertemplate": "%{text}<br>%{x}<br>%{z:.4g}<extra></extra>",
                 }
             ],
             "layout": _layout(
                 f"{title}: layer × job",
                 "job",
-                "layer",
-                yaxis={"autorange": "reversed", "type": "category"},
+                "layer depth",
+                yaxis={"autorange": "reversed"},
                 xaxis={"type": "category"},
-                height=max(300, 40 + 18 * len(names)),
+                height=min(700, max(300, 60 + 14 * len(names))),
             ),
         }
         lines = {
             "data": [
                 {
                     "type": "scatter",
-                    "mode": "lines+markers",
+                    "mode": "lines+markers" if len(names) <= 200 else "lines",
                     "name": job.label,
-                    "x": names,
+                    "x": depth,
                     "y": [value(n, job.id) for n in names],
+                    "text": names,
+                    "hovertemplate": "%{text}<br>%{y:.4g}<extra></extra>",
                 }
                 for job in jobs
             ],
-            "layout": _layout(f"{title} per layer", "layer", title, xaxis={"type": "category"}),
+            "layout": _layout(f"{title} per layer", "layer depth", title),
         }
         out[metric] = (heat, lines)
     return out

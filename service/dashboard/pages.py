@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from api_schemas import JobState
 from service.dashboard import auth, data, figures
-from service.dashboard.compare import CHANGE_THRESHOLD, diff_table
+from service.dashboard.compare import CHANGE_THRESHOLD, diff_table, most_changed
 from service.dashboard.paging import Trail
 from service.dashboard.render import error_page, login_page, page
 from service.deps import ServicesDep, SessionDep
@@ -195,7 +195,8 @@ def compare_page(
         metric=metric,
         metrics=figures.COMPARED_METRICS,
         charts=figures.compare_figures(compared, names, cells),
-        diffs=diff_table(compared, names, cells, metric),
+        diffs=most_changed(diff_table(compared, names, cells, metric)),
+        n_layers=len(names),
         threshold=CHANGE_THRESHOLD,
         job_ids=",".join(job_ids),
     )

@@ -89,6 +89,18 @@ def test_downloads_equal_the_api(fleet: Fleet) -> None:
             == http.get(f"/v1/jobs/{job}/preconditioner").json()
         )
         assert http.get("/ui/jobs/nope/layers.csv").status_code == 404
+        # what the progress bars poll: each job's state and layer counts, as the API has them
+        jobs = (fleet.full, fleet.h_only, fleet.failed)
+        polled = http.get("/ui/progress", params={"ids": ",".join(j.id for j in jobs)}).json()
+        for j in jobs:
+            api = http.get(f"/v1/jobs/{j.id}").json()
+            p = api["progress"]
+            assert polled[j.id] == {
+                "state": api["state"],
+                "done": p["done"],
+                "total": p["total"],
+                "failed": p["failed"],
+            }
 
 
 @pytest.mark.parametrize(

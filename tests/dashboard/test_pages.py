@@ -217,7 +217,8 @@ def test_compare_two_jobs(tab: Tab, fleet: Fleet) -> None:
         assert heat["traces"] == heat["heatmaps"] == 1
         assert drawn(tab.page, f"{metric}-lines")["traces"] == 2
     z = tab.page.evaluate("document.getElementById('chart-alpha-heat').data[0].z")
-    y = tab.page.evaluate("document.getElementById('chart-alpha-heat').data[0].y")
+    text = tab.page.evaluate("document.getElementById('chart-alpha-heat').data[0].text")
+    y = [row[0] for row in text]  # the layer of each heat-map row (depth on the axis)
     assert sorted(y) == sorted(names)
     for name, row in zip(y, z, strict=True):
         assert row == [layers[a.id][name].alpha, layers[b.id][name].alpha]

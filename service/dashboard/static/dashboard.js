@@ -5,6 +5,7 @@ const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
 function drawCharts() {
   const charts = Array.from(document.querySelectorAll("[data-figure]"));
+  if (!charts.length) { document.body.dataset.chartsReady = "0"; return; }
   const drawn = charts.map((el) => {
     const figure = JSON.parse(el.dataset.figure);
     return Plotly.newPlot(el, figure.data, figure.layout, {
