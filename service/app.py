@@ -132,4 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix="/v1")
     app.include_router(health.router)
     app.include_router(metrics.router)
+    from service import dashboard
+
+    app.include_router(dashboard.router)  # the web dashboard under /ui (and / redirects there)
     return app

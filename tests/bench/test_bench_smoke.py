@@ -141,3 +141,14 @@ def test_hk_variants_agree_with_the_engine_loop() -> None:
     assert cases.rel_diff(hk.curvprof_h_only_method(s)(), ref) <= 1e-12
     for name, fn in hk_variants.variants(s).items():
         assert cases.rel_diff(fn(), ref) <= 1e-10, name
+
+
+def test_dashboard_bench_slice() -> None:
+    """bench.dashboard on 2000 stored layers (no browser): every page of the mix answers."""
+    from bench import dashboard
+
+    result = dashboard.run(2000, 1, browser=False)
+    assert set(result["server_ms"]) >= set(dashboard.pages(2000))
+    assert "job, sorted, page 2" in result["server_ms"]  # the keyset 'next' link was followed
+    assert all(0 < ms < 10_000 for ms in result["server_ms"].values())
+    assert "browser, charts drawn" in dashboard.table(result)
