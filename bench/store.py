@@ -63,6 +63,7 @@ def populate(url: str, n_rows: int, blobs: list[bytes], *, per_job: int = 1000) 
     """``alembic upgrade head`` then n_rows layer rows in n_rows/per_job jobs; seconds taken."""
     from sqlalchemy import insert
 
+    from api_schemas import JobSpec
     from service.store import db
     from service.store.models import JobRow, LayerProfileRow, LayerResultRow, utcnow
 
@@ -79,7 +80,9 @@ def populate(url: str, n_rows: int, blobs: list[bytes], *, per_job: int = 1000) 
                 {
                     "id": f"job{j:05d}",
                     "state": "succeeded",
-                    "spec_json": "{}",
+                    "spec_json": JobSpec(
+                        checkpoint_id=f"ckpt{j % 50}", dataset="digits"
+                    ).model_dump_json(),
                     "checkpoint_id": f"ckpt{j % 50}",
                     "dataset_ref": "builtin:digits",
                     "arch": ARCHS[j % len(ARCHS)],

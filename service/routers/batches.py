@@ -49,7 +49,7 @@ def submit_batch(
         response.status_code = 200
     elif services.runner is not None:
         services.runner.notify()
-    return Batch(id=batch_id, jobs=[repo.job_model(session, r, with_layers=False) for r in rows])
+    return Batch(id=batch_id, jobs=repo.job_summaries(session, rows))
 
 
 @router.get(
@@ -60,4 +60,4 @@ def get_batch(batch_id: str, session: SessionDep) -> Batch:
     if not rows:
         raise HTTPException(404, f"batch {batch_id} not found")
     rows.reverse()
-    return Batch(id=batch_id, jobs=[repo.job_model(session, r, with_layers=False) for r in rows])
+    return Batch(id=batch_id, jobs=repo.job_summaries(session, rows))

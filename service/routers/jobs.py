@@ -103,7 +103,7 @@ def list_jobs(
         cursor=cursor,
         limit=limit,
     )
-    items = [repo.job_model(session, r, with_layers=False) for r in rows]
+    items = repo.job_summaries(session, rows)
     return Page[Job](items=items, next_cursor=next_cursor)
 
 

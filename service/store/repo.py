@@ -164,7 +164,8 @@ def job_spec(row: JobRow) -> JobSpec:
     return JobSpec.model_validate_json(row.spec_json)
 
 
-def job_model(session: Session, row: JobRow, *, with_layers: bool = True) -> Job:
+def job_model(session: Session, row: JobRow) -> Job:
+    """One job with its progress, each layer's state included."""
     layers = list(
         session.scalars(
             select(JobLayerRow)
@@ -194,11 +195,44 @@ def job_model(session: Session, row: JobRow, *, with_layers: bool = True) -> Job
                 attempts=lr.attempts,
             )
             for lr in layers
-        ]
-        if with_layers
-        else [],
+        ],
     )
     compute = sum(w for w, _ in results.values() if w is not None)
+    return _job(row, progress, compute)
+
+
+def job_summaries(session: Session, rows: Sequence[JobRow]) -> list[Job]:
+    """The jobs of a listing without their per-layer progress: counts and compute time come
+    from two grouped queries over the whole page (not two queries per job)."""
+    ids = [row.id for row in rows]
+    counts: dict[str, dict[str, int]] = {job_id: {} for job_id in ids}
+    for job_id, state, n in session.execute(
+        select(JobLayerRow.job_id, JobLayerRow.state, func.count())
+        .where(JobLayerRow.job_id.in_(ids))
+        .group_by(JobLayerRow.job_id, JobLayerRow.state)
+    ):
+        counts[job_id][state] = int(n)
+    compute: dict[str, float] = {
+        job_id: float(total or 0.0)
+        for job_id, total in session.execute(
+            select(LayerResultRow.job_id, func.sum(LayerResultRow.wall_seconds))
+            .where(LayerResultRow.job_id.in_(ids))
+            .group_by(LayerResultRow.job_id)
+        )
+    }
+    out = []
+    for row in rows:
+        by_state = counts[row.id]
+        progress = JobProgress(
+            done=by_state.get("succeeded", 0),
+            total=sum(by_state.values()),
+            failed=by_state.get("failed", 0),
+        )
+        out.append(_job(row, progress, compute.get(row.id, 0.0)))
+    return out
+
+
+def _job(row: JobRow, progress: JobProgress, compute_seconds: float) -> Job:
     wall = None
     if row.started_at and row.finished_at:
         wall = (row.finished_at - row.started_at).total_seconds()
@@ -214,7 +248,7 @@ def job_model(session: Session, row: JobRow, *, with_layers: bool = True) -> Job
             started_at=row.started_at,
             finished_at=row.finished_at,
             wall_seconds=wall,
-            compute_seconds=compute,
+            compute_seconds=compute_seconds,
         ),
         error=row.error,
     )

@@ -1,0 +1,25 @@
+"""A slice of bench.load: 50 concurrent clients against a real server process; 0 errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.load import KINDS, run_load
+
+
+@pytest.mark.timeout(300)
+def test_fifty_concurrent_clients_get_no_errors(tmp_path: Path) -> None:
+    result = run_load(
+        f"sqlite:///{tmp_path / 'load.db'}",
+        tmp_path,
+        backend="sqlite",
+        clients=50,
+        requests=3,
+        layers=500,
+    )
+    assert result.requests == 150
+    assert result.errors == 0 and not result.error_kinds, result.error_kinds
+    assert set(result.kinds) == set(KINDS) and all(result.kinds[k].requests for k in KINDS)
+    assert 0 < result.kinds["layers_brief"].p50_ms <= result.kinds["layers_brief"].p99_ms
