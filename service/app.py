@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service import __version__
+from service import __version__, offline_docs
 from service.artifacts import ArtifactRejected, ArtifactStore
 from service.deps import Services
 from service.jobs_runner import JobRunner
@@ -82,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         engine = db.make_engine(settings.database_url)
         sessions = db.make_session_factory(engine)
         runner = JobRunner(settings, sessions) if settings.run_jobs else None
+        if runner is not None:
+            runner.on_layer_stored = app.state.metrics.observe_layer
         app.state.services = Services(
             settings=settings,
             engine=engine,
@@ -103,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Distributed curvature profiling of neural networks.",
         openapi_url="/v1/openapi.json",
-        docs_url="/v1/docs",
+        docs_url=None,  # served from the installed Swagger UI assets (offline_docs)
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -123,5 +125,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (checkpoints, datasets, jobs, batches, layers, plots, summary):
         app.include_router(module.router, prefix="/v1")
     app.include_router(health.router)
-    app.include_router(metrics.router)
+    metrics.install_metrics(app)
+    offline_docs.install_offline_docs(app, "/v1/docs")
     return app
