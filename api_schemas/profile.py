@@ -54,7 +54,8 @@ class LanczosSummary(BaseModel):
 
 
 class PreconditionerParams(BaseModel):
-    """T(sigma; alpha) = sigma / (kappa * (sigma/scale)^alpha + damping), science.md §11.1."""
+    """T(sigma; alpha) = sigma / (kappa * (sigma/scale)^alpha + damping); docs/engine.md,
+    step 9 (Preconditioner)."""
 
     mode: PreconditionerMode
     alpha: float | None
@@ -70,7 +71,8 @@ class PreconditionerParams(BaseModel):
 
 
 class Decomposition(BaseModel):
-    """Additive slope decomposition of alpha (science.md §9.3), each over the alpha fit set."""
+    """Additive slope decomposition of alpha, each over the alpha fit set; docs/engine.md,
+    step 4 (Kronecker/EF projections)."""
 
     alpha_exact: float | None = None
     alpha_kron: float | None = None
@@ -89,7 +91,7 @@ class Decomposition(BaseModel):
 
 
 class LayerProfile(BaseModel):
-    """Everything measured for one weight matrix (science.md §14)."""
+    """Everything measured for one weight matrix; docs/engine.md says what each number means."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     labels = {c.name: c.label for c in contenders}
     plot_curves(finals, labels, out / "optimizers_loss.png")
     result: dict[str, Any] = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
         "machine": _machine(),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -12,7 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from service import __version__
+from service import __version__, offline_docs
 from service.artifacts import ArtifactRejected, ArtifactStore
 from service.deps import Services
 from service.jobs_runner import JobRunner
@@ -84,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.run_jobs
             else None
         )
+        if runner is not None:
+            runner.on_layer_stored = app.state.metrics.observe_layer
         artifacts = ArtifactStore(settings.artifacts_dir)
         stale = artifacts.remove_stale_uploads()
         if stale:
@@ -110,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Distributed curvature profiling of neural networks.",
         openapi_url="/v1/openapi.json",
-        docs_url="/v1/docs",
+        docs_url=None,  # served from the installed Swagger UI assets (offline_docs)
         redoc_url=None,
         lifespan=lifespan,
     )
@@ -131,7 +133,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (checkpoints, datasets, jobs, batches, layers, plots, summary):
         app.include_router(module.router, prefix="/v1")
     app.include_router(health.router)
-    app.include_router(metrics.router)
+    metrics.install_metrics(app)
+    offline_docs.install_offline_docs(app, "/v1/docs")
     from service import dashboard
 
     app.include_router(dashboard.router)  # the web dashboard under /ui (and / redirects there)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +32,14 @@ if TYPE_CHECKING:
     import pandas as pd
 
 
+def retry_after(response: httpx.Response, default: float, cap: float = 30.0) -> float:
+    """The server's ``Retry-After`` in seconds (capped), else ``default``."""
+    try:
+        return min(float(response.headers.get("Retry-After", "")), cap)
+    except ValueError:
+        return default
+
+
 class ApiError(Exception):
     """A non-2xx answer; ``status`` and the server's one-line ``message``."""
 
@@ -40,16 +49,35 @@ class ApiError(Exception):
         self.message = message
 
 
+DEFAULT_URL = "http://127.0.0.1:8000"
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+RETRY_STATUSES = frozenset({429, 503})
+
+
 class CurvprofClient:
+    """The REST API as typed calls. ``base_url`` defaults to ``CURVPROF_URL`` (else
+    http://127.0.0.1:8000) and ``token`` to ``CURVPROF_TOKEN``.
+
+    Retries (``retries`` times, exponential back-off from ``backoff`` seconds, or the
+    server's ``Retry-After``): a connection that could not be made, for any call but an
+    upload; and 503/429 answers or broken connections for idempotent calls (GET, and a
+    POST that carries an ``Idempotency-Key``)."""
+
     def __init__(
         self,
-        base_url: str = "http://127.0.0.1:8000",
+        base_url: str | None = None,
         *,
         token: str | None = None,
         timeout: float = 60.0,
+        retries: int = 3,
+        backoff: float = 0.5,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        base_url = base_url or os.environ.get("CURVPROF_URL") or DEFAULT_URL
+        token = token if token is not None else os.environ.get("CURVPROF_TOKEN")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.retries = retries
+        self.backoff = backoff
         self.http = httpx.Client(
             base_url=base_url.rstrip("/"), headers=headers, timeout=timeout, transport=transport
         )
@@ -66,7 +94,7 @@ class CurvprofClient:
     # ------------------------------------------------------------------ plumbing
 
     def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        response = self.http.request(method, path, **kwargs)
+        response = self._send_with_retries(method.upper(), path, **kwargs)
         if response.status_code >= 400:
             try:
                 message = response.json()["detail"]
@@ -74,6 +102,30 @@ class CurvprofClient:
                 message = response.text[:200]
             raise ApiError(response.status_code, message)
         return response
+
+    def _send_with_retries(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = kwargs.get("headers") or {}
+        idempotent = method in IDEMPOTENT_METHODS or "Idempotency-Key" in headers
+        upload = "files" in kwargs  # a file handle cannot be sent twice
+        attempt = 0
+        while True:
+            delay = self.backoff * 2**attempt
+            try:
+                response = self.http.request(method, path, **kwargs)
+            except httpx.ConnectError:
+                if upload or attempt >= self.retries:
+                    raise
+            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+                if upload or not idempotent or attempt >= self.retries:
+                    raise
+            else:
+                if response.status_code not in RETRY_STATUSES or not idempotent:
+                    return response
+                if upload or attempt >= self.retries:
+                    return response
+                delay = retry_after(response, delay)
+            time.sleep(delay)
+            attempt += 1
 
     def _params(self, **params: Any) -> dict[str, Any]:
         """Query parameters: None dropped, lists (job ids, kinds, tags) comma-joined."""

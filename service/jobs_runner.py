@@ -11,7 +11,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ class JobRunner:
         self._threads: dict[str, threading.Thread] = {}
         self._manager: threading.Thread | None = None
         self.ray_error: str | None = None
+        # called with a layer's wall seconds once it is stored (the /metrics histogram)
+        self.on_layer_stored: Callable[[float | None], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -202,7 +204,9 @@ class JobRunner:
                     meta = repo.LayerMeta(**{**prepared.meta.__dict__})
                     meta.node_id, meta.hostname = outcome.node_id, outcome.hostname
                     meta.wall_seconds = outcome.wall_seconds
-                    repo.record_layer_result(s, row, outcome.profile, meta)
+                    stored = repo.record_layer_result(s, row, outcome.profile, meta)
+                    if stored and self.on_layer_stored is not None:
+                        self.on_layer_stored(outcome.wall_seconds)
                 else:
                     state = "cancelled" if outcome.error == "cancelled" else "failed"
                     repo.set_layers_state(s, job_id, [outcome.name], state, error=outcome.error)

@@ -17,6 +17,9 @@ from matplotlib.ticker import NullFormatter
 
 from api_schemas import LayerProfile
 
+# one colour for Lanczos values that did not converge, in every plot (and the dashboard)
+NOT_CONVERGED_COLOR = "tab:gray"
+
 
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
@@ -47,10 +50,13 @@ def layer_figure(layer: LayerProfile) -> bytes:
     ax.legend(fontsize=8)
     ax = axes[1]
     k = np.arange(1, sigma.size + 1)
-    ax.loglog(k, sigma, "o-")
-    ax.set(
-        xlabel="k", ylabel="σ_k", title=f"γ = {layer.gamma:.3f}" if _finite(layer.gamma) else "σ_k"
-    )
+    ax.loglog(k, sigma, "o", label="σ_k")
+    line = gamma_line(sigma, layer.gamma)
+    if line is not None:
+        label = f"γ = {layer.gamma:.3f}, R² = {_val(layer.r2_gamma):.3f}"
+        ax.loglog(line[0], line[1], "-", label=label)
+    ax.set(xlabel="k", ylabel="σ_k", title="gradient singular values vs rank")
+    ax.legend(fontsize=8)
     ax = axes[2]
     hs = np.sort(h[h > 0])[::-1]
     ax.loglog(
@@ -70,7 +76,10 @@ def layer_figure(layer: LayerProfile) -> bytes:
         ax.loglog(rank[keep], eig[keep], "s--", alpha=0.7, label=label)
     loose = ~converged & (eig > 0)
     if loose.any():
-        ax.loglog(rank[loose], eig[loose], "s", mfc="none", alpha=0.5, label="not converged")
+        ax.loglog(
+            rank[loose], eig[loose], "s", mfc="none", color=NOT_CONVERGED_COLOR,
+            label="Lanczos λ, not converged",
+        )  # fmt: skip
     ax.set(xlabel="rank j", ylabel="value", title="decay with rank")
     ax.legend(fontsize=8)
     for axis in axes:
@@ -78,6 +87,20 @@ def layer_figure(layer: LayerProfile) -> bytes:
     fig.suptitle(f"{layer.name} ({layer.kind}, {layer.shape[0]}×{layer.shape[1]})")
     fig.tight_layout()
     return _png(fig)
+
+
+def gamma_line(sigma: np.ndarray, gamma: float | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The γ fit σ_k ≈ e^a k^−γ over the positive σ_k (the fit set of docs/engine.md, step 7):
+    an OLS line passes through the means, so a = mean(log σ_k) + γ·mean(log k)."""
+    if gamma is None or not math.isfinite(gamma):
+        return None
+    k = np.arange(1, sigma.size + 1, dtype=float)
+    keep = np.isfinite(sigma) & (sigma > 0)
+    if keep.sum() < 2:
+        return None
+    intercept = np.log(sigma[keep]).mean() + gamma * np.log(k[keep]).mean()
+    ks = np.geomspace(k[keep].min(), k[keep].max(), 50)
+    return ks, np.exp(intercept) * ks**-gamma
 
 
 def identity_figure(layers: Sequence[LayerProfile], title: str = "s vs αγ") -> bytes:
@@ -127,7 +150,7 @@ def identity_figure(layers: Sequence[LayerProfile], title: str = "s vs αγ") ->
     ax.set(
         xlabel="algebraic bound √[(1−R²α)(1−R²γ)/R²s]",
         ylabel="|s_unsorted − αγ|/s_unsorted",
-        title="identity error vs its bound (science §7)",
+        title="identity error vs its bound (docs/engine.md, fits)",
     )
     fig.suptitle(title)
     fig.tight_layout()

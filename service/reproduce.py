@@ -1,5 +1,5 @@
 """Reproduce the paper's per-kind α table, the s vs αγ figure and a refit of its frozen data,
-all built from the store through the API (science.md §15 holds the paper's numbers)."""
+all built from the store through the API (docs/reproduction.md sets them beside the paper's)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 from api_schemas import LayerRow
 from workers.curvature.fits import fit_exponents
 
-# science.md §15, by our layer kinds.
+# the paper's per-kind α (arXiv:2606.02596), by our layer kinds.
 PAPER_ALPHA: dict[str, str] = {
     "conv": "1.97–2.17 (ResNet-18/VGG-11), 1.94 (ResNet-50 Tiny-ImageNet), 2.10 (ImageNet-1K)",
     "linear": "2.18 (pure MLP)",
@@ -97,7 +97,7 @@ def identity_summary(rows: Sequence[LayerRow]) -> dict[str, float | int | None]:
 
 def refit_paper_data(path: Path) -> dict[str, Any]:
     """The paper's frozen arrays (results_alpha_triangle.json) refit by curvprof's code, as the
-    paper did (no rank cut-off) and with the rank cut-off of science.md §4.2."""
+    paper did (no rank cut-off) and with the rank cut-off of docs/engine.md (step 3)."""
     data = json.loads((path / "results_alpha_triangle.json").read_text())
     rows = []
     for experiment in data:
@@ -150,7 +150,7 @@ def markdown_report(
     lines = [
         "### α by layer kind (ours, from the store) beside the paper",
         "",
-        "| kind | n | α mean ± sd | median R² | architectures | paper (science.md §15) |",
+        "| kind | n | α mean ± sd | median R² | architectures | paper (arXiv:2606.02596) |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for k in kinds:

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, select
+from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, joinedload
 
 from api_schemas import (
@@ -314,15 +314,3 @@ def preconditioner(session: Session, job_id: str) -> JobPreconditioner:
             )
         )
     return JobPreconditioner(job_id=job_id, layers=layers)
-
-
-WALL_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
-
-
-def wall_seconds_histogram(session: Session) -> tuple[list[int], float, int]:
-    """Cumulative bucket counts over WALL_BUCKETS, the sum and the count of layer wall times."""
-    col = LayerResultRow.wall_seconds
-    buckets = [func.sum(case((col <= b, 1), else_=0)) for b in WALL_BUCKETS]
-    row = session.execute(select(*buckets, func.sum(col), func.count(col))).one()
-    counts = [int(x or 0) for x in row[: len(WALL_BUCKETS)]]
-    return counts, float(row[-2] or 0.0), int(row[-1] or 0)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from service.client import ApiError
-from tests.service.helpers import MLP_CONFIG, SPEC, write_checkpoint
+from tests.service.helpers import MLP_CONFIG, SPEC, metric_samples, write_checkpoint
 
 
 def _files_under(path: Path) -> list[Path]:
@@ -163,6 +163,7 @@ def test_health_metrics_openapi(make_server) -> None:  # type: ignore[no-untyped
         assert client.http.get("/healthz").json() == {"status": "ok"}
         assert client.http.get("/v1/openapi.json").json()["info"]["title"] == "curvprof"
         client.submit({"checkpoint_id": "zoo:mlp", **SPEC})
-        text = client.http.get("/metrics").text
-        assert 'curvprof_jobs{state="queued"} 1' in text and "curvprof_queue_depth 1" in text
-        assert "curvprof_layer_compute_seconds_count 0" in text
+        samples = metric_samples(client.http.get("/metrics").text)
+        assert samples[("curvprof_jobs", (("state", "queued"),))] == 1
+        assert samples[("curvprof_queue_depth", ())] == 1
+        assert samples[("curvprof_layer_compute_seconds_count", ())] == 0

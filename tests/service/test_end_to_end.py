@@ -18,7 +18,7 @@ from api_schemas import JobSpec
 from service.embedded import EmbeddedServer as LiveServer
 from service.store import db
 from service.store.models import JobLayerRow, LayerResultRow
-from tests.service.helpers import MLP_CONFIG, SPEC, write_checkpoint
+from tests.service.helpers import MLP_CONFIG, SPEC, metric_samples, write_checkpoint
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -119,9 +119,9 @@ def test_summary_preconditioner_csv_metrics(finished: dict[str, Any]) -> None:
     assert {p.mode for p in pre.layers[0].params} == {"paper", "newton", "normalized"}
     table = list(csv.DictReader(io.StringIO(client.export_csv(job_id=job.id))))
     assert len(table) == 3 and {r["name"] for r in table} == {"layers.0", "layers.1", "head"}
-    metrics = client.http.get("/metrics").text
-    assert 'curvprof_jobs{state="succeeded"} 1' in metrics
-    assert "curvprof_layer_compute_seconds_count 3" in metrics
+    samples = metric_samples(client.http.get("/metrics").text)
+    assert samples[("curvprof_jobs", (("state", "succeeded"),))] == 1
+    assert samples[("curvprof_layer_compute_seconds_count", ())] == 3
     assert client.http.get("/readyz").json()["status"] == "ready"
 
 

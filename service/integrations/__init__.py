@@ -1,0 +1,1 @@
+"""curvprof inside the tools researchers use: MLflow runs and training loops."""
