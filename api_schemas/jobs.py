@@ -14,7 +14,7 @@ from pydantic import (
 )
 
 from api_schemas.profile import DTypeName, LossName, PreconditionerParams, ProfileSettings
-from api_schemas.wire import Text, UtcDatetime
+from api_schemas.wire import Step, Text, UtcDatetime
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 LayerState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
@@ -97,7 +97,7 @@ class JobSpec(ProfileRequest):
     """``POST /v1/jobs``: one checkpoint, one dataset, one set of settings."""
 
     checkpoint_id: Text = Field(..., description="an uploaded checkpoint id or `zoo:<arch>`")
-    step: int | None = Field(None, ge=0, description="the training step of the checkpoint")
+    step: Step | None = Field(None, description="the training step of the checkpoint")
 
 
 class BatchSpec(ProfileRequest):
@@ -108,7 +108,7 @@ class BatchSpec(ProfileRequest):
     """
 
     checkpoint_ids: list[Text] = Field(..., min_length=1, max_length=1000)
-    steps: list[Annotated[int, Field(ge=0)]] | None = Field(
+    steps: list[Step] | None = Field(
         None, description="training step of each checkpoint, in the order of checkpoint_ids"
     )
 

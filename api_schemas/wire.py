@@ -30,8 +30,12 @@ def without_nul(value: str) -> str:
     return value
 
 
+INT64_MAX = 2**63 - 1
+"""The largest integer both stores keep (SQLite INTEGER, PostgreSQL BIGINT)."""
+
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 Text = Annotated[str, AfterValidator(without_nul)]
+Step = Annotated[int, Field(ge=0, le=INT64_MAX, description="a training step")]
 
 
 class ProblemItem(BaseModel):

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Header, HTTPException, Query, Response
 from sqlalchemy.orm import Session
 
 from api_schemas import Job, JobPreconditioner, JobSpec, JobState, Page
+from api_schemas.wire import INT64_MAX
 from service.artifacts import ZOO_PREFIX, ArtifactRejected, check_zoo_config
 from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
 from service.problems import problems
@@ -81,9 +82,11 @@ def list_jobs(
     batch_id: str | None = None,
     name: Annotated[str | None, Query(description="jobs of this name")] = None,
     tag: Annotated[str | None, Query(description="tag(s), comma-separated: all of them")] = None,
-    step: Annotated[int | None, Query(description="jobs at this training step")] = None,
-    step_min: int | None = None,
-    step_max: int | None = None,
+    step: Annotated[
+        int | None, Query(ge=0, le=INT64_MAX, description="jobs at this training step")
+    ] = None,
+    step_min: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
+    step_max: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
     id_prefix: Annotated[
         str | None, Query(pattern="^[0-9a-f]{1,32}$", description="jobs whose id starts so")
     ] = None,

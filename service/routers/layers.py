@@ -11,10 +11,10 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response, StreamingResponse
 
 from api_schemas import LayerBrief, LayerDetail, LayerRow, Page
+from api_schemas.wire import INT64_MAX
 from service.deps import ReadAuth, ServicesDep, SessionDep
 from service.problems import problems
 from service.store import queries
-from service.store.paging import INT64_MAX
 
 router = APIRouter(tags=["layers"], responses=problems(401, 422, 503))
 LayerId = Annotated[int, Path(ge=1, le=INT64_MAX, description="a stored layer's id")]
@@ -69,9 +69,11 @@ def layer_filters(
     flag: Annotated[str | None, Query(description="layers carrying this flag")] = None,
     job_name: Annotated[str | None, Query(description="layers of jobs of this name")] = None,
     tag: Annotated[str | None, Query(description="jobs' tag(s), comma-separated: all")] = None,
-    step: Annotated[int | None, Query(description="checkpoints at this training step")] = None,
-    step_min: int | None = None,
-    step_max: int | None = None,
+    step: Annotated[
+        int | None, Query(ge=0, le=INT64_MAX, description="checkpoints at this training step")
+    ] = None,
+    step_min: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
+    step_max: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
 ) -> queries.LayerFilters:
     return queries.LayerFilters(
         job_id=split_csv(job_id),

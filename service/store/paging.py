@@ -24,9 +24,9 @@ from sqlalchemy import ColumnElement, Select, and_, or_
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from api_schemas.wire import as_utc
+from api_schemas.wire import INT64_MAX, as_utc
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+INT64_MIN = -INT64_MAX - 1
 MAX_CURSOR_CHARS = 2048
 _KEY, _TIE = "_page_key", "_page_tie"
 
