@@ -191,3 +191,16 @@ def test_pt2_layout_is_checked_without_unpickling(tmp_path: Path) -> None:
     (tmp_path / "junk.pt2").write_bytes(b"PK\x03\x04" + bytes(100))
     with pytest.raises(IntakeError, match="not a readable zip"):
         check_zip(tmp_path / "junk.pt2", IntakeLimits(), ".pt2 archive")
+
+
+def test_hugging_face_config_is_sized_on_the_meta_device(tmp_path: Path) -> None:
+    transformers = pytest.importorskip("transformers")
+    from workers.intake.hf import _check_hf_size
+
+    config = transformers.GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=50, n_positions=8)
+    model = transformers.GPT2LMHeadModel(config)
+    model.save_pretrained(tmp_path / "gpt2")
+    count = sum(p.numel() for p in model.parameters())  # the tied head counted once
+    _check_hf_size(transformers, transformers.GPT2LMHeadModel, tmp_path / "gpt2", count)
+    with pytest.raises(IntakeError, match=f"{count:,} is above the limit"):
+        load_checkpoint(tmp_path / "gpt2", limits=IntakeLimits(max_model_parameters=count - 1))

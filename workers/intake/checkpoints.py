@@ -250,7 +250,7 @@ def _load_hf(directory: Path, config: dict[str, Any], limits: IntakeLimits) -> L
             ".bin weights and sharded checkpoints are not accepted)"
         )
     read_safetensors(weights, limits=limits)
-    model = load_hf(directory, config)
+    model = load_hf(directory, config, limits.max_model_parameters)
     model.eval()
     arch = str((config.get("architectures") or [config.get("model_type", "hf")])[0])
     return LoadedModel(model, config, arch, sha256_file(weights), "hf", model.default_loss)

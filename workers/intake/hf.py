@@ -55,8 +55,12 @@ class HFModel(nn.Module):
         return logits
 
 
-def load_hf(directory: Path, config: dict[str, Any]) -> HFModel:
-    """Instantiate the class named in ``config["architectures"]`` (else ``AutoModel``)."""
+def load_hf(directory: Path, config: dict[str, Any], max_parameters: int | None = None) -> HFModel:
+    """Instantiate the class named in ``config["architectures"]`` (else ``AutoModel``).
+
+    With ``max_parameters`` the model is first built from its config on the meta device
+    (nothing allocated) and its parameter count checked, before ``from_pretrained`` runs.
+    """
     try:
         import transformers
     except ImportError:
@@ -67,6 +71,8 @@ def load_hf(directory: Path, config: dict[str, Any]) -> HFModel:
     cls = getattr(transformers, str(names[0]), None) if names else transformers.AutoModel
     if cls is None or not hasattr(cls, "from_pretrained"):
         raise IntakeError(f"unknown Hugging Face architecture {names[0]!r}")
+    if max_parameters is not None:
+        _check_hf_size(transformers, cls, directory, max_parameters)
     try:
         model = cls.from_pretrained(
             str(directory),
@@ -84,6 +90,29 @@ def load_hf(directory: Path, config: dict[str, Any]) -> HFModel:
     wrapped.curvprof_kinds = hf_kinds(wrapped)
     wrapped.curvprof_transposed = hf_transposed(wrapped)
     return wrapped
+
+
+def _check_hf_size(transformers: Any, cls: Any, directory: Path, max_parameters: int) -> None:
+    from workers.intake.limits import over_limit
+
+    try:
+        hf_config = transformers.AutoConfig.from_pretrained(str(directory), local_files_only=True)
+        build = getattr(cls, "_from_config", None) or cls.from_config
+        with torch.device("meta"):
+            meta = build(hf_config)
+    except Exception as exc:
+        text = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise IntakeError(f"cannot build Hugging Face config in {directory}: {text}") from None
+    count = sum(p.numel() for p in meta.parameters())
+    if count > max_parameters:
+        raise IntakeError(
+            over_limit(
+                f"{type(meta).__name__} model parameters",
+                count,
+                max_parameters,
+                "MAX_MODEL_PARAMETERS",
+            )
+        )
 
 
 def _hf_loss(model: nn.Module) -> str:
