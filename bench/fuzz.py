@@ -75,7 +75,7 @@ def _count_report(report: Path, result: FuzzResult) -> None:
     result.requests = int(data["test_cases"]["generated"])
     for failure in data.get("failures", []):
         text = json.dumps(failure)
-        names = [c for c in CHECKS if c in text] or ["other"]
+        names = [c for c in CHECKS if c in text] or [str(failure.get("title", "other"))]
         for name in names:
             result.failures[name] = result.failures.get(name, 0) + 1
         result.server_errors += int("not_a_server_error" in names)

@@ -196,6 +196,11 @@ class JobRunner:
             with self._session() as s:
                 repo.set_layers_state(s, job_id, names, "running", bump_attempts=True)
 
+        def on_retry(names: list[str]) -> None:
+            log.info("job %s: Ray retries the task of %s", job_id, ", ".join(names))
+            with self._session() as s:
+                repo.set_layers_state(s, job_id, names, "running", bump_attempts=True)
+
         def on_layer(outcome: LayerOutcome) -> None:
             with self._session() as s:
                 row = s.get(JobRow, job_id)
@@ -218,6 +223,7 @@ class JobRunner:
             settings,
             on_layer=on_layer,
             on_submit=on_submit,
+            on_retry=on_retry,
             should_stop=lambda: self._should_stop(job_id),
             num_gpus=gpus_per_task(self.settings.num_gpus_per_task),
             max_retries=self.settings.task_max_retries,

@@ -21,7 +21,14 @@ router = APIRouter(tags=["batches"], responses=problems(401, 422, 503))
     response_model=Batch,
     status_code=201,
     dependencies=[WriteAuth],
-    responses=problems(409),
+    responses={
+        200: {
+            "model": Batch,
+            "description": "the batch of an earlier request with "
+            "this Idempotency-Key and the same body",
+        },
+        **problems(409),
+    },
 )
 def submit_batch(
     spec: BatchSpec,

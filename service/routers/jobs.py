@@ -54,7 +54,14 @@ def load_job(session: Session, job_id: str) -> JobRow:
     response_model=Job,
     status_code=201,
     dependencies=[WriteAuth],
-    responses=problems(409),
+    responses={
+        200: {
+            "model": Job,
+            "description": "the job of an earlier request with this "
+            "Idempotency-Key and the same body",
+        },
+        **problems(409),
+    },
 )
 def submit_job(
     spec: JobSpec,

@@ -11,6 +11,7 @@ import ray
 from ray.exceptions import RayError, TaskCancelledError
 
 from api_schemas import LayerProfile, ProfileSettings
+from workers.execution.attempts import AttemptWatch, driver_ledger
 from workers.execution.tasks import DataPayload, ModelPayload, profile_group_remote
 
 
@@ -56,6 +57,7 @@ def run_layer_groups(
     *,
     on_layer: Callable[[LayerOutcome], None],
     on_submit: Callable[[list[str]], None] | None = None,
+    on_retry: Callable[[list[str]], None] | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     num_gpus: float = 0.0,
     max_retries: int = 3,
@@ -65,19 +67,53 @@ def run_layer_groups(
 
     The weights and the batch go into the object store once and every task gets the reference.
     When ``should_stop()`` turns true the pending tasks are cancelled with ``ray.cancel``.
+    Ray retries a task whose worker died (``max_retries``); ``on_retry`` is called with the
+    group's names at each retry, as it starts (workers.execution.attempts).
     """
     model_ref = model if isinstance(model, ray.ObjectRef) else ray.put(model)
     data_ref = data if isinstance(data, ray.ObjectRef) else ray.put(data)
     settings_json = settings.model_dump_json()
     remote = profile_group_remote.options(**_task_options(num_gpus, max_retries))
+    watch = AttemptWatch(driver_ledger() if on_retry is not None else None, on_retry)
+    try:
+        return _run(
+            remote,
+            model_ref,
+            data_ref,
+            groups,
+            settings_json,
+            watch,
+            on_layer,
+            on_submit,
+            should_stop,
+            poll_seconds,
+        )
+    finally:
+        watch.close()
+
+
+def _run(
+    remote: Any,
+    model_ref: ray.ObjectRef,
+    data_ref: ray.ObjectRef,
+    groups: Sequence[Sequence[str]],
+    settings_json: str,
+    watch: AttemptWatch,
+    on_layer: Callable[[LayerOutcome], None],
+    on_submit: Callable[[list[str]], None] | None,
+    should_stop: Callable[[], bool],
+    poll_seconds: float,
+) -> Literal["done", "stopped"]:
     pending: dict[ray.ObjectRef, list[str]] = {}
-    for group in groups:
+    for index, group in enumerate(groups):
         names = list(group)
-        ref = remote.remote(model_ref, data_ref, names, settings_json)
+        key = watch.key(index, names)
+        ref = remote.remote(watch.ledger, key, model_ref, data_ref, names, settings_json)
         pending[ref] = names
         if on_submit is not None:
             on_submit(names)
     while pending:
+        watch.poll()
         if should_stop():
             for ref in pending:
                 with contextlib.suppress(Exception):

@@ -158,4 +158,19 @@ def _node_id() -> str | None:
         return None
 
 
-profile_group_remote = ray.remote(profile_group)
+def profile_group_announced(
+    ledger: Any,
+    key: str,
+    model_payload: ModelPayload,
+    data_payload: DataPayload,
+    layer_names: list[str],
+    settings_json: str,
+) -> list[dict[str, Any]]:
+    """:func:`profile_group`, announcing this attempt to the driver's ledger first."""
+    from workers.execution.attempts import announce
+
+    announce(ledger, key)
+    return profile_group(model_payload, data_payload, layer_names, settings_json)
+
+
+profile_group_remote = ray.remote(profile_group_announced)
