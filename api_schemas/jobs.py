@@ -183,6 +183,23 @@ class Job(BaseModel):
         return self.spec.step
 
 
+class JobLogLine(BaseModel):
+    """One line of a job's log; ``id`` orders the lines (pass the last as ``after``)."""
+
+    id: int
+    at: UtcDatetime
+    level: str
+    message: str
+
+
+class JobLogs(BaseModel):
+    """``GET /v1/jobs/{id}/logs``: the lines after ``after``, and the job's state now."""
+
+    job_id: str
+    state: JobState
+    lines: list[JobLogLine]
+
+
 class Batch(BaseModel):
     id: str
     jobs: list[Job]

@@ -19,6 +19,7 @@ from api_schemas import (
     Checkpoint,
     Dataset,
     Job,
+    JobLogs,
     JobPreconditioner,
     JobSpec,
     LayerBrief,
@@ -254,6 +255,12 @@ class CurvprofClient:
         if len(matches) > 1:
             raise ApiError(409, f"job id prefix {job_id_or_prefix} matches several jobs")
         return matches[0].id
+
+    def job_logs(self, job_id: str, *, after: int | None = None, limit: int = 1000) -> JobLogs:
+        """The job's log lines after line id ``after``, and its state."""
+        params = self._params(after=after, limit=limit)
+        r = self.request("GET", f"/v1/jobs/{job_id}/logs", params=params)
+        return JobLogs.model_validate(r.json())
 
     def cancel(self, job_id: str) -> Job:
         return Job.model_validate(self.request("POST", f"/v1/jobs/{job_id}/cancel").json())

@@ -88,6 +88,15 @@ class JobRunner:
         with self._lock:
             return sum(1 for t in self._threads.values() if t.is_alive())
 
+    def _job_log(self, job_id: str, level: int, message: str) -> None:
+        """A line of the job's log: in the store (``GET /v1/jobs/{id}/logs``) and the serve log."""
+        log.log(level, "job %s: %s", job_id, message)
+        try:
+            with self._session() as s:
+                repo.add_job_log(s, job_id, logging.getLevelName(level), message)
+        except Exception:  # a log line must never fail the job
+            log.exception("could not store a log line of job %s", job_id)
+
     @contextlib.contextmanager
     def _session(self) -> Iterator[Session]:
         session = self.sessions()
@@ -139,6 +148,7 @@ class JobRunner:
                 )
                 if not claimed:
                     continue
+                self._job_log(row.id, logging.INFO, f"claimed (run {row.runs + 1})")
                 thread = threading.Thread(
                     target=self._run_job, args=(row.id,), name=f"job-{row.id[:8]}", daemon=True
                 )
@@ -161,6 +171,7 @@ class JobRunner:
                 return
             log.exception("job %s failed", job_id)
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self._job_log(job_id, logging.ERROR, f"failed: {text}")
             with self._session() as s:
                 repo.set_job_state(s, job_id, "failed", error=text, only_from=["running"])
         finally:
@@ -190,6 +201,12 @@ class JobRunner:
                 only_from=["running"],
                 provenance_json=json.dumps(_provenance(prepared.meta)),
             )
+        self._job_log(
+            job_id,
+            logging.INFO,
+            f"{len(remaining)} of {len(prepared.names)} layers to profile"
+            + (f" ({len(done)} already stored)" if done else ""),
+        )
         settings = spec.to_settings()
 
         def on_submit(names: list[str]) -> None:
@@ -215,6 +232,16 @@ class JobRunner:
                 else:
                     state = "cancelled" if outcome.error == "cancelled" else "failed"
                     repo.set_layers_state(s, job_id, [outcome.name], state, error=outcome.error)
+            if outcome.profile is not None:
+                wall = f"{outcome.wall_seconds:.2f} s" if outcome.wall_seconds is not None else "-"
+                self._job_log(
+                    job_id,
+                    logging.INFO,
+                    f"layer {outcome.name}: alpha {_num(outcome.profile.alpha)}, "
+                    f"{wall} on {outcome.hostname or outcome.node_id or '?'}",
+                )
+            else:
+                self._job_log(job_id, logging.WARNING, f"layer {outcome.name}: {outcome.error}")
 
         result = run_layer_groups(
             prepared.model_payload,
@@ -245,8 +272,11 @@ class JobRunner:
                 error = (
                     f"{len(failed)} of {progress.total} layers failed; {first.name}: {first.error}"
                 )
+                # the last line is stored before the state: a finished job's log is complete
+                self._job_log(job_id, logging.ERROR, f"failed: {error}")
                 repo.set_job_state(s, job_id, "failed", error=error, only_from=["running"])
             else:
+                self._job_log(job_id, logging.INFO, f"succeeded: {progress.total} layers")
                 repo.set_job_state(s, job_id, "succeeded", only_from=["running"])
 
     def _prepare(
@@ -331,6 +361,10 @@ class JobRunner:
 
         loaded = load_zoo_checkpoint(Path(ckpt.path), json.loads(ckpt.config_json or "{}"), limits)
         return loaded.model, loaded.config, loaded.sha256
+
+
+def _num(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _provenance(meta: repo.LayerMeta) -> dict[str, Any]:

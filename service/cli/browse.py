@@ -1,14 +1,16 @@
 """Client commands over what the service stores: ``batch`` (a checkpoint series as one
-batch), ``summary``, ``plot``, ``preconditioner`` and ``checkpoints``."""
+batch), ``summary``, ``plot``, ``preconditioner``, ``checkpoints`` and ``logs``."""
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 from typing import Any
 
+from api_schemas import TERMINAL_STATES
 from service.cli import CliError
-from service.cli.output import fmt, print_json, print_table
+from service.cli.output import exit_code, fmt, print_json, print_table
 from service.cli.remote import (
     _client,
     add_job_options,
@@ -49,6 +51,12 @@ def register(subparsers: Any) -> None:
 
     checkpoints = client_parser(subparsers, "checkpoints", "list uploaded checkpoints")
     checkpoints.set_defaults(func=_checkpoints)
+
+    logs = client_parser(subparsers, "logs", "a job's log lines")
+    logs.add_argument("job", help="job id or a unique prefix of it")
+    logs.add_argument("-f", "--follow", action="store_true", help="until the job finishes")
+    logs.add_argument("--poll", type=float, default=1.0, help="seconds between polls with -f")
+    logs.set_defaults(func=_logs)
 
 
 def parse_steps(text: str | None, n: int) -> list[int] | None:
@@ -176,3 +184,26 @@ def _checkpoints(args: argparse.Namespace) -> int:
         ),
     )
     return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    """Print the lines; with ``-f`` keep polling until the job is finished and every line
+    is printed, then exit with the job's state (1 if failed or cancelled)."""
+    with _client(args) as client:
+        job_id = client.resolve_job_id(args.job)
+        after: int | None = None
+        while True:
+            page = client.job_logs(job_id, after=after)
+            for line in page.lines:
+                if args.json:
+                    print_json(line)
+                else:
+                    at = line.at.isoformat(timespec="seconds")
+                    print(f"{at} {line.level:7} {line.message}", flush=True)
+                after = line.id
+            if not args.follow:
+                return 0
+            if page.state in TERMINAL_STATES and not page.lines:
+                return exit_code(page.state)
+            if not page.lines:
+                time.sleep(args.poll)

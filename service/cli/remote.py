@@ -39,6 +39,13 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--data-dir", help="everything the service writes (default ./curvprof-data)")
     serve.add_argument("--db-url", help="database URL (default: SQLite under the data dir)")
     serve.add_argument("--ray-address", help="join this Ray cluster (default: a local Ray)")
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default=os.environ.get("CURVPROF_LOG_FORMAT", "text"),
+        help="the serve log: text, or one JSON object per line (CURVPROF_LOG_FORMAT)",
+    )
+    serve.add_argument("--log-level", default=os.environ.get("CURVPROF_LOG_LEVEL", "info"))
     serve.set_defaults(func=_serve)
 
     submit = client_parser(subparsers, "submit", "submit a profiling job to the service")
@@ -191,7 +198,14 @@ def _serve(args: argparse.Namespace) -> int:
         from workers.execution import init_ray
 
         init_ray(settings.ray_address, num_cpus=settings.ray_num_cpus)
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    from service.logging_config import log_config
+
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_config=log_config(args.log_format, args.log_level),
+    )
     return 0
 
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, HTTPException, Query, Response
 from sqlalchemy.orm import Session
 
-from api_schemas import Job, JobPreconditioner, JobSpec, JobState, Page
+from api_schemas import Job, JobLogLine, JobLogs, JobPreconditioner, JobSpec, JobState, Page
 from api_schemas.wire import INT64_MAX
 from service.artifacts import ZOO_PREFIX, ArtifactRejected, check_zoo_config
 from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
@@ -152,3 +152,19 @@ def job_preconditioner(job_id: str, session: SessionDep) -> JobPreconditioner:
     """The per-layer T(sigma; alpha) parameters of every stored layer of the job."""
     load_job(session, job_id)
     return queries.preconditioner(session, job_id)
+
+
+@router.get("/jobs/{job_id}/logs", response_model=JobLogs, dependencies=[ReadAuth])
+def job_logs(
+    job_id: str,
+    session: SessionDep,
+    after: Annotated[int | None, Query(ge=0, description="lines after this line id")] = None,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> JobLogs:
+    """The job's log lines (claimed, layers planned, each layer stored or failed, the end)."""
+    row = load_job(session, job_id)
+    lines = [
+        JobLogLine(id=r.id, at=r.at, level=r.level, message=r.message)
+        for r in repo.job_logs(session, job_id, after=after, limit=limit)
+    ]
+    return JobLogs(job_id=job_id, state=row.state, lines=lines)  # type: ignore[arg-type]

@@ -88,6 +88,18 @@ class JobTagRow(Base):
     tag: Mapped[str] = mapped_column(String(64), primary_key=True, index=True)
 
 
+class JobLogRow(Base):
+    """One log line of one job, as the runner wrote it (``curvprof logs JOB``)."""
+
+    __tablename__ = "job_logs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    level: Mapped[str] = mapped_column(String(8))
+    message: Mapped[str] = mapped_column(Text)
+
+
 class JobLayerRow(Base):
     """Progress of one layer of one job (the result itself lives in layer_results)."""
 

@@ -233,3 +233,26 @@ def test_plot_endpoints_return_pngs(finished: dict[str, Any]) -> None:
     assert missing.status_code == 404 and "not found" in missing.json()["detail"]
     none = client.http.get("/v1/plots/identity", params={"jobs": "no-such-job"})
     assert none.status_code == 404
+
+
+def test_job_log_lines_are_stored_and_printed(
+    finished: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    client, job, server = finished["client"], finished["job"], finished["server"]
+    logs = client.job_logs(job.id)
+    messages = [line.message for line in logs.lines]
+    assert logs.state == "succeeded" and messages[0].startswith("claimed")
+    assert "3 of 3 layers to profile" in messages and messages[-1] == "succeeded: 3 layers"
+    assert {m.split(":")[0] for m in messages if m.startswith("layer ")} == {
+        "layer layers.0",
+        "layer layers.1",
+        "layer head",
+    }
+    ids = [line.id for line in logs.lines]
+    assert [line.id for line in client.job_logs(job.id, after=ids[1]).lines] == ids[2:]
+    assert main(["logs", job.id[:12], "-f", "--url", server.url]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert len(printed) == len(messages) and printed[-1].endswith("succeeded: 3 layers")
+    assert client.http.get("/v1/jobs/nosuchjob/logs").status_code == 404

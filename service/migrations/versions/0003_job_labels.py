@@ -1,4 +1,5 @@
-"""Jobs carry a name, tags and a training step; stored layers carry the step.
+"""Jobs carry a name, tags and a training step; stored layers carry the step; jobs keep
+their log lines (``job_logs``).
 
 ``jobs.name`` and ``jobs.step`` are copies of the spec's labels (``spec_json`` stays the
 record of what was submitted), ``job_tags`` holds one row per tag, and ``layer_results.step``
@@ -19,6 +20,8 @@ revision = "0003_job_labels"
 down_revision = "0002"
 branch_labels = None
 depends_on = None
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
@@ -41,9 +44,22 @@ def upgrade() -> None:
     with op.batch_alter_table("layer_results") as batch:
         batch.add_column(sa.Column("step", sa.Integer(), nullable=True))
     op.create_index("ix_layer_results_step", "layer_results", ["step"])
+    op.create_table(
+        "job_logs",
+        sa.Column("id", BigId, primary_key=True, autoincrement=True),
+        sa.Column(
+            "job_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
+        ),
+        sa.Column("at", sa.DateTime(), nullable=False),
+        sa.Column("level", sa.String(8), nullable=False),
+        sa.Column("message", sa.Text(), nullable=False),
+    )
+    op.create_index("ix_job_logs_job_id", "job_logs", ["job_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_job_logs_job_id", "job_logs")
+    op.drop_table("job_logs")
     op.drop_index("ix_layer_results_step", "layer_results")
     with op.batch_alter_table("layer_results") as batch:
         batch.drop_column("step")
