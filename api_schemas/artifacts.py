@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-CheckpointFormat = Literal["safetensors", "pt2", "zoo"]
+CheckpointFormat = Literal["safetensors", "pt2", "zoo", "hf"]
 DatasetFormat = Literal["npz", "safetensors", "builtin"]
 
 

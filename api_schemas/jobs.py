@@ -37,7 +37,9 @@ class ProfileRequest(BaseModel):
 
     dataset_id: str | None = Field(None, description="id of an uploaded dataset")
     dataset: BuiltinDataset | None = Field(None, description="a built-in dataset, no upload")
-    loss: LossName = "cross_entropy"
+    loss: LossName | None = Field(
+        None, description="None: the loss that fits the model's head (its default loss)"
+    )
     batch_size: int = Field(2048, ge=1)
     micro_batch_size: int | None = Field(None, ge=1)
     top_k: int = Field(20, ge=1, le=1000)
@@ -59,9 +61,10 @@ class ProfileRequest(BaseModel):
             raise ValueError("give exactly one of dataset_id (an upload) or dataset (a built-in)")
         return self
 
-    def to_settings(self) -> ProfileSettings:
+    def to_settings(self, default_loss: LossName = "cross_entropy") -> ProfileSettings:
+        """The engine's settings; ``default_loss`` stands in when the spec names no loss."""
         return ProfileSettings(
-            loss=self.loss,
+            loss=self.loss or default_loss,
             batch_size=self.batch_size,
             micro_batch_size=self.micro_batch_size,
             top_k=self.top_k,

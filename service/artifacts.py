@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 import tempfile
 import zipfile
@@ -37,6 +38,16 @@ class ArtifactStore:
 
     def path_for(self, sha256: str, suffix: str) -> Path:
         return self.root / "sha256" / sha256[:2] / f"{sha256}{suffix}"
+
+    def commit_directory(self, directory: Path, sha256: str) -> Path:
+        """Move an unpacked archive into place beside its archive (kept if already there)."""
+        final = self.path_for(sha256, ".hf")
+        if final.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(directory, final)
+        return final
 
     def commit(self, upload: ReceivedUpload, suffix: str) -> Path:
         """Move a validated temp file into place (a no-op if the same bytes are stored)."""
@@ -94,6 +105,7 @@ class CheckpointInfo:
     suffix: str
     arch: str | None
     config: dict[str, Any] | None
+    directory: Path | None = None  # an unpacked Hugging Face archive, committed beside it
 
 
 def _intake_error() -> type[Exception]:
@@ -160,11 +172,48 @@ def validate_checkpoint(
             raise ArtifactRejected("not a .pt2 archive (not a zip file)")
         loaded = _load(path, allow_pickle=True)
         return CheckpointInfo("pt2", suffix, loaded.arch, config or loaded.config)
+    if suffix == ".zip":
+        return validate_hf_archive(path)
     raise ArtifactRejected(
         f"unsupported checkpoint format {suffix or '(no extension)'!r}; "
-        "expected .safetensors (+ config) or .pt2",
+        "expected .safetensors (+ config), .zip (a Hugging Face directory) or .pt2",
         status=415,
     )
+
+
+def validate_hf_archive(path: Path) -> CheckpointInfo:
+    """A ``.zip`` of a Hugging Face directory (``service.hf_archive``): checked member by
+    member, unpacked beside the upload, its safetensors header bounds-checked, then loaded
+    (safetensors only, nothing unpickled) so that a bad config or weights are refused now."""
+    from service.hf_archive import ArchiveRejected, extract_archive
+
+    directory = path.with_name(path.name + ".hf")
+    try:
+        extract_archive(path, directory)
+        read_safetensors_header(directory / "model.safetensors")
+        config = parse_config((directory / "config.json").read_text(encoding="utf-8"))
+        if (
+            not config
+            or "arch" in config
+            or not (config.get("model_type") or config.get("architectures"))
+        ):
+            raise ArtifactRejected(
+                "config.json in the archive is not a Hugging Face config (no model_type)"
+            )
+        loaded = _load(directory)
+    except ArchiveRejected as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise ArtifactRejected(str(exc)) from None
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return CheckpointInfo("hf", ".zip", loaded.arch, config, directory=directory)
+
+
+def discard_directory(info: CheckpointInfo | None) -> None:
+    """Remove the unpacked directory of a checkpoint that was not committed."""
+    if info is not None and info.directory is not None:
+        shutil.rmtree(info.directory, ignore_errors=True)
 
 
 def _load(path: Path, *, weights: Path | None = None, allow_pickle: bool = False) -> Any:

@@ -14,12 +14,11 @@ import platform
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api_schemas import JobSpec
+from api_schemas import JobSpec, ProfileSettings
 from service.artifacts import ZOO_PREFIX
 from service.settings import Settings
 from service.store import repo
@@ -33,6 +32,7 @@ class PreparedJob:
     model_payload: Any
     data_payload: Any
     names: list[str]
+    settings: ProfileSettings
     meta: repo.LayerMeta
 
 
@@ -204,7 +204,7 @@ class JobRunner:
                 only_from=["running"],
                 provenance_json=json.dumps(_provenance(prepared.meta)),
             )
-        settings = spec.to_settings()
+        settings = prepared.settings
 
         def on_submit(names: list[str]) -> None:
             with self._session() as s:
@@ -258,66 +258,52 @@ class JobRunner:
     def _prepare(
         self, spec: JobSpec, ckpt: CheckpointRow | None, dataset: DatasetRow | None, data_cls: Any
     ) -> PreparedJob:
-        from workers.curvature.engine import list_layer_names
-        from workers.data import check_fits, load_builtin, load_data_file, measurement_batch
         from workers.execution import ModelPayload
+        from workers.execution.prepare import DataSource, prepare
 
-        model, config, sha, payload = self._load_model(spec, ckpt)
         if dataset is not None:
             assert dataset.path is not None
-            ds = load_data_file(dataset.path)
+            data = DataSource(dataset.path, sha256=dataset.sha256)
         else:
             assert spec.dataset is not None
-            ds = load_builtin(spec.dataset)
-        check_fits(model, ds, spec.loss)
-        batch, indices = measurement_batch(ds, spec.batch_size, spec.seed)
-        names = list_layer_names(model, spec.layers)
-        if not names:
-            raise ValueError(f"no layer matches {spec.layers!r}")
-        if payload is None:
-            payload = ModelPayload.from_model(model, config)
-        return PreparedJob(
-            model_payload=payload,
-            data_payload=data_cls.from_tensors(batch.inputs, batch.targets, batch.attention_mask),
-            names=names,
-            meta=repo.LayerMeta(
-                checkpoint_sha256=sha,
-                data_sha256=ds.sha256 or (dataset.sha256 if dataset else None),
-                data_seed=spec.seed,
-                data_indices=list(indices),
-                dtype=spec.dtype,
-                top_k=spec.top_k,
-                versions=library_versions(),
-            ),
-        )
-
-    def _load_model(self, spec: JobSpec, ckpt: CheckpointRow | None) -> tuple[Any, Any, Any, Any]:
-        """(model, config, sha256, payload or None to build one from the model)."""
-        import torch
-
-        from workers.execution import ModelPayload
-        from workers.zoo import build_model
-
-        if spec.checkpoint_id.startswith(ZOO_PREFIX):
-            config = {"arch": spec.checkpoint_id[len(ZOO_PREFIX) :], **(spec.zoo_config or {})}
-            with torch.random.fork_rng():
-                torch.manual_seed(spec.seed)
-                model = build_model(config)
-            return model.eval(), model.curvprof_config, None, None
-        if ckpt is None or ckpt.path is None:
-            raise ValueError(f"checkpoint {spec.checkpoint_id} is not stored")
-        if ckpt.format == "pt2":
-            from workers.intake.checkpoints import load_checkpoint
-
-            loaded = load_checkpoint(ckpt.path, allow_pickle=self.settings.allow_pickle_checkpoints)
+            data = DataSource(spec.dataset)
+        prepared = prepare(spec.to_settings(), self._model_source(spec, ckpt), data, loss=spec.loss)
+        loaded, batch, prov = prepared.loaded, prepared.batch, prepared.provenance
+        if loaded.format in ("hf", "pt2"):  # rebuilt in each task from the stored artifact
+            assert ckpt is not None and ckpt.path is not None
             payload = ModelPayload(
                 path=ckpt.path, allow_pickle=self.settings.allow_pickle_checkpoints
             )
-            return loaded.model, loaded.config, loaded.sha256, payload
-        from service.artifacts import load_zoo_checkpoint
+        else:
+            payload = ModelPayload.from_model(loaded.model, loaded.config)
+        return PreparedJob(
+            model_payload=payload,
+            data_payload=data_cls.from_tensors(batch.inputs, batch.targets, batch.attention_mask),
+            names=prepared.names,
+            settings=prepared.settings,
+            meta=repo.LayerMeta(
+                checkpoint_sha256=prov.checkpoint_sha256,
+                data_sha256=prov.data_sha256,
+                data_seed=prov.data_seed,
+                data_indices=list(prov.data_indices),
+                dtype=prepared.settings.dtype,
+                top_k=prepared.settings.top_k,
+                versions={**prov.versions, **library_versions()},
+            ),
+        )
 
-        loaded = load_zoo_checkpoint(Path(ckpt.path), json.loads(ckpt.config_json or "{}"))
-        return loaded.model, loaded.config, loaded.sha256, None
+    def _model_source(self, spec: JobSpec, ckpt: CheckpointRow | None) -> Any:
+        from workers.execution.prepare import ModelSource
+
+        if spec.checkpoint_id.startswith(ZOO_PREFIX):
+            arch = spec.checkpoint_id[len(ZOO_PREFIX) :]
+            return ModelSource(zoo_config={"arch": arch, **(spec.zoo_config or {})})
+        if ckpt is None or ckpt.path is None:
+            raise ValueError(f"checkpoint {spec.checkpoint_id} is not stored")
+        allow = self.settings.allow_pickle_checkpoints
+        if ckpt.format in ("pt2", "hf"):
+            return ModelSource(path=ckpt.path, allow_pickle=allow)
+        return ModelSource(weights=ckpt.path, zoo_config=json.loads(ckpt.config_json or "{}"))
 
 
 def _provenance(meta: repo.LayerMeta) -> dict[str, Any]:

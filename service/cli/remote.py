@@ -35,10 +35,24 @@ def register(subparsers: Any) -> None:
         return p
 
     submit = client_parser("submit", "submit a profiling job to the service")
-    submit.add_argument("checkpoint", help="checkpoint id, zoo:<arch>, or a .safetensors/.pt2 file")
+    submit.add_argument(
+        "checkpoint",
+        help="checkpoint id, zoo:<arch>, a .safetensors/.pt2/.zip file, a training directory "
+        "(config.json + model.safetensors) or a Hugging Face directory",
+    )
     submit.add_argument("--config", help="architecture config JSON file (for an uploaded file)")
-    submit.add_argument("--data", default="digits", help="built-in name, dataset id or data file")
-    submit.add_argument("--loss", default="cross_entropy")
+    submit.add_argument(
+        "--data", default="digits", help="built-in name, dataset id, data file or .txt"
+    )
+    submit.add_argument(
+        "--loss",
+        choices=["cross_entropy", "mse", "lm"],
+        default=None,
+        help="default: the loss that fits the model's head",
+    )
+    submit.add_argument("--micro-batch-size", type=int, default=None)
+    submit.add_argument("--tokenizer", help="tokenizer.json for a .txt --data file")
+    submit.add_argument("--seq-len", type=int, default=128, help="tokens per .txt window")
     submit.add_argument("--batch-size", type=int, default=2048)
     submit.add_argument("--top-k", type=int, default=20)
     submit.add_argument("--lanczos-steps", type=int, default=20)
@@ -125,14 +139,12 @@ def _submit(args: argparse.Namespace) -> int:
     from service.artifacts import BUILTIN_DATASETS
 
     with _client(args) as client:
-        checkpoint = args.checkpoint
-        if Path(checkpoint).is_file():
-            config = json.loads(Path(args.config).read_text()) if args.config else None
-            checkpoint = client.upload_checkpoint(checkpoint, config).id
+        checkpoint = _upload_checkpoint(client, args.checkpoint, args.config)
         spec: dict[str, Any] = {
             "checkpoint_id": checkpoint,
             "loss": args.loss,
             "batch_size": args.batch_size,
+            "micro_batch_size": args.micro_batch_size,
             "top_k": args.top_k,
             "lanczos_steps": args.lanczos_steps,
             "dtype": args.dtype,
@@ -141,6 +153,8 @@ def _submit(args: argparse.Namespace) -> int:
         }
         if args.data in BUILTIN_DATASETS:
             spec["dataset"] = args.data
+        elif Path(args.data).suffix.lower() == ".txt":
+            spec["dataset_id"] = _upload_text(client, args)
         elif Path(args.data).is_file():
             spec["dataset_id"] = client.upload_dataset(args.data).id
         else:
@@ -150,6 +164,57 @@ def _submit(args: argparse.Namespace) -> int:
         if args.wait:
             return _follow(client, job.id)
     return 0
+
+
+def _upload_checkpoint(client: Any, checkpoint: str, config_file: str | None) -> str:
+    """The checkpoint id: ``checkpoint`` itself, or the id of what it names on disk (a file;
+    a training directory's weights with its config; a Hugging Face directory as a .zip)."""
+    import tempfile
+
+    from service.hf_archive import ArchiveRejected, write_archive
+
+    path = Path(checkpoint)
+    config = json.loads(Path(config_file).read_text()) if config_file else None
+    if path.is_file():
+        return str(client.upload_checkpoint(path, config).id)
+    if not path.is_dir():
+        return checkpoint
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise CliError(f"{path} has no config.json (not a checkpoint directory)")
+    try:
+        dir_config = json.loads(config_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CliError(f"{config_path} is not valid JSON: {exc}") from None
+    if isinstance(dir_config, dict) and "arch" in dir_config:  # written by `curvprof train`
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise CliError(f"{path} has no model.safetensors")
+        return str(client.upload_checkpoint(weights, config or dir_config).id)
+    with tempfile.TemporaryDirectory(prefix="curvprof-hf-") as tmp:
+        archive = Path(tmp) / f"{path.resolve().name or 'model'}.zip"
+        try:
+            write_archive(path, archive)
+        except ArchiveRejected as exc:
+            raise CliError(str(exc)) from None
+        return str(client.upload_checkpoint(archive).id)
+
+
+def _upload_text(client: Any, args: argparse.Namespace) -> str:
+    """Plain text, tokenized here by the model directory's tokenizer.json (or --tokenizer)
+    into next-token windows, uploaded as .npz: the service receives token ids only."""
+    import tempfile
+
+    import numpy as np
+
+    from workers.data.text import tokenize_text
+
+    tokenizer = args.tokenizer or str(Path(args.checkpoint) / "tokenizer.json")
+    ds = tokenize_text(args.data, tokenizer, args.seq_len)
+    with tempfile.TemporaryDirectory(prefix="curvprof-text-") as tmp:
+        out = Path(tmp) / f"{Path(args.data).stem}.npz"
+        np.savez(out, input_ids=ds.inputs.numpy(), labels=ds.targets.numpy())
+        return str(client.upload_dataset(out).id)
 
 
 def _follow(client: Any, job_id: str) -> int:

@@ -12,6 +12,8 @@ from api_schemas import Checkpoint, Page
 from service.artifacts import (
     ZOO_PREFIX,
     ArtifactRejected,
+    CheckpointInfo,
+    discard_directory,
     resolve_zoo_config,
     validate_checkpoint,
 )
@@ -31,7 +33,13 @@ UPLOAD_DOC: dict[str, Any] = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "model.safetensors (+ config), a .zip of a Hugging "
+                            "Face directory (config.json, model.safetensors, tokenizer files), "
+                            "or a .pt2 program",
+                        },
                         "config": {"type": "string", "description": "architecture config JSON"},
                     },
                 }
@@ -47,13 +55,14 @@ UPLOAD_DOC: dict[str, Any] = {
     status_code=201,
     dependencies=[WriteAuth],
     openapi_extra=UPLOAD_DOC,
-    summary="Upload a checkpoint (.safetensors + config, or .pt2 when allowed)",
+    summary="Upload a checkpoint (.safetensors + config, a Hugging Face .zip, or .pt2)",
 )
 async def upload_checkpoint(
     request: Request, response: Response, services: ServicesDep, session: SessionDep
 ) -> Checkpoint:
     settings = services.settings
     upload = await receive_upload(request, services.artifacts.tmp_dir, settings.max_upload_bytes)
+    info: CheckpointInfo | None = None
     try:
         suffix = "." + (upload.filename or "").rsplit(".", 1)[-1].lower() if upload.filename else ""
         upload.with_suffix(suffix)
@@ -70,11 +79,15 @@ async def upload_checkpoint(
             if config_json and existing.config_json and existing.config_json != config_json:
                 raise HTTPException(409, "these weights are stored with a different config")
             upload.discard()
+            discard_directory(info)
             response.status_code = 200
             return repo.checkpoint_model(existing)
         path = services.artifacts.commit(upload, info.suffix)
+        if info.directory is not None:  # a Hugging Face archive: jobs load the directory
+            path = services.artifacts.commit_directory(info.directory, upload.sha256)
     except BaseException:
         upload.discard()
+        discard_directory(info)
         raise
     row = CheckpointRow(
         id=upload.sha256,

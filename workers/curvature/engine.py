@@ -48,6 +48,7 @@ from workers.curvature.participation import (
     zeta_prediction,
 )
 from workers.curvature.preconditioner import preconditioner_params
+from workers.curvature.static_batch import static_batch_of, static_batch_problem
 
 Progress = Callable[[str, int, int], None]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -101,13 +102,21 @@ def profile_layers(
     if missing:
         raise ValueError(f"unknown layer {missing[0]!r}")
     specs = [by_name[n] for n in layer_names]
-    micro = batch.split(settings.micro_batch_size)
+    static = static_batch_of(model)  # read before the copy: GraphModule copies drop it
+    micro_size = settings.micro_batch_size
+    if static is not None:
+        problem = static_batch_problem(static, batch.n_examples, micro_size)
+        if problem:
+            raise ValueError(problem)
+        micro_size = static
+    micro = batch.split(micro_size)
     results: list[LayerProfile] = []
     with measurement_mode(work), torch.no_grad():
         started = time.perf_counter()
         with torch.enable_grad():
             grads, _ = layer_gradients(work, micro, specs)
-            n_outputs = int(micro[0].split(1, limit=1)[0].forward(work).shape[-1])
+            probe = micro[0].split(static or 1, limit=1)[0]  # a static export runs its size only
+            n_outputs = int(probe.forward(work).shape[-1])
         svds = {
             s.name: gradient_svd(
                 grads[s.name],

@@ -40,7 +40,7 @@ def ggn_curvature(
     for mb in micro_batches:
 
         def outputs(w: torch.Tensor, mb: Batch = mb) -> torch.Tensor:
-            kwargs = {} if mb.attention_mask is None else {"attention_mask": mb.attention_mask}
+            kwargs = mb.forward_kwargs(model)
             state = {**params, spec.parameter: w, **buffers}
             return output_tensor(functional_call(model, state, (mb.inputs,), kwargs))
 

@@ -64,10 +64,19 @@ class Batch:
             for i in starts
         ]
 
-    def forward(self, model: nn.Module) -> torch.Tensor:
+    def forward_kwargs(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Keyword inputs of the forward besides ``inputs``: the attention mask, and the
+        targets for a model that reads them (``forward_takes_targets``: an encoder-decoder's
+        decoder inputs are its shifted targets)."""
+        kwargs: dict[str, torch.Tensor] = {}
         if self.attention_mask is not None:
-            return output_tensor(model(self.inputs, attention_mask=self.attention_mask))
-        return output_tensor(model(self.inputs))
+            kwargs["attention_mask"] = self.attention_mask
+        if getattr(model, "forward_takes_targets", False):
+            kwargs["targets"] = self.targets
+        return kwargs
+
+    def forward(self, model: nn.Module) -> torch.Tensor:
+        return output_tensor(model(self.inputs, **self.forward_kwargs(model)))
 
     def loss_of_output(
         self, out: torch.Tensor, targets: torch.Tensor | None = None

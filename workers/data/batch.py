@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from workers.curvature.measurement import draw_indices, set_train_mode
+from workers.curvature.static_batch import static_batch_of
 from workers.intake.errors import IntakeError
 
 LOSSES = ("cross_entropy", "mse", "lm")
@@ -62,8 +63,18 @@ def check_fits(model: nn.Module, ds: Dataset, loss: str) -> None:
     if loss not in LOSSES:
         raise IntakeError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
     arch = getattr(model, "curvprof_config", {}).get("arch", type(model).__name__)
-    x, y = ds.inputs[:2], ds.targets[:2]
+    static = static_batch_of(model)
+    if static is not None and len(ds) < static:
+        raise IntakeError(
+            f"the exported program has a static batch of {static} examples but the data holds "
+            f"{len(ds)}: export with a dynamic batch or bring at least {static} examples"
+        )
+    probe = static or 2
+    x, y = ds.inputs[:probe], ds.targets[:probe]
     what = f"data shape {tuple(ds.inputs.shape)} ({_dtype(x)})"
+    kwargs: dict[str, torch.Tensor] = {}
+    if getattr(model, "forward_takes_targets", False):
+        kwargs["targets"] = y
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
     if param is not None:
         x = x.to(param.device)
@@ -73,7 +84,7 @@ def check_fits(model: nn.Module, ds: Dataset, loss: str) -> None:
     set_train_mode(model, False)
     try:
         with torch.no_grad():
-            out = model(x)
+            out = model(x, **kwargs)
     except Exception as exc:  # any failure of the forward is a mismatch
         raise IntakeError(f"{what} does not fit model {arch}: {_first_line(exc)}") from None
     finally:

@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from workers.intake.errors import IntakeError
+from workers.intake.exported import STATIC_BATCH_ATTR, exported_static_batch
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -111,6 +112,11 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise IntakeError(f"config {path.name} must be a JSON object")
     return config
+
+
+def load_zoo(config: dict[str, Any], weights: Path) -> LoadedModel:
+    """A zoo model from its config and a weights file (strict, NaN-checked)."""
+    return _load_zoo(config, weights)
 
 
 def _load_zoo(config: dict[str, Any], weights: Path) -> LoadedModel:
@@ -209,11 +215,13 @@ def _load_pt2(path: Path, allow_pickle: bool) -> LoadedModel:
     try:
         program = torch.export.load(str(path))  # opt-in given: the operator trusts this file
         model = program.module()
+        static = exported_static_batch(program)
     except Exception as exc:
         text = (str(exc).strip().splitlines() or [""])[0]
         raise IntakeError(f"not a loadable .pt2 program: {path.name}: {text}") from None
+    setattr(model, STATIC_BATCH_ATTR, static)
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise IntakeError(f"weights tensor {name!r} in {path.name} contains NaN or Inf")
-    config: dict[str, Any] = {"arch": "pt2", "file": path.name}
+    config: dict[str, Any] = {"arch": "pt2", "file": path.name, "static_batch": static}
     return LoadedModel(model, config, "pt2", sha256_file(path), "pt2", None)
