@@ -120,11 +120,6 @@ def _member_name(info: zipfile.ZipInfo, prefix: str) -> str:
     parts = PurePosixPath(raw).parts
     if any(p in ("", ".", "..") for p in parts):
         raise ArchiveRejected(f"archive member {raw!r} has an unsafe path")
-    mode = info.external_attr >> 16
-    if stat.S_ISLNK(mode) or (mode and not stat.S_ISREG(mode)):
-        raise ArchiveRejected(f"archive member {raw!r} is not a plain file")
-    if info.flag_bits & 0x1:
-        raise ArchiveRejected(f"archive member {raw!r} is encrypted")
     name = raw[len(prefix) :]
     if "/" in name:
         raise ArchiveRejected(
@@ -145,6 +140,11 @@ def _member_name(info: zipfile.ZipInfo, prefix: str) -> str:
             f"unexpected archive member {name!r}; allowed: "
             f"{', '.join(REQUIRED_FILES + OPTIONAL_FILES)}"
         )
+    file_type = stat.S_IFMT(info.external_attr >> 16)  # 0 when the archiver records none
+    if file_type and file_type != stat.S_IFREG:
+        raise ArchiveRejected(f"archive member {raw!r} is not a plain file (a link?)")
+    if info.flag_bits & 0x1:
+        raise ArchiveRejected(f"archive member {raw!r} is encrypted")
     return name
 
 

@@ -183,17 +183,23 @@ class TinyConvNeXt(nn.Module):
         return self.head(self.block(self.stem(x)).mean(dim=(2, 3)))
 
 
+def eager_model(factory: Callable[[], nn.Module]) -> nn.Module:
+    """The model a ``.pt2`` below was exported from (seed 0), in eval mode."""
+    torch.manual_seed(0)
+    model = factory().eval()
+    with torch.no_grad():  # non-trivial running statistics for the eval-mode BatchNorms
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+    return model
+
+
 def _exported(
     factory: Callable[[], nn.Module], name: str, *, static: bool
 ) -> Callable[[Path], Path]:
     def build(root: Path) -> Path:
-        torch.manual_seed(0)
-        model = factory().eval()
-        with torch.no_grad():  # non-trivial running statistics for the eval-mode BatchNorms
-            for module in model.modules():
-                if isinstance(module, nn.BatchNorm2d):
-                    module.running_mean.uniform_(-0.5, 0.5)
-                    module.running_var.uniform_(0.5, 1.5)
+        model = eager_model(factory)
         x = torch.randn(STATIC_BATCH, 1, 8, 8)
         if static:  # the default: every dimension of x fixed, batch included
             program = torch.export.export(model, (x,))
@@ -206,6 +212,48 @@ def _exported(
 
     return build
 
+
+WORDS = [f"w{i}" for i in range(VOCAB - 1)]
+
+
+def with_tokenizer(build: Callable[[Path], Path]) -> Callable[[Path], Path]:
+    """The checkpoint plus a word-level ``tokenizer.json`` built here with ``tokenizers``."""
+
+    def build_with_tokenizer(root: Path) -> Path:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        (root / "text").mkdir(exist_ok=True)
+        out = build(root / "text")
+        vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(WORDS)}}
+        tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+        tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+        tokenizer.save(str(out / "tokenizer.json"))
+        return out
+
+    return build_with_tokenizer
+
+
+def corpus(root: Path) -> Path:
+    """Plain text of the tokenizer's words (and one unknown word), for ``--data x.txt``."""
+    rng = np.random.default_rng(9)
+    words = [WORDS[i] for i in rng.integers(0, len(WORDS), size=N * SEQ + 3)]
+    words[7] = "unseen"
+    out = root / "corpus.txt"
+    out.write_text(" ".join(words) + "\n", encoding="utf-8")
+    return out
+
+
+_GPT2 = _hf(
+    "GPT2LMHeadModel",
+    "GPT2Config",
+    n_layer=1,
+    n_head=2,
+    n_embd=8,
+    vocab_size=VOCAB,
+    n_positions=16,
+    bos_token_id=0,
+    eos_token_id=0,
+)
 
 ARCHS: list[Arch] = [
     Arch(
@@ -242,22 +290,8 @@ ARCHS: list[Arch] = [
         ),
         _regression,
     ),
-    Arch(
-        "gpt2",
-        "lm",
-        _hf(
-            "GPT2LMHeadModel",
-            "GPT2Config",
-            n_layer=1,
-            n_head=2,
-            n_embd=8,
-            vocab_size=VOCAB,
-            n_positions=16,
-            bos_token_id=0,
-            eos_token_id=0,
-        ),
-        _causal,
-    ),
+    Arch("gpt2", "lm", _GPT2, _causal),
+    Arch("gpt2_text", "lm", with_tokenizer(_GPT2), corpus),
     Arch(
         "gpt_neox",
         "lm",

@@ -73,7 +73,14 @@ def _prepare(
         p.requires_grad_(False)
     device = next(work.parameters()).device
     batch = make_batch(
-        inputs, targets, settings.loss, dtype=dtype, attention_mask=attention_mask, device=device
+        inputs,
+        targets,
+        settings.loss,
+        dtype=dtype,
+        attention_mask=attention_mask,
+        device=device,
+        # an encoder-decoder's mask covers its inputs, not the targets its decoder predicts
+        mask_targets=not getattr(model, "forward_takes_targets", False),
     )
     return work, batch
 

@@ -122,6 +122,7 @@ def make_batch(
     dtype: torch.dtype,
     attention_mask: torch.Tensor | None = None,
     device: torch.device | str = "cpu",
+    mask_targets: bool = True,
 ) -> Batch:
     """Cast floating inputs/targets to ``dtype`` and fix the loss normaliser for the batch."""
     if loss not in LOSSES:
@@ -138,7 +139,7 @@ def make_batch(
     mask = None if attention_mask is None else attention_mask.to(device)
     n = int(x.shape[0])
     if loss == "lm":
-        y = _lm_targets(y, mask)
+        y = _lm_targets(y, mask if mask_targets else None)
         normaliser = float((y != IGNORE_INDEX).sum().item())
         if normaliser == 0:
             raise ValueError("lm loss: the batch has no target tokens")
