@@ -7,7 +7,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from api_schemas.profile import DTypeName, LossName, PreconditionerParams, ProfileSettings
+from api_schemas.profile import DTypeName, NamedLoss, PreconditionerParams, ProfileSettings
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 LayerState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
@@ -37,7 +37,7 @@ class ProfileRequest(BaseModel):
 
     dataset_id: str | None = Field(None, description="id of an uploaded dataset")
     dataset: BuiltinDataset | None = Field(None, description="a built-in dataset, no upload")
-    loss: LossName | None = Field(
+    loss: NamedLoss | None = Field(
         None, description="None: the loss that fits the model's head (its default loss)"
     )
     batch_size: int = Field(2048, ge=1)
@@ -61,7 +61,7 @@ class ProfileRequest(BaseModel):
             raise ValueError("give exactly one of dataset_id (an upload) or dataset (a built-in)")
         return self
 
-    def to_settings(self, default_loss: LossName = "cross_entropy") -> ProfileSettings:
+    def to_settings(self, default_loss: NamedLoss = "cross_entropy") -> ProfileSettings:
         """The engine's settings; ``default_loss`` stands in when the spec names no loss."""
         return ProfileSettings(
             loss=self.loss or default_loss,

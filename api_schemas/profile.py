@@ -23,7 +23,8 @@ LayerKind = Literal[
     "head",
     "linear",
 ]
-LossName = Literal["cross_entropy", "mse", "lm"]
+NamedLoss = Literal["cross_entropy", "mse", "lm"]
+LossName = Literal["cross_entropy", "mse", "lm", "custom"]  # custom: a Python loss callable
 DTypeName = Literal["float32", "float64"]
 PreconditionerMode = Literal["paper", "newton", "normalized"]
 VariantName = Literal["ggn", "ef", "kron", "mc"]

@@ -40,7 +40,13 @@ from workers.curvature.kfac import (
     kronecker_quantities,
 )
 from workers.curvature.lanczos import LanczosResult, lanczos
-from workers.curvature.measurement import Batch, make_batch, measurement_mode
+from workers.curvature.measurement import (
+    CUSTOM_LOSS,
+    Batch,
+    OutputLoss,
+    make_batch,
+    measurement_mode,
+)
 from workers.curvature.output_space import output_space_curvature
 from workers.curvature.participation import (
     finite_zeta_prediction,
@@ -66,6 +72,7 @@ def _prepare(
     targets: torch.Tensor,
     settings: ProfileSettings,
     attention_mask: torch.Tensor | None,
+    loss_fn: OutputLoss | None = None,
 ) -> tuple[nn.Module, Batch]:
     dtype = DTYPES[settings.dtype]
     work = copy.deepcopy(model).to(dtype)
@@ -81,12 +88,13 @@ def _prepare(
         device=device,
         # an encoder-decoder's mask covers its inputs, not the targets its decoder predicts
         mask_targets=not getattr(model, "forward_takes_targets", False),
+        loss_fn=loss_fn,
     )
     return work, batch
 
 
 def _softmax_classes(spec: LayerSpec, loss: str, n_outputs: int) -> int | None:
-    if loss != "mse" and spec.kind == "head" and spec.shape[0] == n_outputs:
+    if loss in ("cross_entropy", "lm") and spec.kind == "head" and spec.shape[0] == n_outputs:
         return n_outputs
     return None
 
@@ -100,9 +108,17 @@ def profile_layers(
     *,
     attention_mask: torch.Tensor | None = None,
     progress: Progress | None = None,
+    loss_fn: OutputLoss | None = None,
 ) -> list[LayerProfile]:
-    """Profile the named layers on the whole (inputs, targets) measurement batch."""
-    work, batch = _prepare(model, inputs, targets, settings, attention_mask)
+    """Profile the named layers on the whole (inputs, targets) measurement batch.
+
+    ``loss_fn`` (with ``settings.loss == "custom"``) is a user's mean-reduced
+    ``loss(outputs, targets)``; the variants that need a known output Hessian or a predictive
+    distribution (``ggn``, ``mc``) are then left out and flagged.
+    """
+    if (settings.loss == CUSTOM_LOSS) != (loss_fn is not None):
+        raise ValueError('a loss callable goes with settings.loss == "custom", and only then')
+    work, batch = _prepare(model, inputs, targets, settings, attention_mask, loss_fn)
     specs_all, _ = layer_inventory(work)
     by_name = {s.name: s for s in specs_all}
     missing = [n for n in layer_names if n not in by_name]
@@ -144,7 +160,7 @@ def profile_layers(
                 projections["true"] = collect_projections(
                     work, micro, kron_layers, seed=settings.seed
                 )
-            if kron_layers and "mc" in settings.variants:
+            if kron_layers and "mc" in settings.variants and loss_fn is None:
                 projections["mc"] = collect_projections(
                     work, micro, kron_layers, labels="mc", seed=settings.seed, factors=False
                 )

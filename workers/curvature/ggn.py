@@ -17,6 +17,8 @@ from workers.curvature.measurement import IGNORE_INDEX, Batch, output_tensor
 
 
 def _output_quadratic(mb: Batch, out: torch.Tensor, jx: torch.Tensor) -> torch.Tensor:
+    if mb.loss_fn is not None:
+        raise NotImplementedError("GGN needs a known output Hessian (not a custom loss)")
     if mb.loss == "mse":
         return (jx * jx).sum()
     logits = out.reshape(-1, out.shape[-1])

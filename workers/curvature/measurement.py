@@ -20,6 +20,9 @@ from torch import nn
 
 LOSSES = ("cross_entropy", "mse", "lm")
 IGNORE_INDEX = -100
+CUSTOM_LOSS = "custom"
+OutputLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A user's loss ``loss(outputs, targets)``: a scalar, the mean over the examples given."""
 
 
 def output_tensor(out: object) -> torch.Tensor:
@@ -46,6 +49,7 @@ class Batch:
     loss: str
     normaliser: float
     n_examples: int
+    loss_fn: OutputLoss | None = None  # loss == "custom": the user's mean-reduced callable
 
     def split(self, micro_batch_size: int | None, *, limit: int | None = None) -> list[Batch]:
         """Consecutive micro-batches sharing the full batch's normaliser (the first ``limit``)."""
@@ -60,6 +64,7 @@ class Batch:
                 self.loss,
                 self.normaliser,
                 self.n_examples,
+                self.loss_fn,
             )
             for i in starts
         ]
@@ -83,6 +88,8 @@ class Batch:
     ) -> torch.Tensor:
         """Σ_i ℓ_i / N on this micro-batch (targets default to the batch's own)."""
         y = self.targets if targets is None else targets
+        if self.loss_fn is not None:  # a mean over this micro-batch, weighted to the full batch
+            return self.loss_fn(out, y) * (out.shape[0] / self.normaliser)
         if self.loss == "cross_entropy":
             return F.cross_entropy(out, y, reduction="sum") / self.normaliser
         if self.loss == "mse":
@@ -123,8 +130,20 @@ def make_batch(
     attention_mask: torch.Tensor | None = None,
     device: torch.device | str = "cpu",
     mask_targets: bool = True,
+    loss_fn: OutputLoss | None = None,
 ) -> Batch:
-    """Cast floating inputs/targets to ``dtype`` and fix the loss normaliser for the batch."""
+    """Cast floating inputs/targets to ``dtype`` and fix the loss normaliser for the batch.
+
+    With ``loss_fn`` (``loss == "custom"``) the normaliser is B: a micro-batch of b examples
+    contributes (b/B) · loss_fn(outputs, targets), which sums to the full batch's mean.
+    """
+    if loss_fn is not None:
+        x, y = inputs.to(device), targets.to(device)
+        x = x.to(dtype) if x.is_floating_point() else x
+        y = y.to(dtype) if y.is_floating_point() else y
+        mask = None if attention_mask is None else attention_mask.to(device)
+        n = int(x.shape[0])
+        return Batch(x, y, mask, CUSTOM_LOSS, float(n), n, loss_fn)
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     x = inputs.to(device)
