@@ -23,8 +23,8 @@ LayerKind = Literal[
     "head",
     "linear",
 ]
-NamedLoss = Literal["cross_entropy", "mse", "lm"]
-LossName = Literal["cross_entropy", "mse", "lm", "custom"]  # custom: a Python loss callable
+NamedLoss = Literal["cross_entropy", "mse", "lm", "model"]  # model: its own outputs.loss
+LossName = Literal["cross_entropy", "mse", "lm", "model", "custom"]  # custom: a Python callable
 DTypeName = Literal["float32", "float64"]
 PreconditionerMode = Literal["paper", "newton", "normalized"]
 VariantName = Literal["ggn", "ef", "kron", "mc"]

@@ -32,9 +32,10 @@ def register(subparsers: Any) -> None:
     profile.add_argument("--seq-len", type=int, default=128, help="tokens per .txt window")
     profile.add_argument(
         "--loss",
-        choices=["cross_entropy", "mse", "lm"],
+        choices=["cross_entropy", "mse", "lm", "model"],
         default=None,
-        help="default: the loss that fits the model's head",
+        help="default: the loss that fits the model's head; model: a Hugging Face model's "
+        "own outputs.loss from the labels",
     )
     profile.add_argument("--batch-size", type=int, default=2048)
     profile.add_argument("--micro-batch-size", type=int, default=None)

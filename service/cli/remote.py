@@ -46,9 +46,10 @@ def register(subparsers: Any) -> None:
     )
     submit.add_argument(
         "--loss",
-        choices=["cross_entropy", "mse", "lm"],
+        choices=["cross_entropy", "mse", "lm", "model"],
         default=None,
-        help="default: the loss that fits the model's head",
+        help="default: the loss that fits the model's head; model: a Hugging Face model's "
+        "own outputs.loss from the labels",
     )
     submit.add_argument("--micro-batch-size", type=int, default=None)
     submit.add_argument("--tokenizer", help="tokenizer.json for a .txt --data file")

@@ -235,3 +235,46 @@ def test_t5_decoder_reads_the_shifted_targets(both_paths: dict[str, Any]) -> Non
     pad = model.model.config.pad_token_id
     assert shifted.tolist() == [[start, 5, 6]]
     assert pad == 0
+
+
+def test_model_loss_is_the_models_own_outputs_loss(both_paths: dict[str, Any]) -> None:
+    """``--loss model``: transformers' own loss from the labels. For BERT's classifier that is
+    the mean cross-entropy, so CLI and service numbers equal the default ones; DistilBERT's
+    regression loss is the mean squared error without curvprof's ½, so σ and h double."""
+    client, server = both_paths["client"], both_paths["server"]
+    _, bert, bert_data = both_paths["built"]["bert"]
+    code, printed = _run(
+        ["submit", str(bert), "--data", str(bert_data), "--url", server.url, "--loss", "model",
+         "--lanczos-steps", "3", *SETTINGS]
+    )  # fmt: skip
+    assert code == 0
+    job = client.wait(printed.split()[0], timeout=300, poll=0.2)
+    assert job.state == "succeeded", job.error
+    default = {layer.name: layer for layer in both_paths["local"]["bert"].layers}
+    for row in client.layers(job_id=job.id):
+        for field in ("sigma", "h", "eigenvalues"):
+            _close(getattr(row, field), getattr(default[row.name], field), f"{row.name}.{field}")
+
+    _, distil, distil_data = both_paths["built"]["distilbert"]
+    out = both_paths["root"] / "distil-model.json"
+    argv = ["profile", str(distil), "--data", str(distil_data), "--loss", "model", "--quiet"]
+    code, _ = _run([*argv, "--lanczos", "3", "--out", str(out), *SETTINGS])
+    assert code == 0
+    own = Profile.model_validate_json(out.read_text())
+    assert own.settings.loss == "model"
+    halved = {layer.name: layer for layer in both_paths["local"]["distilbert"].layers}
+    for layer in own.layers:
+        _close(layer.sigma, [2 * v for v in halved[layer.name].sigma], f"{layer.name}.sigma")
+        _close(layer.h, [2 * v for v in halved[layer.name].h], f"{layer.name}.h")
+
+
+def test_model_loss_refuses_micro_batches(
+    both_paths: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, checkpoint, data = both_paths["built"]["bert"]
+    argv = ["profile", str(checkpoint), "--data", str(data), "--loss", "model"]
+    assert main([*argv, "--micro-batch-size", "4", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("curvprof: error:") and "micro-batches" in last

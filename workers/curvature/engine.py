@@ -42,6 +42,7 @@ from workers.curvature.kfac import (
 from workers.curvature.lanczos import LanczosResult, lanczos
 from workers.curvature.measurement import (
     CUSTOM_LOSS,
+    MODEL_LOSS,
     Batch,
     OutputLoss,
     make_batch,
@@ -127,6 +128,12 @@ def profile_layers(
     specs = [by_name[n] for n in layer_names]
     static = static_batch_of(model)  # read before the copy: GraphModule copies drop it
     micro_size = settings.micro_batch_size
+    own_loss = settings.loss == MODEL_LOSS
+    if own_loss and micro_size is not None and micro_size < batch.n_examples:
+        raise ValueError(
+            "loss 'model' (the model's own mean) cannot be split into micro-batches exactly: "
+            "leave the micro-batch size unset, or name the loss (lm, cross_entropy, mse)"
+        )
     if static is not None:
         problem = static_batch_problem(static, batch.n_examples, micro_size)
         if problem:
@@ -156,11 +163,11 @@ def profile_layers(
         ]
         projections: dict[str, dict[str, Projections]] = {}
         with torch.enable_grad():
-            if kron_layers and {"ef", "kron"} & set(settings.variants):
+            if kron_layers and {"ef", "kron"} & set(settings.variants) and not own_loss:
                 projections["true"] = collect_projections(
                     work, micro, kron_layers, seed=settings.seed
                 )
-            if kron_layers and "mc" in settings.variants and loss_fn is None:
+            if kron_layers and "mc" in settings.variants and loss_fn is None and not own_loss:
                 projections["mc"] = collect_projections(
                     work, micro, kron_layers, labels="mc", seed=settings.seed, factors=False
                 )

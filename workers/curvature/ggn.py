@@ -17,7 +17,7 @@ from workers.curvature.measurement import IGNORE_INDEX, Batch, output_tensor
 
 
 def _output_quadratic(mb: Batch, out: torch.Tensor, jx: torch.Tensor) -> torch.Tensor:
-    if mb.loss_fn is not None:
+    if mb.loss_fn is not None or mb.loss == "model":
         raise NotImplementedError("GGN needs a known output Hessian (not a custom loss)")
     if mb.loss == "mse":
         return (jx * jx).sum()

@@ -21,6 +21,10 @@ from torch import nn
 LOSSES = ("cross_entropy", "mse", "lm")
 IGNORE_INDEX = -100
 CUSTOM_LOSS = "custom"
+MODEL_LOSS = "model"
+"""The model's own loss from labels (a Hugging Face ``outputs.loss``): the model provides
+``own_loss(inputs, attention_mask, targets)``. Its reduction is the model's (a mean over the
+examples or tokens it counts), so the batch runs as one micro-batch."""
 OutputLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """A user's loss ``loss(outputs, targets)``: a scalar, the mean over the examples given."""
 
@@ -103,6 +107,11 @@ class Batch:
 
     def loss_value(self, model: nn.Module) -> torch.Tensor:
         """The micro-batch's share of the mean-reduced loss."""
+        if self.loss == MODEL_LOSS:
+            own: torch.Tensor = model.own_loss(  # type: ignore[operator]
+                self.inputs, self.attention_mask, self.targets
+            )
+            return own
         return self.loss_of_output(self.forward(model))
 
 
@@ -144,6 +153,12 @@ def make_batch(
         mask = None if attention_mask is None else attention_mask.to(device)
         n = int(x.shape[0])
         return Batch(x, y, mask, CUSTOM_LOSS, float(n), n, loss_fn)
+    if loss == MODEL_LOSS:
+        x, y = inputs.to(device), targets.to(device)
+        x = x.to(dtype) if x.is_floating_point() else x
+        y = y.to(dtype) if y.is_floating_point() else y.long()
+        mask = None if attention_mask is None else attention_mask.to(device)
+        return Batch(x, y, mask, MODEL_LOSS, 1.0, int(x.shape[0]))
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     x = inputs.to(device)

@@ -10,9 +10,9 @@ from torch import nn
 
 from workers.curvature.measurement import draw_indices, set_train_mode
 from workers.curvature.static_batch import static_batch_of
-from workers.intake.errors import IntakeError
+from workers.errors import IntakeError
 
-LOSSES = ("cross_entropy", "mse", "lm")
+LOSSES = ("cross_entropy", "mse", "lm", "model")
 
 
 @dataclass
@@ -91,6 +91,9 @@ def check_fits(model: nn.Module, ds: Dataset, loss: str) -> None:
         set_train_mode(model, was_training)
     if not isinstance(out, torch.Tensor):
         raise IntakeError(f"model {arch} returns {type(out).__name__}, not a tensor")
+    if loss == "model":
+        _check_own_loss(model, x, y, ds.attention_mask, arch)
+        return
     if loss == "mse":
         if y.is_floating_point() is False or tuple(out.shape) != tuple(y.shape):
             raise IntakeError(
@@ -113,6 +116,26 @@ def check_fits(model: nn.Module, ds: Dataset, loss: str) -> None:
             f"target class index out of range [0, {classes}) for model {arch}: "
             f"min {int(valid.min())}, max {int(valid.max())}"
         )
+
+
+def _check_own_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, arch: str
+) -> None:
+    own = getattr(model, "own_loss", None)
+    if not callable(own):
+        raise IntakeError(
+            f"loss 'model' needs a model that computes its own loss from labels (a Hugging "
+            f"Face model); {arch} does not: name the loss instead"
+        )
+    try:
+        with torch.no_grad():
+            value = own(x, None if mask is None else mask[: x.shape[0]], y)
+    except Exception as exc:
+        raise IntakeError(
+            f"model {arch} cannot compute its loss from these labels: {_first_line(exc)}"
+        ) from None
+    if value.numel() != 1 or not bool(torch.isfinite(value).all()):
+        raise IntakeError(f"model {arch}: its loss from these labels is not a finite scalar")
 
 
 def _dtype(t: torch.Tensor) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from workers.data.batch import Dataset
-from workers.intake.errors import IntakeError
+from workers.errors import IntakeError
 
 TEXT_SUFFIXES = (".txt",)
 

@@ -23,8 +23,8 @@ from workers.curvature.profile import library_versions
 from workers.curvature.static_batch import static_batch_of, static_batch_problem
 from workers.data import Dataset, check_fits, measurement_batch, open_dataset
 from workers.data.text import TEXT_SUFFIXES, tokenize_text
+from workers.errors import IntakeError
 from workers.intake.checkpoints import LoadedModel, load_checkpoint, load_zoo
-from workers.intake.errors import IntakeError
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,12 @@ def prepare(
     resolved = settings.model_copy(update={"loss": loss or default_loss(loaded, dataset)})
     check_fits(loaded.model, dataset, resolved.loss)
     batch, indices = measurement_batch(dataset, resolved.batch_size, resolved.seed)
+    micro = resolved.micro_batch_size
+    if resolved.loss == "model" and micro is not None and micro < len(batch):
+        raise IntakeError(
+            "loss 'model' (the model's own mean) cannot be split into micro-batches exactly: "
+            "leave the micro-batch size unset, or name the loss (lm, cross_entropy, mse)"
+        )
     static = static_batch_of(loaded.model)
     problem = static and static_batch_problem(static, len(batch), resolved.micro_batch_size)
     if problem:

@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from workers.intake.errors import IntakeError
+from workers.errors import IntakeError
 from workers.intake.exported import STATIC_BATCH_ATTR, exported_static_batch
 
 CONFIG_NAME = "config.json"

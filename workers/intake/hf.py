@@ -6,13 +6,14 @@ backward and forward-mode AD work), ``local_files_only=True`` and safetensors we
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from workers.intake.errors import IntakeError
+from workers.errors import IntakeError
 
 _Q = {"query", "q_proj", "q_lin", "q"}
 _K = {"key", "k_proj", "k_lin", "k"}
@@ -69,6 +70,19 @@ class HFModel(nn.Module):
         logits: torch.Tensor = out.logits
         return logits
 
+    def own_loss(
+        self, inputs: torch.Tensor, attention_mask: torch.Tensor | None, targets: torch.Tensor
+    ) -> torch.Tensor:
+        """``outputs.loss`` of the wrapped model with ``labels=targets`` (its own loss: its
+        own shift for a causal LM, its own reduction)."""
+        kwargs: dict[str, Any] = {self.input_name: inputs, "labels": targets}
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
+        loss = self.model(**kwargs).loss
+        if not isinstance(loss, torch.Tensor):
+            raise ValueError(f"{type(self.model).__name__} computes no loss from labels")
+        return loss
+
     def decoder_inputs(self, targets: torch.Tensor) -> torch.Tensor:
         """The model's own right shift of the targets (-100 becomes the pad token)."""
         shift = getattr(self.model, "prepare_decoder_input_ids_from_labels", None)
@@ -115,6 +129,8 @@ def load_hf(directory: Path, config: dict[str, Any]) -> HFModel:
         raise IntakeError(_transformers_broken(exc)) from None
     if cls is None or not hasattr(cls, "from_pretrained"):
         raise IntakeError(f"unknown Hugging Face architecture {names[0]!r}")
+    with contextlib.suppress(Exception):  # no per-tensor progress bar on the command line
+        transformers.utils.logging.disable_progress_bar()
     try:
         model = cls.from_pretrained(
             str(directory),

@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from workers.intake.errors import IntakeError
+from workers.errors import IntakeError
 from workers.zoo import gpt, mlp, resnet, vgg, vit
 
 ARCHS: dict[str, ModuleType] = {"mlp": mlp, "vgg": vgg, "resnet": resnet, "vit": vit, "gpt": gpt}
