@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 
 from api_schemas.wire import UtcDatetime
 
-CheckpointFormat = Literal["safetensors", "pt2", "zoo"]
+CheckpointFormat = Literal["safetensors", "pt2", "zoo", "hf"]
 DatasetFormat = Literal["npz", "safetensors", "builtin"]
 
 

@@ -13,7 +13,7 @@ from pydantic import (
     model_validator,
 )
 
-from api_schemas.profile import DTypeName, LossName, PreconditionerParams, ProfileSettings
+from api_schemas.profile import DTypeName, NamedLoss, PreconditionerParams, ProfileSettings
 from api_schemas.wire import Step, Text, UtcDatetime
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -51,7 +51,9 @@ class ProfileRequest(BaseModel):
 
     dataset_id: Text | None = Field(None, description="id of an uploaded dataset")
     dataset: BuiltinDataset | None = Field(None, description="a built-in dataset, no upload")
-    loss: LossName = "cross_entropy"
+    loss: NamedLoss | None = Field(
+        None, description="None: the loss that fits the model's head (its default loss)"
+    )
     batch_size: int = Field(2048, ge=1)
     micro_batch_size: int | None = Field(None, ge=1)
     top_k: int = Field(20, ge=1, le=1000)
@@ -78,9 +80,10 @@ class ProfileRequest(BaseModel):
         self.tags = list(dict.fromkeys(self.tags))  # each tag once, in the order given
         return self
 
-    def to_settings(self) -> ProfileSettings:
+    def to_settings(self, default_loss: NamedLoss = "cross_entropy") -> ProfileSettings:
+        """The engine's settings; ``default_loss`` stands in when the spec names no loss."""
         return ProfileSettings(
-            loss=self.loss,
+            loss=self.loss or default_loss,
             batch_size=self.batch_size,
             micro_batch_size=self.micro_batch_size,
             top_k=self.top_k,

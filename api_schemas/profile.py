@@ -26,7 +26,8 @@ LayerKind = Literal[
     "head",
     "linear",
 ]
-LossName = Literal["cross_entropy", "mse", "lm"]
+NamedLoss = Literal["cross_entropy", "mse", "lm", "model"]  # model: its own outputs.loss
+LossName = Literal["cross_entropy", "mse", "lm", "model", "custom"]  # custom: a Python callable
 DTypeName = Literal["float32", "float64"]
 PreconditionerMode = Literal["paper", "newton", "normalized"]
 VariantName = Literal["ggn", "ef", "kron", "mc"]

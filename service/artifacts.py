@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,16 @@ class ArtifactStore:
     def path_for(self, sha256: str, suffix: str) -> Path:
         return self.root / "sha256" / sha256[:2] / f"{sha256}{suffix}"
 
+    def commit_directory(self, directory: Path, sha256: str) -> Path:
+        """Move an unpacked archive into place beside its archive (kept if already there)."""
+        final = self.path_for(sha256, ".hf")
+        if final.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            return final
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(directory, final)
+        return final
+
     def commit(self, upload: ReceivedUpload, suffix: str) -> Path:
         """Move a validated temp file into place (a no-op if the same bytes are stored)."""
         final = self.path_for(upload.sha256, suffix)
@@ -59,7 +70,7 @@ class ArtifactStore:
         return remove_stale_uploads(self.tmp_dir) if self.tmp_dir.is_dir() else 0
 
 
-KNOWN_SUFFIXES = (".safetensors", ".pt2", ".npz")
+KNOWN_SUFFIXES = (".safetensors", ".pt2", ".npz", ".zip")
 
 
 def known_suffix(filename: str | None) -> str:
@@ -79,6 +90,7 @@ class CheckpointInfo:
     suffix: str
     arch: str | None
     config: dict[str, Any] | None
+    directory: Path | None = None  # an unpacked Hugging Face archive, committed beside it
 
 
 @contextlib.contextmanager
@@ -167,11 +179,53 @@ def validate_checkpoint(
             check_pt2(path, limits)
             probe_program(path, limits=limits, timeout_s=probe_timeout_s)
         return CheckpointInfo("pt2", suffix, "pt2", config or {"arch": "pt2", "file": path.name})
+    if suffix == ".zip":
+        return validate_hf_archive(path, filename, limits)
     raise ArtifactRejected(
         f"unsupported checkpoint format {suffix or '(no extension)'!r}; "
-        "expected .safetensors (+ config) or .pt2",
+        "expected .safetensors (+ config), .zip (a Hugging Face directory) or .pt2",
         status=415,
     )
+
+
+def validate_hf_archive(
+    path: Path, filename: str | None = None, limits: IntakeLimits = DEFAULT_LIMITS
+) -> CheckpointInfo:
+    """A ``.zip`` of a Hugging Face directory (``service.hf_archive``): checked member by
+    member, unpacked beside the upload, its safetensors header bounds-checked, then loaded
+    (safetensors only, nothing unpickled) so that a bad config or weights are refused now."""
+    from service.hf_archive import ArchiveRejected, extract_archive
+    from workers.intake.checkpoints import load_checkpoint
+
+    directory = path.with_name(path.name + ".hf")
+    try:
+        extract_archive(path, directory)
+        with rejecting(path, filename):
+            read_safetensors_header(directory / "model.safetensors", limits)
+        config = parse_config((directory / "config.json").read_text(encoding="utf-8"))
+        if (
+            not config
+            or "arch" in config
+            or not (config.get("model_type") or config.get("architectures"))
+        ):
+            raise ArtifactRejected(
+                "config.json in the archive is not a Hugging Face config (no model_type)"
+            )
+        with rejecting(path, filename):
+            loaded = load_checkpoint(directory, limits=limits)
+    except ArchiveRejected as exc:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise ArtifactRejected(str(exc)) from None
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return CheckpointInfo("hf", ".zip", loaded.arch, config, directory=directory)
+
+
+def discard_directory(info: CheckpointInfo | None) -> None:
+    """Remove the unpacked directory of a checkpoint that was not committed."""
+    if info is not None and info.directory is not None:
+        shutil.rmtree(info.directory, ignore_errors=True)
 
 
 def load_zoo_checkpoint(

@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api_schemas import JobSpec
+from api_schemas import JobSpec, ProfileSettings
 from service.artifacts import ZOO_PREFIX
 from service.settings import Settings
 from service.store import repo
@@ -33,6 +33,7 @@ class PreparedJob:
     model_payload: Any
     data_payload: Any
     names: list[str]
+    settings: ProfileSettings
     meta: repo.LayerMeta
 
 
@@ -207,7 +208,7 @@ class JobRunner:
             f"{len(remaining)} of {len(prepared.names)} layers to profile"
             + (f" ({len(done)} already stored)" if done else ""),
         )
-        settings = spec.to_settings()
+        settings = prepared.settings
 
         def on_submit(names: list[str]) -> None:
             with self._session() as s:
@@ -282,85 +283,98 @@ class JobRunner:
     def _prepare(
         self, spec: JobSpec, ckpt: CheckpointRow | None, dataset: DatasetRow | None, data_cls: Any
     ) -> PreparedJob:
-        from workers.curvature.engine import list_layer_names
-        from workers.curvature.graph import example_forward
-        from workers.data import check_fits, load_builtin, load_data_file, measurement_batch
         from workers.execution import ModelPayload
+        from workers.execution.prepare import DataSource, prepare
 
         limits = self.settings.intake_limits
         if dataset is not None:
             assert dataset.path is not None
-            ds = load_data_file(dataset.path, limits)
+            data = DataSource(dataset.path, sha256=dataset.sha256)
         else:
             assert spec.dataset is not None
-            ds = load_builtin(spec.dataset)
-        batch, indices = measurement_batch(ds, spec.batch_size, spec.seed)
+            data = DataSource(spec.dataset)
         if ckpt is not None and ckpt.format == "pt2":
-            names, payload, sha = self._prepare_program(spec, ckpt, dataset)
+            return self._prepare_program(spec, ckpt, data, data_cls)
+        prepared = prepare(
+            spec.to_settings(), self._model_source(spec, ckpt), data, loss=spec.loss, limits=limits
+        )
+        loaded, batch, prov = prepared.loaded, prepared.batch, prepared.provenance
+        if loaded.format == "hf":  # rebuilt in each task from the stored artifact
+            assert ckpt is not None and ckpt.path is not None
+            payload = ModelPayload(path=ckpt.path)
         else:
-            model, config, sha = self._load_model(spec, ckpt)
-            check_fits(model, ds, spec.loss)
-            names = list_layer_names(
-                model, spec.layers, example_forward(batch.inputs, batch.attention_mask)
-            )
-            payload = ModelPayload.from_model(model, config)
-        if not names:
-            raise ValueError(f"no layer matches {spec.layers!r}")
+            payload = ModelPayload.from_model(loaded.model, loaded.config)
         return PreparedJob(
             model_payload=payload,
             data_payload=data_cls.from_tensors(batch.inputs, batch.targets, batch.attention_mask),
-            names=names,
-            meta=repo.LayerMeta(
-                checkpoint_sha256=sha,
-                data_sha256=ds.sha256 or (dataset.sha256 if dataset else None),
-                data_seed=spec.seed,
-                data_indices=list(indices),
-                dtype=spec.dtype,
-                top_k=spec.top_k,
-                versions=library_versions(),
-            ),
+            names=prepared.names,
+            settings=prepared.settings,
+            meta=_layer_meta(prov, prepared.settings),
         )
 
     def _prepare_program(
-        self, spec: JobSpec, ckpt: CheckpointRow, dataset: DatasetRow | None
-    ) -> tuple[list[str], Any, str | None]:
+        self, spec: JobSpec, ckpt: CheckpointRow, data: Any, data_cls: Any
+    ) -> PreparedJob:
         """A ``.pt2`` job: the program is opened only in a child process here (fit check and
         layer names) and in the Ray workers that profile it, never in this process."""
+        from api_schemas import Provenance
+        from workers.data import measurement_batch
         from workers.execution import ModelPayload
+        from workers.execution.prepare import ModelSource, open_data
         from workers.intake.isolated import probe_program
 
         assert ckpt.path is not None
         if not self.settings.allow_pickle_checkpoints:
             raise ValueError(".pt2 checkpoints are refused by this server (no pickle opt-in)")
+        settings = spec.to_settings()
         probe = probe_program(
             Path(ckpt.path),
             limits=self.settings.intake_limits,
-            data=dataset.path if dataset is not None else spec.dataset,
-            loss=spec.loss,
+            data=data.source,
+            loss=settings.loss,
             layers=spec.layers,
             timeout_s=self.settings.pickle_probe_timeout_s,
         )
-        return probe.names, ModelPayload(path=ckpt.path, allow_pickle=True), ckpt.sha256
+        ds = open_data(data, ModelSource(path=ckpt.path), self.settings.intake_limits)
+        batch, indices = measurement_batch(ds, settings.batch_size, settings.seed)
+        prov = Provenance(
+            checkpoint_sha256=ckpt.sha256,
+            data_name=ds.name,
+            data_sha256=ds.sha256 or data.sha256,
+            data_seed=settings.seed,
+            data_indices=indices,
+        )
+        return PreparedJob(
+            model_payload=ModelPayload(path=ckpt.path, allow_pickle=True),
+            data_payload=data_cls.from_tensors(batch.inputs, batch.targets, batch.attention_mask),
+            names=probe.names,
+            settings=settings,
+            meta=_layer_meta(prov, settings),
+        )
 
-    def _load_model(self, spec: JobSpec, ckpt: CheckpointRow | None) -> tuple[Any, Any, Any]:
-        """(model, config, sha256) of a zoo or safetensors job (never a pickled program)."""
-        import torch
+    def _model_source(self, spec: JobSpec, ckpt: CheckpointRow | None) -> Any:
+        from workers.execution.prepare import ModelSource
 
-        from workers.zoo import build_model
-
-        limits = self.settings.intake_limits
         if spec.checkpoint_id.startswith(ZOO_PREFIX):
-            config = {"arch": spec.checkpoint_id[len(ZOO_PREFIX) :], **(spec.zoo_config or {})}
-            with torch.random.fork_rng():
-                torch.manual_seed(spec.seed)
-                model = build_model(config, limits.max_model_parameters)
-            return model.eval(), model.curvprof_config, None
+            arch = spec.checkpoint_id[len(ZOO_PREFIX) :]
+            return ModelSource(zoo_config={"arch": arch, **(spec.zoo_config or {})})
         if ckpt is None or ckpt.path is None:
             raise ValueError(f"checkpoint {spec.checkpoint_id} is not stored")
-        from service.artifacts import load_zoo_checkpoint
+        if ckpt.format == "hf":
+            return ModelSource(path=ckpt.path)
+        return ModelSource(weights=ckpt.path, zoo_config=json.loads(ckpt.config_json or "{}"))
 
-        loaded = load_zoo_checkpoint(Path(ckpt.path), json.loads(ckpt.config_json or "{}"), limits)
-        return loaded.model, loaded.config, loaded.sha256
+
+def _layer_meta(prov: Any, settings: ProfileSettings) -> repo.LayerMeta:
+    return repo.LayerMeta(
+        checkpoint_sha256=prov.checkpoint_sha256,
+        data_sha256=prov.data_sha256,
+        data_seed=prov.data_seed,
+        data_indices=list(prov.data_indices),
+        dtype=settings.dtype,
+        top_k=settings.top_k,
+        versions={**prov.versions, **library_versions()},
+    )
 
 
 def _num(value: float | None) -> str:

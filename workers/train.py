@@ -20,8 +20,8 @@ from torch import nn
 from tqdm import tqdm
 
 from workers.data import Dataset, load_builtin
+from workers.errors import IntakeError
 from workers.intake.checkpoints import save_checkpoint
-from workers.intake.errors import IntakeError
 from workers.zoo import ARCHS, build_model
 
 DATA_FOR = {

@@ -26,7 +26,17 @@ def register(subparsers: Any) -> None:
     profile.add_argument("model", help="train dir, config .json (+ --weights), HF dir or .pt2")
     profile.add_argument("--weights", help="weights for a config .json (.safetensors, .pt)")
     profile.add_argument("--data", required=True, help="data file (.npz/.safetensors) or built-in")
-    profile.add_argument("--loss", choices=["cross_entropy", "mse", "lm"], default=None)
+    profile.add_argument(
+        "--tokenizer", help="tokenizer.json for a .txt data file (default: the model directory's)"
+    )
+    profile.add_argument("--seq-len", type=int, default=128, help="tokens per .txt window")
+    profile.add_argument(
+        "--loss",
+        choices=["cross_entropy", "mse", "lm", "model"],
+        default=None,
+        help="default: the loss that fits the model's head; model: a Hugging Face model's "
+        "own outputs.loss from the labels",
+    )
     profile.add_argument("--batch-size", type=int, default=2048)
     profile.add_argument("--micro-batch-size", type=int, default=None)
     profile.add_argument("--seed", type=int, default=0)
@@ -68,28 +78,37 @@ def _profile(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
-    from api_schemas import Provenance
+    from api_schemas import ProfileSettings
     from service.report import format_table
     from workers.curvature import profile_model
-    from workers.data import check_fits, measurement_batch, open_dataset
-    from workers.intake.checkpoints import load_checkpoint
+    from workers.execution.prepare import DataSource, ModelSource, prepare
 
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = sorted(set(variants) - {"ggn", "ef", "kron", "mc"})
     if unknown:
         raise CliError(f"unknown variant {unknown[0]!r}; choose from ggn, ef, kron, mc")
-    loaded = load_checkpoint(args.model, weights=args.weights, allow_pickle=True)
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        loaded.model.to(device)
-    except (RuntimeError, AssertionError) as exc:
-        raise CliError(f"cannot use device {device!r}: {exc}") from None
-    dataset = open_dataset(args.data)
-    loss = args.loss or loaded.default_loss or _loss_for(dataset.name)
-    check_fits(loaded.model, dataset, loss)
-    batch, indices = measurement_batch(dataset, args.batch_size, args.seed)
+    settings = ProfileSettings(
+        batch_size=args.batch_size,
+        micro_batch_size=args.micro_batch_size,
+        top_k=args.top_k,
+        lanczos_steps=args.lanczos,
+        dtype=args.dtype,
+        seed=args.seed,
+        layers=args.layers,
+        variants=variants,
+        hvp_diagnostics=not args.h_only,
+    )
+    prepared = prepare(
+        settings,
+        ModelSource(path=args.model, weights=args.weights, allow_pickle=True),
+        DataSource(args.data, tokenizer=args.tokenizer, seq_len=args.seq_len),
+        loss=args.loss,
+        device=device,
+    )
+    batch, chosen = prepared.batch, prepared.settings
     bar = tqdm(total=0, unit="layer", disable=args.quiet, file=sys.stderr, desc="profiling")
 
     def progress(name: str, done: int, total: int) -> None:
@@ -97,30 +116,23 @@ def _profile(args: argparse.Namespace) -> int:
         bar.set_postfix_str(name)
         bar.update(done - bar.n)
 
-    provenance = Provenance(
-        checkpoint_sha256=loaded.sha256,
-        data_name=dataset.name,
-        data_sha256=dataset.sha256,
-        data_seed=args.seed,
-        data_indices=indices,
-    )
     try:
         profile = profile_model(
-            loaded.model,
+            prepared.model,
             batch.inputs,
             batch.targets,
-            loss=loss,
-            top_k=args.top_k,
-            lanczos_steps=args.lanczos,
-            dtype=torch.float64 if args.dtype == "float64" else torch.float32,
-            layers=args.layers,
-            seed=args.seed,
-            micro_batch_size=args.micro_batch_size,
-            variants=variants,
-            hvp_diagnostics=not args.h_only,
+            loss=chosen.loss,
+            top_k=chosen.top_k,
+            lanczos_steps=chosen.lanczos_steps,
+            dtype=torch.float64 if chosen.dtype == "float64" else torch.float32,
+            layers=chosen.layers,
+            seed=chosen.seed,
+            micro_batch_size=chosen.micro_batch_size,
+            variants=chosen.variants,
+            hvp_diagnostics=chosen.hvp_diagnostics,
             attention_mask=batch.attention_mask,
             progress=progress,
-            provenance=provenance,
+            provenance=prepared.provenance,
         )
     finally:
         bar.close()
@@ -134,10 +146,6 @@ def _profile(args: argparse.Namespace) -> int:
         paths = write_plots(profile.layers, args.plots)
         print(f"wrote {len(paths)} plots to {args.plots}")
     return 0
-
-
-def _loss_for(data_name: str) -> str:
-    return "lm" if data_name == "text" else "cross_entropy"
 
 
 def _write_atomically(path: Path, payload: bytes) -> None:

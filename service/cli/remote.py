@@ -49,7 +49,11 @@ def register(subparsers: Any) -> None:
     serve.set_defaults(func=_serve)
 
     submit = client_parser(subparsers, "submit", "submit a profiling job to the service")
-    submit.add_argument("checkpoint", help="checkpoint id, zoo:<arch>, or a .safetensors/.pt2 file")
+    submit.add_argument(
+        "checkpoint",
+        help="checkpoint id, zoo:<arch>, a .safetensors/.pt2/.zip file, a training directory "
+        "(config.json + model.safetensors) or a Hugging Face directory",
+    )
     submit.add_argument("--config", help="architecture config JSON file (for an uploaded file)")
     add_job_options(submit)
     submit.add_argument("--step", type=int, help="training step of the checkpoint")
@@ -106,8 +110,16 @@ def client_parser(subparsers: Any, name: str, help_text: str) -> argparse.Argume
 
 def add_job_options(p: argparse.ArgumentParser) -> None:
     """Every field of a job spec but the checkpoint (``api_schemas.ProfileRequest``)."""
-    p.add_argument("--data", default="digits", help="built-in name, dataset id or data file")
-    p.add_argument("--loss", default="cross_entropy", choices=["cross_entropy", "mse", "lm"])
+    p.add_argument("--data", default="digits", help="built-in name, dataset id, data file or .txt")
+    p.add_argument(
+        "--loss",
+        choices=["cross_entropy", "mse", "lm", "model"],
+        default=None,
+        help="default: the loss that fits the model's head; model: a Hugging Face model's "
+        "own outputs.loss from the labels",
+    )
+    p.add_argument("--tokenizer", help="tokenizer.json for a .txt --data file")
+    p.add_argument("--seq-len", type=int, default=128, help="tokens per .txt window")
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--micro-batch-size", type=int, default=None)
     p.add_argument("--top-k", type=int, default=20)
@@ -164,6 +176,8 @@ def job_request(args: argparse.Namespace, client: Any) -> dict[str, Any]:
         spec["zoo_config"] = json.loads(Path(args.zoo_config).read_text())
     if args.data in BUILTIN_DATASETS:
         spec["dataset"] = args.data
+    elif Path(args.data).suffix.lower() == ".txt":
+        spec["dataset_id"] = _upload_text(client, args)
     elif Path(args.data).is_file():
         spec["dataset_id"] = client.upload_dataset(args.data).id
     else:
@@ -171,16 +185,38 @@ def job_request(args: argparse.Namespace, client: Any) -> dict[str, Any]:
     return spec
 
 
-def upload_if_file(client: Any, checkpoint: str, config_path: str | None) -> str:
-    """A checkpoint id as given, or the id of the file (or training directory) uploaded."""
+def upload_if_file(client: Any, checkpoint: str, config_file: str | None) -> str:
+    """The checkpoint id: ``checkpoint`` itself, or the id of what it names on disk (a file;
+    a training directory's weights with its config; a Hugging Face directory as a .zip)."""
+    import tempfile
+
+    from service.hf_archive import ArchiveRejected, write_archive
+
     path = Path(checkpoint)
-    if path.is_dir() and (path / "model.safetensors").is_file():
-        config_path = config_path or str(path / "config.json")
-        path = path / "model.safetensors"
-    if not path.is_file():
+    config = json.loads(Path(config_file).read_text()) if config_file else None
+    if path.is_file():
+        return str(client.upload_checkpoint(path, config).id)
+    if not path.is_dir():
         return checkpoint
-    config = json.loads(Path(config_path).read_text()) if config_path else None
-    return str(client.upload_checkpoint(path, config).id)
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise CliError(f"{path} has no config.json (not a checkpoint directory)")
+    try:
+        dir_config = json.loads(config_path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CliError(f"{config_path} is not valid JSON: {exc}") from None
+    if isinstance(dir_config, dict) and "arch" in dir_config:  # written by `curvprof train`
+        weights = path / "model.safetensors"
+        if not weights.is_file():
+            raise CliError(f"{path} has no model.safetensors")
+        return str(client.upload_checkpoint(weights, config or dir_config).id)
+    with tempfile.TemporaryDirectory(prefix="curvprof-hf-") as tmp:
+        archive = Path(tmp) / f"{path.resolve().name or 'model'}.zip"
+        try:
+            write_archive(path, archive)
+        except ArchiveRejected as exc:
+            raise CliError(str(exc)) from None
+        return str(client.upload_checkpoint(archive).id)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -243,6 +279,23 @@ def _submit(args: argparse.Namespace) -> int:
         if not args.json:
             print(job.id, flush=True)
         return follow(client, job.id, as_json=args.json)
+
+
+def _upload_text(client: Any, args: argparse.Namespace) -> str:
+    """Plain text, tokenized here by the model directory's tokenizer.json (or --tokenizer)
+    into next-token windows, uploaded as .npz: the service receives token ids only."""
+    import tempfile
+
+    import numpy as np
+
+    from workers.data.text import tokenize_text
+
+    tokenizer = args.tokenizer or str(Path(args.checkpoint) / "tokenizer.json")
+    ds = tokenize_text(args.data, tokenizer, args.seq_len)
+    with tempfile.TemporaryDirectory(prefix="curvprof-text-") as tmp:
+        out = Path(tmp) / f"{Path(args.data).stem}.npz"
+        np.savez(out, input_ids=ds.inputs.numpy(), labels=ds.targets.numpy())
+        return str(client.upload_dataset(out).id)
 
 
 def follow(client: Any, job_id: str, *, as_json: bool = False) -> int:

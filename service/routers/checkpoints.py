@@ -12,6 +12,8 @@ from api_schemas import Checkpoint, Page
 from service.artifacts import (
     ZOO_PREFIX,
     ArtifactRejected,
+    CheckpointInfo,
+    discard_directory,
     known_suffix,
     resolve_zoo_config,
     validate_checkpoint,
@@ -33,7 +35,13 @@ UPLOAD_DOC: dict[str, Any] = {
                     "type": "object",
                     "required": ["file"],
                     "properties": {
-                        "file": {"type": "string", "format": "binary"},
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "model.safetensors (+ config), a .zip of a Hugging "
+                            "Face directory (config.json, model.safetensors, tokenizer files), "
+                            "or a .pt2 program",
+                        },
                         "config": {"type": "string", "description": "architecture config JSON"},
                     },
                 }
@@ -50,7 +58,7 @@ UPLOAD_DOC: dict[str, Any] = {
     dependencies=[WriteAuth],
     openapi_extra=UPLOAD_DOC,
     responses=problems(400, 409, 413, 415),
-    summary="Upload a checkpoint (.safetensors + config, or .pt2 when allowed)",
+    summary="Upload a checkpoint (.safetensors + config, a Hugging Face .zip, or .pt2)",
 )
 async def upload_checkpoint(
     request: Request, response: Response, services: ServicesDep, session: SessionDep
@@ -63,6 +71,7 @@ async def upload_checkpoint(
         max_fields=settings.max_form_fields,
         max_field_bytes=settings.max_form_field_bytes,
     )
+    info: CheckpointInfo | None = None
     try:
         upload.with_suffix(known_suffix(upload.filename))
         info = await run_in_threadpool(
@@ -80,11 +89,15 @@ async def upload_checkpoint(
             if config_json and existing.config_json and existing.config_json != config_json:
                 raise HTTPException(409, "these weights are stored with a different config")
             upload.discard()
+            discard_directory(info)
             response.status_code = 200
             return repo.checkpoint_model(existing)
         path = services.artifacts.commit(upload, info.suffix)
+        if info.directory is not None:  # a Hugging Face archive: jobs load the directory
+            path = services.artifacts.commit_directory(info.directory, upload.sha256)
     except BaseException:
         upload.discard()
+        discard_directory(info)
         raise
     row = CheckpointRow(
         id=upload.sha256,

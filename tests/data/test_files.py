@@ -45,7 +45,8 @@ def _bad_npz(tmp_path: Path, **arrays: object) -> Path:
     ("make", "needle"),
     [
         (lambda p: _bad_npz(p, inputs=np.zeros((3, 2))), "lacks array 'targets'"),
-        (lambda p: _bad_npz(p, **_arrays(), labels=np.zeros(5)), "unexpected array 'labels'"),
+        (lambda p: _bad_npz(p, **_arrays(), extra=np.zeros(5)), "unexpected array 'extra'"),
+        (lambda p: _bad_npz(p, **_arrays(), labels=np.zeros(5)), "'targets' under two names"),
         (
             lambda p: _bad_npz(
                 p, inputs=np.array([{"a": 1}] * 5, dtype=object), targets=np.zeros(5)

@@ -41,7 +41,14 @@ from workers.curvature.kfac import (
     kronecker_quantities,
 )
 from workers.curvature.lanczos import LanczosResult, lanczos
-from workers.curvature.measurement import Batch, make_batch, measurement_mode
+from workers.curvature.measurement import (
+    CUSTOM_LOSS,
+    MODEL_LOSS,
+    Batch,
+    OutputLoss,
+    make_batch,
+    measurement_mode,
+)
 from workers.curvature.output_space import output_space_curvature
 from workers.curvature.participation import (
     finite_zeta_prediction,
@@ -49,6 +56,7 @@ from workers.curvature.participation import (
     zeta_prediction,
 )
 from workers.curvature.preconditioner import preconditioner_params
+from workers.curvature.static_batch import static_batch_of, static_batch_problem
 
 Progress = Callable[[str, int, int], None]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -69,6 +77,7 @@ def _prepare(
     targets: torch.Tensor,
     settings: ProfileSettings,
     attention_mask: torch.Tensor | None,
+    loss_fn: OutputLoss | None = None,
 ) -> tuple[nn.Module, Batch]:
     dtype = DTYPES[settings.dtype]
     work = copy.deepcopy(model).to(dtype)
@@ -76,13 +85,21 @@ def _prepare(
         p.requires_grad_(False)
     device = next(work.parameters()).device
     batch = make_batch(
-        inputs, targets, settings.loss, dtype=dtype, attention_mask=attention_mask, device=device
+        inputs,
+        targets,
+        settings.loss,
+        dtype=dtype,
+        attention_mask=attention_mask,
+        device=device,
+        # an encoder-decoder's mask covers its inputs, not the targets its decoder predicts
+        mask_targets=not getattr(model, "forward_takes_targets", False),
+        loss_fn=loss_fn,
     )
     return work, batch
 
 
 def _softmax_classes(spec: LayerSpec, loss: str, n_outputs: int) -> int | None:
-    if loss != "mse" and spec.softmax_rank_bound and spec.shape[0] == n_outputs:
+    if loss in ("cross_entropy", "lm") and spec.softmax_rank_bound and spec.shape[0] == n_outputs:
         return n_outputs
     return None
 
@@ -96,11 +113,34 @@ def profile_layers(
     *,
     attention_mask: torch.Tensor | None = None,
     progress: Progress | None = None,
+    loss_fn: OutputLoss | None = None,
 ) -> list[LayerProfile]:
-    """Profile the named layers on the whole (inputs, targets) measurement batch."""
-    work, batch = _prepare(model, inputs, targets, settings, attention_mask)
-    micro = batch.split(settings.micro_batch_size)
-    specs_all, _ = layer_inventory(work, micro[0].split(1, limit=1)[0].forward)
+    """Profile the named layers on the whole (inputs, targets) measurement batch.
+
+    ``loss_fn`` (with ``settings.loss == "custom"``) is a user's mean-reduced
+    ``loss(outputs, targets)``; the variants that need a known output Hessian or a predictive
+    distribution (``ggn``, ``mc``) are then left out and flagged.
+    """
+    if (settings.loss == CUSTOM_LOSS) != (loss_fn is not None):
+        raise ValueError('a loss callable goes with settings.loss == "custom", and only then')
+    work, batch = _prepare(model, inputs, targets, settings, attention_mask, loss_fn)
+    static = static_batch_of(model)  # read before the copy: GraphModule copies drop it
+    micro_size = settings.micro_batch_size
+    own_loss = settings.loss == MODEL_LOSS
+    if own_loss and micro_size is not None and micro_size < batch.n_examples:
+        raise ValueError(
+            "loss 'model' (the model's own mean) cannot be split into micro-batches exactly: "
+            "leave the micro-batch size unset, or name the loss (lm, cross_entropy, mse)"
+        )
+    if static is not None:
+        problem = static_batch_problem(static, batch.n_examples, micro_size)
+        if problem:
+            raise ValueError(problem)
+        micro_size = static
+    micro = batch.split(micro_size)
+    # the inventory traces one example, or one whole micro-batch of a static-batch program
+    example = micro[0] if static is not None else micro[0].split(1, limit=1)[0]
+    specs_all, _ = layer_inventory(work, example.forward)
     by_name = {s.name: s for s in specs_all}
     missing = [n for n in layer_names if n not in by_name]
     if missing:
@@ -111,7 +151,8 @@ def profile_layers(
         started = time.perf_counter()
         with torch.enable_grad():
             grads, _ = layer_gradients(work, micro, specs)
-            n_outputs = int(micro[0].split(1, limit=1)[0].forward(work).shape[-1])
+            probe = micro[0].split(static or 1, limit=1)[0]  # a static export runs its size only
+            n_outputs = int(probe.forward(work).shape[-1])
         svds = {
             s.name: gradient_svd(
                 grads[s.name],
@@ -128,11 +169,11 @@ def profile_layers(
         ]
         projections: dict[str, dict[str, Projections]] = {}
         with torch.enable_grad():
-            if kron_layers and {"ef", "kron"} & set(settings.variants):
+            if kron_layers and {"ef", "kron"} & set(settings.variants) and not own_loss:
                 projections["true"] = collect_projections(
                     work, micro, kron_layers, seed=settings.seed
                 )
-            if kron_layers and "mc" in settings.variants:
+            if kron_layers and "mc" in settings.variants and loss_fn is None and not own_loss:
                 projections["mc"] = collect_projections(
                     work, micro, kron_layers, labels="mc", seed=settings.seed, factors=False
                 )

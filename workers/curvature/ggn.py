@@ -17,6 +17,8 @@ from workers.curvature.measurement import IGNORE_INDEX, Batch, output_tensor
 
 
 def _output_quadratic(mb: Batch, out: torch.Tensor, jx: torch.Tensor) -> torch.Tensor:
+    if mb.loss_fn is not None or mb.loss == "model":
+        raise NotImplementedError("GGN needs a known output Hessian (not a custom loss)")
     if mb.loss == "mse":
         return (jx * jx).sum()
     logits = out.reshape(-1, out.shape[-1])
@@ -40,7 +42,7 @@ def ggn_curvature(
     for mb in micro_batches:
 
         def outputs(w: torch.Tensor, mb: Batch = mb) -> torch.Tensor:
-            kwargs = {} if mb.attention_mask is None else {"attention_mask": mb.attention_mask}
+            kwargs = mb.forward_kwargs(model)
             state = {**params, spec.parameter: w, **buffers}
             return output_tensor(functional_call(model, state, (mb.inputs,), kwargs))
 

@@ -254,17 +254,20 @@ def _module_stack(model: nn.Module, stack: list[str]) -> Iterator[None]:
 Forward = Callable[[nn.Module], torch.Tensor]
 
 
-def example_forward(inputs: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Forward:
-    """The forward of one example of ``inputs`` (floating inputs cast to the model's dtype)."""
+def example_forward(
+    inputs: torch.Tensor, attention_mask: torch.Tensor | None = None, examples: int = 1
+) -> Forward:
+    """The forward of the first ``examples`` examples of ``inputs`` (one by default; a
+    static-batch export needs its own batch size), floating inputs cast to the model's dtype."""
 
     def run(model: nn.Module) -> torch.Tensor:
         ref = next((p for p in model.parameters() if p.is_floating_point()), None)
-        x = inputs[:1]
+        x = inputs[:examples]
         if ref is not None:
             x = x.to(ref.device, ref.dtype) if x.is_floating_point() else x.to(ref.device)
         if attention_mask is None:
             return output_tensor(model(x))
-        mask = attention_mask[:1].to(x.device)
+        mask = attention_mask[:examples].to(x.device)
         return output_tensor(model(x, attention_mask=mask))
 
     return run

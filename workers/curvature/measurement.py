@@ -20,6 +20,13 @@ from torch import nn
 
 LOSSES = ("cross_entropy", "mse", "lm")
 IGNORE_INDEX = -100
+CUSTOM_LOSS = "custom"
+MODEL_LOSS = "model"
+"""The model's own loss from labels (a Hugging Face ``outputs.loss``): the model provides
+``own_loss(inputs, attention_mask, targets)``. Its reduction is the model's (a mean over the
+examples or tokens it counts), so the batch runs as one micro-batch."""
+OutputLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A user's loss ``loss(outputs, targets)``: a scalar, the mean over the examples given."""
 
 
 def output_tensor(out: object) -> torch.Tensor:
@@ -46,6 +53,7 @@ class Batch:
     loss: str
     normaliser: float
     n_examples: int
+    loss_fn: OutputLoss | None = None  # loss == "custom": the user's mean-reduced callable
 
     def split(self, micro_batch_size: int | None, *, limit: int | None = None) -> list[Batch]:
         """Consecutive micro-batches sharing the full batch's normaliser (the first ``limit``)."""
@@ -60,20 +68,32 @@ class Batch:
                 self.loss,
                 self.normaliser,
                 self.n_examples,
+                self.loss_fn,
             )
             for i in starts
         ]
 
-    def forward(self, model: nn.Module) -> torch.Tensor:
+    def forward_kwargs(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Keyword inputs of the forward besides ``inputs``: the attention mask, and the
+        targets for a model that reads them (``forward_takes_targets``: an encoder-decoder's
+        decoder inputs are its shifted targets)."""
+        kwargs: dict[str, torch.Tensor] = {}
         if self.attention_mask is not None:
-            return output_tensor(model(self.inputs, attention_mask=self.attention_mask))
-        return output_tensor(model(self.inputs))
+            kwargs["attention_mask"] = self.attention_mask
+        if getattr(model, "forward_takes_targets", False):
+            kwargs["targets"] = self.targets
+        return kwargs
+
+    def forward(self, model: nn.Module) -> torch.Tensor:
+        return output_tensor(model(self.inputs, **self.forward_kwargs(model)))
 
     def loss_of_output(
         self, out: torch.Tensor, targets: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Σ_i ℓ_i / N on this micro-batch (targets default to the batch's own)."""
         y = self.targets if targets is None else targets
+        if self.loss_fn is not None:  # a mean over this micro-batch, weighted to the full batch
+            return self.loss_fn(out, y) * (out.shape[0] / self.normaliser)
         if self.loss == "cross_entropy":
             return F.cross_entropy(out, y, reduction="sum") / self.normaliser
         if self.loss == "mse":
@@ -87,6 +107,11 @@ class Batch:
 
     def loss_value(self, model: nn.Module) -> torch.Tensor:
         """The micro-batch's share of the mean-reduced loss."""
+        if self.loss == MODEL_LOSS:
+            own: torch.Tensor = model.own_loss(  # type: ignore[operator]
+                self.inputs, self.attention_mask, self.targets
+            )
+            return own
         return self.loss_of_output(self.forward(model))
 
 
@@ -113,8 +138,27 @@ def make_batch(
     dtype: torch.dtype,
     attention_mask: torch.Tensor | None = None,
     device: torch.device | str = "cpu",
+    mask_targets: bool = True,
+    loss_fn: OutputLoss | None = None,
 ) -> Batch:
-    """Cast floating inputs/targets to ``dtype`` and fix the loss normaliser for the batch."""
+    """Cast floating inputs/targets to ``dtype`` and fix the loss normaliser for the batch.
+
+    With ``loss_fn`` (``loss == "custom"``) the normaliser is B: a micro-batch of b examples
+    contributes (b/B) · loss_fn(outputs, targets), which sums to the full batch's mean.
+    """
+    if loss_fn is not None:
+        x, y = inputs.to(device), targets.to(device)
+        x = x.to(dtype) if x.is_floating_point() else x
+        y = y.to(dtype) if y.is_floating_point() else y
+        mask = None if attention_mask is None else attention_mask.to(device)
+        n = int(x.shape[0])
+        return Batch(x, y, mask, CUSTOM_LOSS, float(n), n, loss_fn)
+    if loss == MODEL_LOSS:
+        x, y = inputs.to(device), targets.to(device)
+        x = x.to(dtype) if x.is_floating_point() else x
+        y = y.to(dtype) if y.is_floating_point() else y.long()
+        mask = None if attention_mask is None else attention_mask.to(device)
+        return Batch(x, y, mask, MODEL_LOSS, 1.0, int(x.shape[0]))
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
     x = inputs.to(device)
@@ -129,7 +173,7 @@ def make_batch(
     mask = None if attention_mask is None else attention_mask.to(device)
     n = int(x.shape[0])
     if loss == "lm":
-        y = _lm_targets(y, mask)
+        y = _lm_targets(y, mask if mask_targets else None)
         normaliser = float((y != IGNORE_INDEX).sum().item())
         if normaliser == 0:
             raise ValueError("lm loss: the batch has no target tokens")

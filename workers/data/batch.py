@@ -9,9 +9,10 @@ import torch
 from torch import nn
 
 from workers.curvature.measurement import draw_indices, set_train_mode
-from workers.intake.errors import IntakeError
+from workers.curvature.static_batch import static_batch_of
+from workers.errors import IntakeError
 
-LOSSES = ("cross_entropy", "mse", "lm")
+LOSSES = ("cross_entropy", "mse", "lm", "model")
 
 
 @dataclass
@@ -62,8 +63,18 @@ def check_fits(model: nn.Module, ds: Dataset, loss: str) -> None:
     if loss not in LOSSES:
         raise IntakeError(f"unknown loss {loss!r}; expected one of {', '.join(LOSSES)}")
     arch = getattr(model, "curvprof_config", {}).get("arch", type(model).__name__)
-    x, y = ds.inputs[:2], ds.targets[:2]
+    static = static_batch_of(model)
+    if static is not None and len(ds) < static:
+        raise IntakeError(
+            f"the exported program has a static batch of {static} examples but the data holds "
+            f"{len(ds)}: export with a dynamic batch or bring at least {static} examples"
+        )
+    probe = static or 2
+    x, y = ds.inputs[:probe], ds.targets[:probe]
     what = f"data shape {tuple(ds.inputs.shape)} ({_dtype(x)})"
+    kwargs: dict[str, torch.Tensor] = {}
+    if getattr(model, "forward_takes_targets", False):
+        kwargs["targets"] = y
     param = next((p for p in model.parameters() if p.is_floating_point()), None)
     if param is not None:
         x = x.to(param.device)
@@ -73,13 +84,16 @@ def check_fits(model: nn.Module, ds: Dataset, loss: str) -> None:
     set_train_mode(model, False)
     try:
         with torch.no_grad():
-            out = model(x)
+            out = model(x, **kwargs)
     except Exception as exc:  # any failure of the forward is a mismatch
         raise IntakeError(f"{what} does not fit model {arch}: {_first_line(exc)}") from None
     finally:
         set_train_mode(model, was_training)
     if not isinstance(out, torch.Tensor):
         raise IntakeError(f"model {arch} returns {type(out).__name__}, not a tensor")
+    if loss == "model":
+        _check_own_loss(model, x, y, ds.attention_mask, arch)
+        return
     if loss == "mse":
         if y.is_floating_point() is False or tuple(out.shape) != tuple(y.shape):
             raise IntakeError(
@@ -102,6 +116,26 @@ def check_fits(model: nn.Module, ds: Dataset, loss: str) -> None:
             f"target class index out of range [0, {classes}) for model {arch}: "
             f"min {int(valid.min())}, max {int(valid.max())}"
         )
+
+
+def _check_own_loss(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, arch: str
+) -> None:
+    own = getattr(model, "own_loss", None)
+    if not callable(own):
+        raise IntakeError(
+            f"loss 'model' needs a model that computes its own loss from labels (a Hugging "
+            f"Face model); {arch} does not: name the loss instead"
+        )
+    try:
+        with torch.no_grad():
+            value = own(x, None if mask is None else mask[: x.shape[0]], y)
+    except Exception as exc:
+        raise IntakeError(
+            f"model {arch} cannot compute its loss from these labels: {_first_line(exc)}"
+        ) from None
+    if value.numel() != 1 or not bool(torch.isfinite(value).all()):
+        raise IntakeError(f"model {arch}: its loss from these labels is not a finite scalar")
 
 
 def _dtype(t: torch.Tensor) -> str:

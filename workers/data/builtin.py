@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from workers.data.batch import Dataset
-from workers.intake.errors import IntakeError
+from workers.errors import IntakeError
 
 TEXT_VOCAB = "\n" + "".join(chr(c) for c in range(32, 127))
 """Newline + printable ASCII (96 symbols); token id = index in this string."""

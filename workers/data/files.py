@@ -14,6 +14,8 @@ from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
 
 REQUIRED = ("inputs", "targets")
 OPTIONAL = ("attention_mask",)
+ALIASES = {"input_ids": "inputs", "pixel_values": "inputs", "labels": "targets"}
+"""Hugging Face names accepted for the required arrays (a file holds one name of each)."""
 
 
 def load_data_file(path: str | Path, limits: IntakeLimits = DEFAULT_LIMITS) -> Dataset:
@@ -36,6 +38,7 @@ def load_data_file(path: str | Path, limits: IntakeLimits = DEFAULT_LIMITS) -> D
         raise IntakeError(
             f"unsupported data file type {suffix or '(none)'!r}: use .npz or .safetensors"
         )
+    arrays = _canonical_names(p.name, arrays)
     missing = [k for k in REQUIRED if k not in arrays]
     if missing:
         raise IntakeError(f"data file {p.name} lacks array {missing[0]!r} (has {sorted(arrays)})")
@@ -56,6 +59,17 @@ def load_data_file(path: str | Path, limits: IntakeLimits = DEFAULT_LIMITS) -> D
         mask = mask.to(torch.long) if mask.dtype == torch.bool else _normalise(mask)
     meta = {"path": str(p), "format": suffix.lstrip(".")}
     return Dataset(inputs, targets, mask, p.stem, sha256_file(p), meta)
+
+
+def _canonical_names(name: str, arrays: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``input_ids``/``pixel_values`` -> ``inputs`` and ``labels`` -> ``targets``."""
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in arrays.items():
+        canonical = ALIASES.get(key, key)
+        if canonical in out:
+            raise IntakeError(f"data file {name} holds {canonical!r} under two names")
+        out[canonical] = tensor
+    return out
 
 
 def _read_npz(p: Path, limits: IntakeLimits) -> dict[str, np.ndarray]:

@@ -1,11 +1,31 @@
 """Ray execution of profiling jobs: a job becomes tasks per layer group.
 
 No HTTP and no SQL here: the service passes callbacks that store each finished layer.
+Ray is imported on first use of a name that needs it (``prepare`` does not).
 """
 
-from workers.execution.ray_runtime import gpus_per_task, init_ray, ray_ready, shutdown_ray
-from workers.execution.scheduler import LayerOutcome, run_layer_groups
-from workers.execution.tasks import DataPayload, ModelPayload, build_model, profile_group
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from workers.execution.ray_runtime import gpus_per_task, init_ray, ray_ready, shutdown_ray
+    from workers.execution.scheduler import LayerOutcome, run_layer_groups
+    from workers.execution.tasks import DataPayload, ModelPayload, build_model, profile_group
+
+_HOMES = {
+    "gpus_per_task": "ray_runtime",
+    "init_ray": "ray_runtime",
+    "ray_ready": "ray_runtime",
+    "shutdown_ray": "ray_runtime",
+    "LayerOutcome": "scheduler",
+    "run_layer_groups": "scheduler",
+    "DataPayload": "tasks",
+    "ModelPayload": "tasks",
+    "build_model": "tasks",
+    "profile_group": "tasks",
+}
 
 __all__ = [
     "DataPayload",
@@ -19,3 +39,9 @@ __all__ = [
     "run_layer_groups",
     "shutdown_ray",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"workers.execution.{_HOMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

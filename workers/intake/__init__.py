@@ -1,6 +1,6 @@
 """Checkpoint intake: zoo directories, config + weights, Hugging Face directories, ``.pt2``.
 
-``checkpoints`` is imported lazily so that ``workers.zoo`` can import ``IntakeError``.
+``checkpoints`` is imported lazily; ``IntakeError`` lives in ``workers.errors``.
 """
 
 from __future__ import annotations

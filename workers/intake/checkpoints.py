@@ -23,8 +23,9 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from workers.errors import IntakeError
 from workers.intake.archive import check_pt2, check_zip
-from workers.intake.errors import IntakeError
+from workers.intake.exported import STATIC_BATCH_ATTR, exported_static_batch
 from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits, over_limit
 from workers.intake.safetensors_header import read_safetensors_header
 
@@ -133,6 +134,13 @@ def _read_config(path: Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise IntakeError(f"config {path.name} must be a JSON object")
     return config
+
+
+def load_zoo(
+    config: dict[str, Any], weights: Path, limits: IntakeLimits = DEFAULT_LIMITS
+) -> LoadedModel:
+    """A zoo model from its config and a weights file (strict, NaN-checked)."""
+    return _load_zoo(config, weights, limits)
 
 
 def _load_zoo(config: dict[str, Any], weights: Path, limits: IntakeLimits) -> LoadedModel:
@@ -280,11 +288,13 @@ def _load_pt2(path: Path, allow_pickle: bool, limits: IntakeLimits) -> LoadedMod
         with _quiet_torch_logs():  # torch logs multi-line tracebacks on fallbacks it takes
             program = torch.export.load(str(path))  # opt-in given: the operator trusts it
             model = program.module()
+            static = exported_static_batch(program)
     except Exception as exc:
         text = (str(exc).strip().splitlines() or [""])[0]
         raise IntakeError(f"not a loadable .pt2 program: {path.name}: {text}") from None
+    setattr(model, STATIC_BATCH_ATTR, static)
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise IntakeError(f"weights tensor {name!r} in {path.name} contains NaN or Inf")
-    config: dict[str, Any] = {"arch": "pt2", "file": path.name}
+    config: dict[str, Any] = {"arch": "pt2", "file": path.name, "static_batch": static}
     return LoadedModel(model, config, "pt2", sha256_file(path), "pt2", None)

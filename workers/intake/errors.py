@@ -1,14 +1,7 @@
-"""The one error type of model and data intake."""
+"""``IntakeError`` under its historical name (it lives in ``workers.errors``)."""
 
 from __future__ import annotations
 
+from workers.errors import IntakeError, NonFiniteError
 
-class IntakeError(ValueError):
-    """A checkpoint, config or data file that cannot be used; the message is one line."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(" ".join(str(message).split()))
-
-
-class NonFiniteError(IntakeError):
-    """A NaN or Inf in the data or the weights; the message names the tensor."""
+__all__ = ["IntakeError", "NonFiniteError"]

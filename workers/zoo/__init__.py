@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.intake.errors import IntakeError
+from workers.errors import IntakeError
 from workers.intake.limits import DEFAULT_LIMITS, over_limit
 from workers.zoo import gpt, mlp, resnet, vgg, vit
 

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.intake.errors import IntakeError
+from workers.errors import IntakeError
 
 DEFAULTS: dict[str, Any] = {
     "in_channels": 1,

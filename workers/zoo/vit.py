@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from workers.intake.errors import IntakeError
+from workers.errors import IntakeError
 from workers.zoo.attention import Block
 
 DEFAULTS: dict[str, Any] = {
