@@ -55,7 +55,9 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def list_layer_names(
-    model: nn.Module, layers_glob: str | None = None, example: Forward | None = None
+    model: nn.Module,
+    layers_glob: str | None = None,
+    example: Forward | Sequence[Forward] | None = None,
 ) -> list[str]:
     """Names of the analysable matrices matching ``layers_glob`` (all when None); pass the
     ``example`` forward that ``profile_layers`` will trace (its one-example batch)."""
@@ -100,7 +102,7 @@ def profile_layers(
     """Profile the named layers on the whole (inputs, targets) measurement batch."""
     work, batch = _prepare(model, inputs, targets, settings, attention_mask)
     micro = batch.split(settings.micro_batch_size)
-    specs_all, _ = layer_inventory(work, micro[0].split(1, limit=1)[0].forward)
+    specs_all, _ = layer_inventory(work, [micro[0].split(1, limit=1)[0].forward, micro[0].forward])
     by_name = {s.name: s for s in specs_all}
     missing = [n for n in layer_names if n not in by_name]
     if missing:
