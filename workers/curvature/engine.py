@@ -59,8 +59,9 @@ def list_layer_names(
     layers_glob: str | None = None,
     example: Forward | Sequence[Forward] | None = None,
 ) -> list[str]:
-    """Names of the analysable matrices matching ``layers_glob`` (all when None); pass the
-    ``example`` forward that ``profile_layers`` will trace (its one-example batch)."""
+    """Names of the analysable matrices matching ``layers_glob`` (all when None); give the
+    ``example`` forward (``graph.example_forward`` of the measurement batch) so that the
+    names are those ``profile_layers`` finds by tracing; without it, names decide."""
     specs, _ = layer_inventory(model, example)
     return [s.name for s in select_layers(specs, layers_glob)]
 
