@@ -245,3 +245,43 @@ def test_a_registered_but_unused_layer_is_skipped_with_lanczos() -> None:
     profile = profile_model(Unused(), x, y, top_k=2, lanczos_steps=3)
     assert [layer.name for layer in profile.layers] == ["used"]
     assert profile.skipped == {"spare": "not used by the forward (zero gradient)"}
+
+
+def test_an_exported_program_with_a_static_batch_is_traced() -> None:
+    from workers.curvature.graph import example_forward
+
+    model = nn.Sequential(nn.Linear(4, 16), nn.GELU(), nn.Linear(16, 3)).eval()
+    x = torch.randn(3, 4)
+    program = torch.export.export(model, (x,)).module()  # batch fixed at 3: one example fails
+    specs, skipped = layer_inventory(program, example_forward(x))
+    assert {s.name: s.kind for s in specs} == {"0": "linear", "2": "head"} and not skipped
+    assert all("kfac_unavailable" in s.flags for s in specs)  # no module calls to hook
+
+
+def test_traced_mha_tied_head_and_grouped_conv() -> None:
+    from workers.curvature.graph import example_forward
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(10, 6)
+            self.mha = nn.MultiheadAttention(6, 2, batch_first=True)
+            self.dw = nn.Conv1d(6, 6, 3, groups=6, padding=1)
+            self.lm_head = nn.Linear(6, 10, bias=False)
+            self.lm_head.weight = self.emb.weight
+
+        def forward(self, idx: torch.Tensor) -> torch.Tensor:
+            x = self.emb(idx)
+            a, _ = self.mha(x, x, x, need_weights=False)
+            return self.lm_head(x + self.dw(a.transpose(1, 2)).transpose(1, 2))
+
+    specs, skipped = layer_inventory(Net(), example_forward(torch.randint(0, 10, (2, 5))))
+    assert {s.name: s.kind for s in specs} == {
+        "mha.in_proj:q": "attn_q",
+        "mha.in_proj:k": "attn_k",
+        "mha.in_proj:v": "attn_v",
+        "mha.in_proj": "attn_qkv",
+        "mha.out_proj": "attn_o",
+        "lm_head": "head",
+    }
+    assert skipped == {"dw": "grouped convolution (groups=6) skipped"}

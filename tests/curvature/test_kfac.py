@@ -7,8 +7,11 @@ import pytest
 import torch
 from torch.func import functional_call, grad, vmap
 
+from api_schemas import ProfileSettings
 from tests.curvature.models import SmallCNN
 from workers.curvature import fit_exponents, layer_inventory, profile_model
+from workers.curvature.engine import list_layer_names, profile_layers
+from workers.curvature.graph import example_forward
 from workers.curvature.kfac import (
     Projections,
     _accumulate,
@@ -126,11 +129,16 @@ def test_slope_decomposition_sums_exactly_on_a_network() -> None:
     model = SmallCNN(4)
     x = torch.randn(64, 1, 6, 6)
     y = torch.randint(0, 4, (64,))
-    profile = profile_model(model, x, y, top_k=8, lanczos_steps=0, variants=("ef", "kron", "mc"))
-    assert [layer.positions for layer in profile.layers] == [36, 4, 1]
-    for layer in profile.layers:
+    # ranks 3, 4 and 3: α (and so its decomposition) needs min_fit_points ≤ 3
+    settings = ProfileSettings(
+        top_k=8, lanczos_steps=0, variants=["ef", "kron", "mc"], min_fit_points=3
+    )
+    names = list_layer_names(model, None, example_forward(x))
+    layers = profile_layers(model, x, y, names, settings)
+    assert [layer.positions for layer in layers] == [36, 4, 1]
+    for layer in layers:
         dec = layer.decomposition
-        assert dec is not None
+        assert layer.alpha is not None and dec is not None
         assert dec.alpha_exact == pytest.approx(2 + dec.phi_kron_slope + dec.chi_slope, abs=1e-12)
         assert dec.alpha_exact == pytest.approx(2 - 2 * dec.cosine_slope + dec.chi_slope, abs=1e-12)
         assert dec.alpha_kron == pytest.approx(dec.beta + dec.phi_paper, abs=1e-10)

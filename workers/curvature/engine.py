@@ -63,10 +63,13 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def list_layer_names(
-    model: nn.Module, layers_glob: str | None = None, example: Forward | None = None
+    model: nn.Module,
+    layers_glob: str | None = None,
+    example: Forward | Sequence[Forward] | None = None,
 ) -> list[str]:
-    """Names of the analysable matrices matching ``layers_glob`` (all when None); pass the
-    ``example`` forward that ``profile_layers`` will trace (its one-example batch)."""
+    """Names of the analysable matrices matching ``layers_glob`` (all when None); give the
+    ``example`` forward (``graph.example_forward`` of the measurement batch) so that the
+    names are those ``profile_layers`` finds by tracing; without it, names decide."""
     specs, _ = layer_inventory(model, example)
     return [s.name for s in select_layers(specs, layers_glob)]
 
@@ -138,9 +141,8 @@ def profile_layers(
             raise ValueError(problem)
         micro_size = static
     micro = batch.split(micro_size)
-    # the inventory traces one example, or one whole micro-batch of a static-batch program
-    example = micro[0] if static is not None else micro[0].split(1, limit=1)[0]
-    specs_all, _ = layer_inventory(work, example.forward)
+    # one example, else one whole micro-batch (a program exported with a static batch)
+    specs_all, _ = layer_inventory(work, [micro[0].split(1, limit=1)[0].forward, micro[0].forward])
     by_name = {s.name: s for s in specs_all}
     missing = [n for n in layer_names if n not in by_name]
     if missing:

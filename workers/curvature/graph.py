@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -153,7 +154,7 @@ class _Recorder(TorchFunctionMode):
         self.nodes: list[OpNode] = []
         self.producer: dict[int, tuple[int, int]] = {}
         self.derived: dict[int, list[tuple[str, bool, bool]]] = {}  # computed from parameters
-        self.keep: list[object] = []  # keeps ids stable for the trace
+        self.keep: list[object] = []  # parameter views stay alive, so their ids stay unique
         self.stack: list[str] = []
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
@@ -192,9 +193,9 @@ class _Recorder(TorchFunctionMode):
             use = self._use(op, position, name, transposed, node.index, args)
             node.uses.append(use if exact else replace(use, role="other"))
         self.nodes.append(node)
-        for i, t in enumerate(outputs):
+        for i, t in enumerate(outputs):  # forgotten when the tensor dies: ids stay unique
             self.producer[id(t)] = (node.index, i)
-            self.keep.append(t)
+            weakref.finalize(t, self.producer.pop, id(t), None)
         return out
 
     def _parameter_refs(self, tensor: torch.Tensor) -> list[tuple[str, bool, bool]]:
@@ -252,29 +253,47 @@ def _module_stack(model: nn.Module, stack: list[str]) -> Iterator[None]:
 
 
 Forward = Callable[[nn.Module], torch.Tensor]
+"""Runs one forward of a model and returns the output the loss is taken on."""
 
 
 def example_forward(
-    inputs: torch.Tensor, attention_mask: torch.Tensor | None = None, examples: int = 1
-) -> Forward:
-    """The forward of the first ``examples`` examples of ``inputs`` (one by default; a
-    static-batch export needs its own batch size), floating inputs cast to the model's dtype."""
+    inputs: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    static_batch: int | None = None,
+) -> list[Forward]:
+    """The forward of the first example of ``inputs``, then of all of them, or of the first
+    ``static_batch`` (a program exported with a static batch runs that size only); floating
+    inputs are cast to the model's dtype."""
 
-    def run(model: nn.Module) -> torch.Tensor:
-        ref = next((p for p in model.parameters() if p.is_floating_point()), None)
-        x = inputs[:examples]
-        if ref is not None:
-            x = x.to(ref.device, ref.dtype) if x.is_floating_point() else x.to(ref.device)
-        if attention_mask is None:
-            return output_tensor(model(x))
-        mask = attention_mask[:examples].to(x.device)
-        return output_tensor(model(x, attention_mask=mask))
+    def on(rows: int) -> Forward:
+        def run(model: nn.Module) -> torch.Tensor:
+            ref = next((p for p in model.parameters() if p.is_floating_point()), None)
+            x = inputs[:rows]
+            if ref is not None:
+                x = x.to(ref.device, ref.dtype) if x.is_floating_point() else x.to(ref.device)
+            if attention_mask is None:
+                return output_tensor(model(x))
+            return output_tensor(model(x, attention_mask=attention_mask[:rows].to(x.device)))
 
-    return run
+        return run
+
+    n = static_batch or int(inputs.shape[0])
+    return [on(1), on(n)] if n > 1 else [on(1)]
 
 
-def trace_forward(model: nn.Module, forward: Forward) -> ForwardGraph:
-    """Run ``forward(model)`` once in eval mode without gradients and record it."""
+def trace_forward(model: nn.Module, forwards: Forward | Sequence[Forward]) -> ForwardGraph:
+    """Record the first of ``forwards`` that runs, once, in eval mode without gradients."""
+    candidates = [forwards] if callable(forwards) else list(forwards)
+    for index, forward in enumerate(candidates):
+        try:
+            return _trace(model, forward)
+        except (RuntimeError, AssertionError, ValueError):
+            if index + 1 == len(candidates):
+                raise
+    raise ValueError("no forward to trace")
+
+
+def _trace(model: nn.Module, forward: Forward) -> ForwardGraph:
     named = list(model.named_parameters(remove_duplicate=True))
     owners: dict[int, set[str]] = {}
     for path, module in model.named_modules(remove_duplicate=False):

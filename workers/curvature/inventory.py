@@ -13,6 +13,7 @@ kind) wins where the model ships it. Every other parameter of two or more dimens
 from __future__ import annotations
 
 import fnmatch
+from collections.abc import Sequence
 from typing import get_args
 
 from torch import nn
@@ -36,12 +37,13 @@ _KIND_ORDER = ("head", "attn_qkv", "attn_q", "attn_k", "attn_v", "attn_o", "mlp_
 
 
 def layer_inventory(
-    model: nn.Module, example: Forward | None = None
+    model: nn.Module, example: Forward | Sequence[Forward] | None = None
 ) -> tuple[list[LayerSpec], dict[str, str]]:
     """All analysable matrices of ``model`` in module order, and the skipped ones with reasons.
 
-    ``example(model)`` runs one forward and returns the output the loss is taken on (see
-    :func:`~workers.curvature.graph.example_forward`); without it, names decide.
+    ``example(model)`` runs one forward and returns the output the loss is taken on (several:
+    the first that runs is traced; see :func:`~workers.curvature.graph.example_forward`);
+    without it, names decide.
     """
     explicit: dict[str, str] = dict(getattr(model, "curvprof_kinds", {}) or {})
     unknown = sorted({kind for kind in explicit.values() if kind not in KINDS})

@@ -92,7 +92,7 @@ def profile_model(
         variants=list(variants),  # type: ignore[arg-type]
         hvp_diagnostics=hvp_diagnostics,
     )
-    example = example_forward(inputs, attention_mask, static_batch_of(model) or 1)
+    example = example_forward(inputs, attention_mask, static_batch_of(model))
     names = list_layer_names(model, layers, example)
     if not names:
         raise ValueError(
@@ -136,4 +136,4 @@ def _probe_outputs(
 ) -> torch.Tensor:
     """The model's outputs on its first examples (its static batch, else two), float64."""
     n = static_batch_of(model) or min(2, int(inputs.shape[0]))
-    return example_forward(inputs, attention_mask, n)(model).to(torch.float64)
+    return example_forward(inputs, attention_mask, n)[-1](model).to(torch.float64)

@@ -144,7 +144,7 @@ def prepare(
     problem = static and static_batch_problem(static, len(batch), resolved.micro_batch_size)
     if problem:
         raise IntakeError(f"{model_source.path or loaded.arch}: {problem}")
-    example = example_forward(batch.inputs, batch.attention_mask, static or 1)
+    example = example_forward(batch.inputs, batch.attention_mask, static or None)
     names = list_layer_names(loaded.model, resolved.layers, example)
     if not names:
         where = f"matches {resolved.layers!r}" if resolved.layers else "is analysable"

@@ -96,16 +96,22 @@ def _child() -> int:
 
 def _probe(request: dict[str, object]) -> dict[str, object]:
     from workers.curvature.engine import list_layer_names
+    from workers.curvature.graph import example_forward
+    from workers.curvature.static_batch import static_batch_of
     from workers.data import check_fits, open_dataset
     from workers.intake.checkpoints import load_checkpoint
 
     limits = IntakeLimits(**request["limits"])  # type: ignore[arg-type]
     loaded = load_checkpoint(str(request["path"]), allow_pickle=True, limits=limits)
+    example = None
     if request.get("data") is not None:
         dataset = open_dataset(str(request["data"]), limits)
         check_fits(loaded.model, dataset, str(request.get("loss") or "cross_entropy"))
+        # the same traced inventory the workers will use, so the layer names agree
+        static = static_batch_of(loaded.model)
+        example = example_forward(dataset.inputs, dataset.attention_mask, static)
     layers = request.get("layers")
-    names = list_layer_names(loaded.model, None if layers is None else str(layers))
+    names = list_layer_names(loaded.model, None if layers is None else str(layers), example)
     return {"names": names, "default_loss": loaded.default_loss}
 
 
