@@ -19,7 +19,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from workers.errors import IntakeError
-from workers.intake.exported import STATIC_BATCH_ATTR, exported_static_batch
+from workers.intake.exported import (
+    BATCH_RANGE_ATTR,
+    STATIC_BATCH_ATTR,
+    exported_batch_range,
+    exported_static_batch,
+)
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -216,10 +221,12 @@ def _load_pt2(path: Path, allow_pickle: bool) -> LoadedModel:
         program = torch.export.load(str(path))  # opt-in given: the operator trusts this file
         model = program.module()
         static = exported_static_batch(program)
+        bounds = exported_batch_range(program)
     except Exception as exc:
         text = (str(exc).strip().splitlines() or [""])[0]
         raise IntakeError(f"not a loadable .pt2 program: {path.name}: {text}") from None
     setattr(model, STATIC_BATCH_ATTR, static)
+    setattr(model, BATCH_RANGE_ATTR, bounds)
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise IntakeError(f"weights tensor {name!r} in {path.name} contains NaN or Inf")
