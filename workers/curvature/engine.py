@@ -56,7 +56,12 @@ from workers.curvature.participation import (
     zeta_prediction,
 )
 from workers.curvature.preconditioner import preconditioner_params
-from workers.curvature.static_batch import static_batch_of, static_batch_problem
+from workers.curvature.static_batch import (
+    batch_range_of,
+    ranged_micro_batch,
+    static_batch_of,
+    static_batch_problem,
+)
 
 Progress = Callable[[str, int, int], None]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -140,6 +145,11 @@ def profile_layers(
         if problem:
             raise ValueError(problem)
         micro_size = static
+    bounds = batch_range_of(model)
+    if bounds is not None:
+        micro_size, problem = ranged_micro_batch(bounds, batch.n_examples, micro_size)
+        if problem:
+            raise ValueError(problem)
     micro = batch.split(micro_size)
     # one example, else one whole micro-batch (a program exported with a static batch)
     specs_all, _ = layer_inventory(work, [micro[0].split(1, limit=1)[0].forward, micro[0].forward])
@@ -153,7 +163,8 @@ def profile_layers(
         started = time.perf_counter()
         with torch.enable_grad():
             grads, _ = layer_gradients(work, micro, specs)
-            probe = micro[0].split(static or 1, limit=1)[0]  # a static export runs its size only
+            smallest = static or (bounds[0] if bounds else 1) or 1  # what the program accepts
+            probe = micro[0].split(smallest, limit=1)[0]
             n_outputs = int(probe.forward(work).shape[-1])
         svds = {
             s.name: gradient_svd(

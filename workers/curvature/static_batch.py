@@ -12,6 +12,7 @@ from __future__ import annotations
 from torch import nn
 
 STATIC_BATCH_ATTR = "curvprof_static_batch"
+BATCH_RANGE_ATTR = "curvprof_batch_range"  # (min, max or None) of a dynamic batch
 
 
 def static_batch_of(model: nn.Module) -> int | None:
@@ -43,3 +44,36 @@ def static_batch_problem(static: int, n_examples: int, micro_batch_size: int | N
             f"{how_dynamic}"
         )
     return None
+
+
+def batch_range_of(model: nn.Module) -> tuple[int, int | None] | None:
+    """The (min, max) batch sizes a ``torch.export`` program with a bounded dynamic batch
+    accepts, or None."""
+    bounds = getattr(model, BATCH_RANGE_ATTR, None)
+    return tuple(bounds) if isinstance(bounds, (tuple, list)) else None  # type: ignore[return-value]
+
+
+def ranged_micro_batch(
+    bounds: tuple[int, int | None], n_examples: int, micro_batch_size: int | None
+) -> tuple[int | None, str | None]:
+    """The micro-batch size that fits a dynamic batch of ``bounds`` = (min, max): the given
+    one, else the whole batch capped at max; and why it cannot run (every micro-batch,
+    the last included, needs min <= size <= max), or None."""
+    lower, upper = bounds
+    size = micro_batch_size or n_examples
+    if upper is not None and size > upper:
+        if micro_batch_size is not None:
+            return None, (
+                f"the exported program accepts batches of at most {upper} examples: use a "
+                f"micro-batch size of at most {upper}"
+            )
+        size = upper
+    last = n_examples % size or size
+    if min(size, last) < lower:
+        return None, (
+            f"the exported program accepts batches of {lower} to {upper or 'any'} examples, "
+            f"and the measurement batch of {n_examples} in micro-batches of {size} leaves one "
+            f"of {min(size, last)}: use a batch size that splits into micro-batches of at "
+            f"least {lower}"
+        )
+    return (size if size < n_examples else micro_batch_size), None

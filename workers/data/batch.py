@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from workers.curvature.measurement import draw_indices, set_train_mode
-from workers.curvature.static_batch import static_batch_of
+from workers.curvature.static_batch import batch_range_of, static_batch_of
 from workers.errors import IntakeError
 
 LOSSES = ("cross_entropy", "mse", "lm", "model")
@@ -69,7 +69,10 @@ def check_fits(model: nn.Module, ds: Dataset, loss: str) -> None:
             f"the exported program has a static batch of {static} examples but the data holds "
             f"{len(ds)}: export with a dynamic batch or bring at least {static} examples"
         )
-    probe = static or 2
+    bounds = batch_range_of(model)
+    probe = static or max(2, bounds[0] if bounds else 2)
+    if bounds and bounds[1] is not None:
+        probe = min(probe, bounds[1])
     x, y = ds.inputs[:probe], ds.targets[:probe]
     what = f"data shape {tuple(ds.inputs.shape)} ({_dtype(x)})"
     kwargs: dict[str, torch.Tensor] = {}

@@ -20,7 +20,12 @@ from torch import nn
 from api_schemas import ProfileSettings, Provenance
 from workers.curvature.engine import list_layer_names
 from workers.curvature.graph import example_forward
-from workers.curvature.static_batch import static_batch_of, static_batch_problem
+from workers.curvature.static_batch import (
+    batch_range_of,
+    ranged_micro_batch,
+    static_batch_of,
+    static_batch_problem,
+)
 from workers.data import Dataset, check_fits, measurement_batch, open_dataset
 from workers.data.text import TEXT_SUFFIXES, tokenize_text
 from workers.errors import IntakeError
@@ -142,6 +147,9 @@ def prepare(
         )
     static = static_batch_of(loaded.model)
     problem = static and static_batch_problem(static, len(batch), resolved.micro_batch_size)
+    bounds = batch_range_of(loaded.model)
+    if bounds is not None and not problem:
+        problem = ranged_micro_batch(bounds, len(batch), resolved.micro_batch_size)[1]
     if problem:
         raise IntakeError(f"{model_source.path or loaded.arch}: {problem}")
     example = example_forward(batch.inputs, batch.attention_mask, static or None)

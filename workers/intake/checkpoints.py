@@ -25,7 +25,12 @@ from torch import nn
 
 from workers.errors import IntakeError
 from workers.intake.archive import check_pt2, check_zip
-from workers.intake.exported import STATIC_BATCH_ATTR, exported_static_batch
+from workers.intake.exported import (
+    BATCH_RANGE_ATTR,
+    STATIC_BATCH_ATTR,
+    exported_batch_range,
+    exported_static_batch,
+)
 from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits, over_limit
 from workers.intake.safetensors_header import read_safetensors_header
 
@@ -289,10 +294,12 @@ def _load_pt2(path: Path, allow_pickle: bool, limits: IntakeLimits) -> LoadedMod
             program = torch.export.load(str(path))  # opt-in given: the operator trusts it
             model = program.module()
             static = exported_static_batch(program)
+            bounds = exported_batch_range(program)
     except Exception as exc:
         text = (str(exc).strip().splitlines() or [""])[0]
         raise IntakeError(f"not a loadable .pt2 program: {path.name}: {text}") from None
     setattr(model, STATIC_BATCH_ATTR, static)
+    setattr(model, BATCH_RANGE_ATTR, bounds)
     for name, tensor in model.state_dict().items():
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise IntakeError(f"weights tensor {name!r} in {path.name} contains NaN or Inf")

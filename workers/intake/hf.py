@@ -7,6 +7,7 @@ backward and forward-mode AD work), ``local_files_only=True`` and safetensors we
 from __future__ import annotations
 
 import contextlib
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from torch import nn
 
 from workers.errors import IntakeError
 
+_LOAD_LOCK = threading.Lock()
 _Q = {"query", "q_proj", "q_lin", "q"}
 _K = {"key", "k_proj", "k_lin", "k"}
 _V = {"value", "v_proj", "v_lin", "v"}
@@ -138,12 +140,13 @@ def load_hf(directory: Path, config: dict[str, Any], max_parameters: int | None 
     with contextlib.suppress(Exception):  # no per-tensor progress bar on the command line
         transformers.utils.logging.disable_progress_bar()
     try:
-        model = cls.from_pretrained(
-            str(directory),
-            attn_implementation="eager",
-            local_files_only=True,
-            use_safetensors=True,
-        )
+        with _LOAD_LOCK:  # from_pretrained builds on the meta device process-wide: one at a time
+            model = cls.from_pretrained(
+                str(directory),
+                attn_implementation="eager",
+                local_files_only=True,
+                use_safetensors=True,
+            )
     except Exception as exc:
         text = (str(exc).strip().splitlines() or [""])[0]
         if "torchvision" in text:
