@@ -307,7 +307,8 @@ class JobRunner:
         batch, indices = measurement_batch(ds, spec.batch_size, spec.seed)
         names = list_layer_names(model, spec.layers)
         if not names:
-            raise ValueError(f"no layer matches {spec.layers!r}")
+            every = ", ".join(list_layer_names(model, None))
+            raise ValueError(f"no layer matches {spec.layers!r}; the layers: {every}")
         if payload is None:
             payload = ModelPayload.from_model(model, config)
         return PreparedJob(

@@ -90,6 +90,7 @@ def _profile(args: argparse.Namespace) -> int:
     loss = args.loss or loaded.default_loss or _loss_for(dataset.name)
     check_fits(loaded.model, dataset, loss)
     batch, indices = measurement_batch(dataset, args.batch_size, args.seed)
+    _check_layers_match(loaded.model, args.layers)
     bar = tqdm(total=0, unit="layer", disable=args.quiet, file=sys.stderr, desc="profiling")
 
     def progress(name: str, done: int, total: int) -> None:
@@ -134,6 +135,17 @@ def _profile(args: argparse.Namespace) -> int:
         paths = write_plots(profile.layers, args.plots)
         print(f"wrote {len(paths)} plots to {args.plots}")
     return 0
+
+
+def _check_layers_match(model: Any, layers: str | None) -> None:
+    """One line listing the model's layers when ``--layers`` matches none of them."""
+    from workers.curvature.engine import list_layer_names
+
+    if layers and not list_layer_names(model, layers):
+        names = list_layer_names(model, None)
+        raise CliError(
+            f"--layers {layers!r} matches no layer name or kind; the layers: {', '.join(names)}"
+        )
 
 
 def _loss_for(data_name: str) -> str:
