@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -66,9 +65,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _profile(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
     from api_schemas import Provenance
+    from service.cli.output import LayerProgressView
     from service.report import format_table
     from workers.curvature import profile_model
     from workers.data import check_fits, measurement_batch, open_dataset
@@ -91,12 +90,7 @@ def _profile(args: argparse.Namespace) -> int:
     check_fits(loaded.model, dataset, loss)
     batch, indices = measurement_batch(dataset, args.batch_size, args.seed)
     _check_layers_match(loaded.model, args.layers)
-    bar = tqdm(total=0, unit="layer", disable=args.quiet, file=sys.stderr, desc="profiling")
-
-    def progress(name: str, done: int, total: int) -> None:
-        bar.total = total
-        bar.set_postfix_str(name)
-        bar.update(done - bar.n)
+    progress = LayerProgressView(quiet=args.quiet)
 
     provenance = Provenance(
         checkpoint_sha256=loaded.sha256,
@@ -124,7 +118,7 @@ def _profile(args: argparse.Namespace) -> int:
             provenance=provenance,
         )
     finally:
-        bar.close()
+        progress.close()
     print(format_table(profile.layers))
     if args.out:
         _write_atomically(args.out, profile.model_dump_json(indent=1).encode())

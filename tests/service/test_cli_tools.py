@@ -239,3 +239,17 @@ def test_progress_is_plain_lines_off_a_terminal() -> None:
         "abc running 0/3 layers",
         "abc running 2/3 layers",
     ]
+
+
+def test_local_progress_is_plain_lines_off_a_terminal() -> None:
+    from service.cli.output import LayerProgressView
+
+    stream = StringIO()
+    view = LayerProgressView(stream=stream)
+    for done, name in enumerate(("a", "b"), start=1):
+        view(name, done, 2)
+    view.close()
+    assert stream.getvalue() == "profiling 1/2 layers: a\nprofiling 2/2 layers: b\n"
+    quiet = StringIO()
+    LayerProgressView(quiet=True, stream=quiet)("a", 1, 1)
+    assert quiet.getvalue() == ""
