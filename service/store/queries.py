@@ -26,8 +26,8 @@ from service.store.codec import (
     unpack_profile,
     unpack_profile_json,
 )
+from service.store.labels import JobLabelFilters
 from service.store.models import JobRow, LayerProfileRow, LayerResultRow
-from service.store.repo import JobLabelFilters
 
 SORTABLE: dict[str, InstrumentedAttribute[Any]] = {
     "id": LayerResultRow.id,
