@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api_schemas import JobSpec, ProfileSettings
 from service.artifacts import ZOO_PREFIX
 from service.settings import Settings
+from service.store import logs as job_logs_store
 from service.store import repo
 from service.store.models import CheckpointRow, DatasetRow, JobRow, utcnow
 from workers.versions import library_versions
@@ -94,7 +95,7 @@ class JobRunner:
         log.log(level, "job %s: %s", job_id, message)
         try:
             with self._session() as s:
-                repo.add_job_log(s, job_id, logging.getLevelName(level), message)
+                job_logs_store.add_job_log(s, job_id, logging.getLevelName(level), message)
         except Exception:  # a log line must never fail the job
             log.exception("could not store a log line of job %s", job_id)
 

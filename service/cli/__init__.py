@@ -87,7 +87,17 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     return tuple(types)
 
 
+def quiet_library_tracebacks() -> None:
+    """torch.export logs a full traceback as a warning before raising on an unreadable .pt2;
+    the command line reports that error in one line instead."""
+    import logging
+
+    # a filter, not a level: importing torch resets the levels of its loggers
+    logging.getLogger("torch.export").addFilter(lambda record: record.levelno >= logging.ERROR)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_library_tracebacks()
     parser = build_parser()
     args = parser.parse_args(join_dashed_values(sys.argv[1:] if argv is None else argv))
     try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -76,9 +75,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _profile(args: argparse.Namespace) -> int:
     import torch
-    from tqdm import tqdm
 
     from api_schemas import ProfileSettings
+    from service.cli.output import LayerProgressView
     from service.report import format_table
     from workers.curvature import profile_model
     from workers.execution.prepare import DataSource, ModelSource, prepare
@@ -109,12 +108,7 @@ def _profile(args: argparse.Namespace) -> int:
         device=device,
     )
     batch, chosen = prepared.batch, prepared.settings
-    bar = tqdm(total=0, unit="layer", disable=args.quiet, file=sys.stderr, desc="profiling")
-
-    def progress(name: str, done: int, total: int) -> None:
-        bar.total = total
-        bar.set_postfix_str(name)
-        bar.update(done - bar.n)
+    progress = LayerProgressView(quiet=args.quiet)
 
     try:
         profile = profile_model(
@@ -135,7 +129,7 @@ def _profile(args: argparse.Namespace) -> int:
             provenance=prepared.provenance,
         )
     finally:
-        bar.close()
+        progress.close()
     print(format_table(profile.layers))
     if args.out:
         _write_atomically(args.out, profile.model_dump_json(indent=1).encode())

@@ -81,3 +81,28 @@ class JobProgressView:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+class LayerProgressView:
+    """Local profiling progress: a tqdm bar on a terminal, else one plain line per layer."""
+
+    def __init__(self, quiet: bool = False, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.bar: Any = None
+        if not quiet and self.stream.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=0, unit="layer", file=self.stream, desc="profiling")
+
+    def __call__(self, name: str, done: int, total: int) -> None:
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.set_postfix_str(name)
+            self.bar.update(done - self.bar.n)
+        elif not self.quiet:
+            print(f"profiling {done}/{total} layers: {name}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

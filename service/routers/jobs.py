@@ -13,7 +13,9 @@ from service.artifacts import ZOO_PREFIX, ArtifactRejected, check_zoo_config
 from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
 from service.problems import problems
 from service.routers.layers import split_csv
+from service.store import logs as job_logs_store
 from service.store import queries, repo
+from service.store.labels import JobLabelFilters
 from service.store.models import CheckpointRow, DatasetRow, JobRow
 from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
 
@@ -100,7 +102,7 @@ def list_jobs(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[Job]:
-    labels = repo.JobLabelFilters(
+    labels = JobLabelFilters(
         name=name, tags=split_csv(tag), step=step, step_min=step_min, step_max=step_max
     )
     rows, next_cursor = repo.list_jobs(
@@ -165,6 +167,6 @@ def job_logs(
     row = load_job(session, job_id)
     lines = [
         JobLogLine(id=r.id, at=r.at, level=r.level, message=r.message)
-        for r in repo.job_logs(session, job_id, after=after, limit=limit)
+        for r in job_logs_store.job_logs(session, job_id, after=after, limit=limit)
     ]
     return JobLogs(job_id=job_id, state=row.state, lines=lines)  # type: ignore[arg-type]

@@ -21,8 +21,8 @@ from api_schemas import (
 )
 from service.store import paging
 from service.store.codec import unpack_profile, unpack_profile_json
+from service.store.labels import JobLabelFilters
 from service.store.models import JobRow, LayerProfileRow, LayerResultRow
-from service.store.repo import JobLabelFilters
 
 SORTABLE: dict[str, InstrumentedAttribute[Any]] = {
     "id": LayerResultRow.id,

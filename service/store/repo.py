@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, exists, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,11 +24,11 @@ from api_schemas import (
 )
 from service.store import paging
 from service.store.codec import pack_profile
+from service.store.labels import JobLabelFilters
 from service.store.models import (
     CheckpointRow,
     DatasetRow,
     JobLayerRow,
-    JobLogRow,
     JobRow,
     JobTagRow,
     LayerProfileRow,
@@ -258,31 +258,6 @@ def _job(row: JobRow, progress: JobProgress, compute_seconds: float) -> Job:
 JOBS_ORDER = paging.newest_first("jobs", JobRow.created_at, JobRow.id)
 
 
-@dataclass
-class JobLabelFilters:
-    """Jobs by their labels: ``name`` exactly, every one of ``tags``, ``step`` in a range."""
-
-    name: str | None = None
-    tags: list[str] | None = None
-    step: int | None = None
-    step_min: int | None = None
-    step_max: int | None = None
-
-    def job_clauses(self) -> list[ColumnElement[bool]]:
-        """Conditions on ``jobs`` rows."""
-        out: list[ColumnElement[bool]] = []
-        if self.name is not None:
-            out.append(JobRow.name == self.name)
-        for tag in self.tags or []:
-            out.append(exists().where(JobTagRow.job_id == JobRow.id, JobTagRow.tag == tag))
-        for lo, hi in ((self.step, self.step), (self.step_min, self.step_max)):
-            if lo is not None:
-                out.append(JobRow.step >= lo)
-            if hi is not None:
-                out.append(JobRow.step <= hi)
-        return out
-
-
 def list_jobs(
     session: Session,
     *,
@@ -451,18 +426,3 @@ def count_jobs_by_state(session: Session) -> dict[str, int]:
         state: int(n)
         for state, n in session.execute(select(JobRow.state, func.count()).group_by(JobRow.state))
     }
-
-
-def add_job_log(session: Session, job_id: str, level: str, message: str) -> None:
-    session.add(JobLogRow(job_id=job_id, at=utcnow(), level=level, message=message))
-    session.commit()
-
-
-def job_logs(
-    session: Session, job_id: str, *, after: int | None = None, limit: int = 1000
-) -> list[JobLogRow]:
-    """A job's log lines in the order written, those after line id ``after``."""
-    stmt = select(JobLogRow).where(JobLogRow.job_id == job_id)
-    if after is not None:
-        stmt = stmt.where(JobLogRow.id > after)
-    return list(session.scalars(stmt.order_by(JobLogRow.id).limit(limit)))

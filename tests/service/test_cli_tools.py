@@ -13,6 +13,7 @@ from io import StringIO
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 from service.cli import main
@@ -21,7 +22,8 @@ from service.embedded import EmbeddedServer
 from service.settings import Settings
 from service.store import db, repo
 from service.store.models import JobRow
-from tests.service.helpers import SPEC, fake_profile
+from tests.service.helpers import SPEC, fake_profile, write_checkpoint
+from workers.intake.checkpoints import sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
 LONG_NAME = "bert.encoder.layer.0.attention.self.query"
@@ -91,12 +93,20 @@ def test_cli_in_a_real_process(served) -> None:  # type: ignore[no-untyped-def]
     assert failed.stdout.strip() == f"{bad} failed: cannot load checkpoint model.pt2"
     ok = run_cli("status", good[:12], "--no-follow", "--json", *url)
     assert ok.returncode == 0 and json.loads(ok.stdout)["state"] == "succeeded"
+    # an unreadable .pt2: torch's logged traceback is not shown, one line is
+    bad = Path(str(server.settings.data_dir)).parent / "bad.pt2"
+    bad.write_bytes(b"PK\x03\x04garbage")
+    pt2 = run_cli("profile", str(bad), "--data", "synthetic")
+    assert pt2.returncode == 2 and pt2.stderr.startswith("curvprof: error: ")
+    assert pt2.stderr.count("\n") == 1 and "Traceback" not in pt2.stderr
     # abbreviations are refused, not guessed
     abbreviated = run_cli("submit", "zoo:mlp", "--dat", "digits", *url)
     assert abbreviated.returncode == 2 and "unrecognized arguments: --dat" in abbreviated.stderr
 
 
-def test_bad_input_is_one_line_and_non_zero(served, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+def test_bad_input_is_one_line_and_non_zero(  # type: ignore[no-untyped-def]
+    served, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     server, good, _ = served
     url = ["--url", server.url]
     out = Path(str(server.settings.data_dir)) / "x.csv"
@@ -112,6 +122,19 @@ def test_bad_input_is_one_line_and_non_zero(served, capsys: pytest.CaptureFixtur
         err = capsys.readouterr().err
         assert err.startswith("curvprof: error: ") and words in err and err.count("\n") == 1
     assert not out.exists()
+    # the user's file is named, not the server's temporary copy
+    mine = tmp_path / "mine.npz"
+    np.savez(mine, x=np.zeros(3))
+    assert main(["submit", "zoo:mlp", "--data", str(mine), *url]) == 2
+    err = capsys.readouterr().err
+    assert str(mine) in err and "upload-" not in err
+    # --layers matching nothing lists the layers
+    weights = write_checkpoint(tmp_path / "ckpt")
+    data = tmp_path / "d.npz"
+    np.savez(data, inputs=np.zeros((8, 64)), targets=np.zeros(8, dtype=np.int64))
+    assert main(["profile", str(weights.parent), "--data", str(data), "--layers", "nosuch*"]) == 2
+    err = capsys.readouterr().err
+    assert "matches no layer name or kind; the layers: layers.0, layers.1, head" in err
     assert main(["export", "--job-id", good[:12], "-o", str(out), *url]) == 0
     assert len(out.read_text().splitlines()) == 151
 
@@ -173,7 +196,13 @@ def test_commands_and_json(served, tmp_path: Path, capsys: pytest.CaptureFixture
     run("plot", "--identity", "--job-id", good[:12], "-o", str(png))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(run("preconditioner", good[:12], "--json"))["job_id"] == good
-    assert run("checkpoints", "--json") == ""  # zoo jobs upload nothing
+    # a training directory is uploaded like its weights file, and listed
+    weights = write_checkpoint(tmp_path / "ckpt", seed=3)
+    job = json.loads(run("submit", str(weights.parent), "--json"))
+    assert job["spec"]["checkpoint_id"] == sha256_file(weights)
+    listed = [json.loads(line) for line in run("checkpoints", "--json").splitlines()]
+    assert job["spec"]["checkpoint_id"] in {c["id"] for c in listed}
+    assert job["spec"]["checkpoint_id"] in run("checkpoints")
 
 
 def test_jobs_lists_every_page(make_server, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
@@ -210,3 +239,17 @@ def test_progress_is_plain_lines_off_a_terminal() -> None:
         "abc running 0/3 layers",
         "abc running 2/3 layers",
     ]
+
+
+def test_local_progress_is_plain_lines_off_a_terminal() -> None:
+    from service.cli.output import LayerProgressView
+
+    stream = StringIO()
+    view = LayerProgressView(stream=stream)
+    for done, name in enumerate(("a", "b"), start=1):
+        view(name, done, 2)
+    view.close()
+    assert stream.getvalue() == "profiling 1/2 layers: a\nprofiling 2/2 layers: b\n"
+    quiet = StringIO()
+    LayerProgressView(quiet=True, stream=quiet)("a", 1, 1)
+    assert quiet.getvalue() == ""

@@ -11,6 +11,7 @@ from sqlalchemy import inspect, text
 from api_schemas import BatchSpec, JobSpec
 from service.client import ApiError
 from service.store import db, queries, repo
+from service.store.labels import JobLabelFilters
 from service.store.models import JobRow
 from tests.service.helpers import SPEC, fake_profile
 
@@ -38,7 +39,7 @@ def test_upgrade_from_0002_leaves_old_jobs_unlabelled_and_downgrades(db_url: str
         rows, _ = repo.list_jobs(session)
         old = repo.job_model(session, rows[0])
         assert (old.name, old.tags, old.step) == (None, [], None)
-        rows, _ = repo.list_jobs(session, labels=repo.JobLabelFilters(step_min=0))
+        rows, _ = repo.list_jobs(session, labels=JobLabelFilters(step_min=0))
         assert rows == []
     db.downgrade(db_url, "0002")
     assert "job_tags" not in inspect(engine).get_table_names()
@@ -61,15 +62,15 @@ def test_labels_filter_jobs_and_layers_in_the_store(db_url: str) -> None:
             )
         repo.create_job(session, JobSpec(checkpoint_id="zoo:mlp", dataset="digits"), arch="mlp")
 
-        def steps(labels: repo.JobLabelFilters) -> list[int | None]:
+        def steps(labels: JobLabelFilters) -> list[int | None]:
             rows, _ = repo.list_jobs(session, labels=labels)
             return sorted(r.step for r in rows if r.step is not None)
 
-        assert steps(repo.JobLabelFilters(name="gpt")) == [100, 200, 300]
-        assert steps(repo.JobLabelFilters(tags=["run-a", "lr=1e-3"])) == [100, 300]
-        assert steps(repo.JobLabelFilters(step=200)) == [200]
-        assert steps(repo.JobLabelFilters(step_min=150, step_max=300)) == [200, 300]
-        assert steps(repo.JobLabelFilters(name="other")) == []
+        assert steps(JobLabelFilters(name="gpt")) == [100, 200, 300]
+        assert steps(JobLabelFilters(tags=["run-a", "lr=1e-3"])) == [100, 300]
+        assert steps(JobLabelFilters(step=200)) == [200]
+        assert steps(JobLabelFilters(step_min=150, step_max=300)) == [200, 300]
+        assert steps(JobLabelFilters(name="other")) == []
 
         def layer_steps(**kw: object) -> list[tuple[int | None, float | None]]:
             filters = queries.LayerFilters(**kw)  # type: ignore[arg-type]

@@ -155,8 +155,12 @@ def prepare(
     example = example_forward(batch.inputs, batch.attention_mask, static or None)
     names = list_layer_names(loaded.model, resolved.layers, example)
     if not names:
-        where = f"matches {resolved.layers!r}" if resolved.layers else "is analysable"
-        raise IntakeError(f"no layer of {loaded.arch} {where}")
+        if not resolved.layers:
+            raise IntakeError(f"no layer of {loaded.arch} is analysable")
+        every = ", ".join(list_layer_names(loaded.model, None, example))
+        raise IntakeError(
+            f"--layers {resolved.layers!r} matches no layer name or kind; the layers: {every}"
+        )
     provenance = Provenance(
         checkpoint_sha256=loaded.sha256 or None,
         data_name=dataset.name,

@@ -1,3 +1,2 @@
-"""Profiles in the tools researchers already use: DataFrames, MLflow, training loops.
-
-Each module imports its optional package (pandas, mlflow, transformers) only when called."""
+"""Profiles as tables: ``frames.layers_frame`` (pandas, the optional ``[pandas]`` extra,
+imported on the first call) behind ``Profile.to_pandas()`` and the client's ``layers_df``."""
