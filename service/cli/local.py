@@ -78,7 +78,10 @@ def _profile(args: argparse.Namespace) -> int:
     unknown = sorted(set(variants) - {"ggn", "ef", "kron", "mc"})
     if unknown:
         raise CliError(f"unknown variant {unknown[0]!r}; choose from ggn, ef, kron, mc")
-    loaded = load_checkpoint(args.model, weights=args.weights, allow_pickle=True)
+    from service.settings import Settings
+
+    limits = Settings().intake_limits  # the service's CURVPROF_MAX_* variables, same defaults
+    loaded = load_checkpoint(args.model, weights=args.weights, allow_pickle=True, limits=limits)
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -86,7 +89,7 @@ def _profile(args: argparse.Namespace) -> int:
         loaded.model.to(device)
     except (RuntimeError, AssertionError) as exc:
         raise CliError(f"cannot use device {device!r}: {exc}") from None
-    dataset = open_dataset(args.data)
+    dataset = open_dataset(args.data, limits)
     loss = args.loss or loaded.default_loss or _loss_for(dataset.name)
     check_fits(loaded.model, dataset, loss)
     batch, indices = measurement_batch(dataset, args.batch_size, args.seed)
