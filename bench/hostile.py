@@ -287,7 +287,9 @@ def send_rest(client: Any, corpus: Path, case: HostileCase) -> CaseResult:
     return CaseResult(case.name, "rest", response.status_code, message, ok)
 
 
-def run_cli(args: list[str], corpus: Path, url: str, timeout_s: float = 300.0) -> CaseResult:
+def run_cli(
+    args: list[str], corpus: Path, url: str, name: str | None = None, timeout_s: float = 300.0
+) -> CaseResult:
     """One ``curvprof`` process; ok means a non-zero exit and one line on stderr."""
     argv = [a.format(model=str(corpus / "model"), url=url) for a in args]
     if argv[0] == "submit":
@@ -304,7 +306,7 @@ def run_cli(args: list[str], corpus: Path, url: str, timeout_s: float = 300.0) -
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     ok = done.returncode != 0 and len(lines) == 1 and lines[0].startswith("curvprof: error: ")
     message = lines[-1] if lines else ""
-    return CaseResult(" ".join(args[:2]), "cli", done.returncode, message, ok)
+    return CaseResult(name or " ".join(args[:2]), "cli", done.returncode, message, ok)
 
 
 class ServerProcess:
@@ -428,13 +430,16 @@ def run_cases(
         with_cli = with_cli[:: max(1, len(with_cli) // max(1, cli_cases))][:cli_cases]
     for case in with_cli:
         assert case.cli is not None
-        results.append(run_cli(case.cli, corpus, server.url))
-    submits = [
-        ["submit", "zoo:mlp", "--data", str(corpus / "npz_bomb.npz")],
-        ["submit", str(corpus / "st_meta_config_object.safetensors")],
-    ]
-    for args in submits if cli_cases is None else submits[:1]:
-        results.append(run_cli(args, corpus, server.url))
+        results.append(run_cli(case.cli, corpus, server.url, case.name))
+    submits = {
+        "submit_npz_bomb": ["submit", "zoo:mlp", "--data", str(corpus / "npz_bomb.npz")],
+        "submit_st_meta_config_object": [
+            "submit",
+            str(corpus / "st_meta_config_object.safetensors"),
+        ],
+    }
+    for name in list(submits)[: None if cli_cases is None else 1]:
+        results.append(run_cli(submits[name], corpus, server.url, name))
     artifacts = server.data_dir / "artifacts"
     leftovers = [str(p.relative_to(artifacts)) for p in artifacts.rglob("*") if p.is_file()]
     marker = marker_path(corpus)

@@ -86,6 +86,9 @@ def _profile(args: argparse.Namespace) -> int:
     unknown = sorted(set(variants) - {"ggn", "ef", "kron", "mc"})
     if unknown:
         raise CliError(f"unknown variant {unknown[0]!r}; choose from ggn, ef, kron, mc")
+    from service.settings import Settings
+
+    limits = Settings().intake_limits  # the service's CURVPROF_MAX_* variables, same defaults
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -106,6 +109,7 @@ def _profile(args: argparse.Namespace) -> int:
         DataSource(args.data, tokenizer=args.tokenizer, seq_len=args.seq_len),
         loss=args.loss,
         device=device,
+        limits=limits,
     )
     batch, chosen = prepared.batch, prepared.settings
     progress = LayerProgressView(quiet=args.quiet)

@@ -204,3 +204,16 @@ def test_hugging_face_config_is_sized_on_the_meta_device(tmp_path: Path) -> None
     _check_hf_size(transformers, transformers.GPT2LMHeadModel, tmp_path / "gpt2", count)
     with pytest.raises(IntakeError, match=f"{count:,} is above the limit"):
         load_checkpoint(tmp_path / "gpt2", limits=IntakeLimits(max_model_parameters=count - 1))
+
+
+def test_cli_reads_the_same_limit_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    save_checkpoint(build_model({"arch": "mlp", "widths": [8]}), tmp_path / "m")
+    bomb = _bomb_npz(tmp_path / "bomb.npz", 8 * MIB)
+    monkeypatch.setenv("CURVPROF_MAX_DECOMPRESSED_BYTES", str(2 * MIB))
+    assert main(["profile", str(tmp_path / "m"), "--data", str(bomb), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "above the limit of 2,097,152 (CURVPROF_MAX_DECOMPRESSED" in err[0]
