@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -37,9 +37,15 @@ def get_settings(services: Annotated[Services, Depends(get_services)]) -> Settin
     return services.settings
 
 
-def get_session(services: Annotated[Services, Depends(get_services)]) -> Iterator[Session]:
+async def get_session(
+    services: Annotated[Services, Depends(get_services)],
+) -> AsyncIterator[Session]:
     """A session for the endpoint function only: ``SessionDep`` closes it as the function
-    returns, so its connection goes back to the pool before the response is serialised."""
+    returns, so its connection goes back to the pool before the response is serialised.
+
+    An async dependency on purpose: opening and closing the session run on the event loop,
+    not on a worker thread. Were they sync, a full thread pool whose endpoints all wait for
+    a connection would also hold up the closes that give connections back."""
     session = services.sessions()
     try:
         yield session

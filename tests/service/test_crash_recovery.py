@@ -1,0 +1,219 @@
+"""kill -9, as an operator's machine would: of a Ray worker mid-task, then of the server
+process mid-job. Ray retries the task (visible as ``attempts``), the next server resumes the
+job: 0 layers lost, 0 duplicated, numbers bit-identical to an uninterrupted run.
+
+(``test_end_to_end.test_restart_resumes_without_duplicates`` covers a clean stop; the
+multi-node test covers losing a whole worker node.)"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from service.embedded import free_port
+from service.store import db
+from service.store.codec import unpack_profile
+from service.store.models import LayerProfileRow, LayerResultRow
+from tests.service.helpers import SPEC
+
+REPO = Path(__file__).resolve().parents[2]
+TASK_TITLE = "ray::profile_group_announced"
+# 8 layers of ~1 s each on one core: long enough to land both kills mid-job
+JOB = {
+    "checkpoint_id": "zoo:mlp",
+    "zoo_config": {"widths": [48] * 7},
+    **SPEC,
+    "batch_size": 512,
+    "lanczos_steps": 150,
+}
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            tree.setdefault(int(fields[1]), []).append(int(entry.name))
+    return tree
+
+
+def descendants(pid: int) -> list[int]:
+    tree, out, todo = _children(), [], [pid]
+    while todo:
+        for child in tree.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+class ServerProcess:
+    """``uvicorn service.app:create_app`` with the job runner and its embedded Ray."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "CURVPROF_DATA_DIR": str(data_dir),
+            "CURVPROF_RAY_NUM_CPUS": "1",
+            "CURVPROF_TEST_THREADS": "1",
+        }
+        command = [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory"]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"]
+        self.proc = subprocess.Popen(command, env=env, cwd=REPO)
+        self.family: set[int] = set()
+        _wait(lambda: self._up(), 120, "server start")
+
+    def _up(self) -> bool:
+        assert self.proc.poll() is None, "the server exited"
+        try:
+            return httpx.get(self.url + "/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        self.family.update(descendants(self.proc.pid))
+        response = httpx.get(f"{self.url}/v1/jobs/{job_id}", timeout=30)
+        response.raise_for_status()
+        job: dict[str, Any] = response.json()
+        return job
+
+    def submit(self, spec: dict[str, Any]) -> str:
+        response = httpx.post(self.url + "/v1/jobs", json=spec, timeout=30)
+        response.raise_for_status()
+        return str(response.json()["id"])
+
+    def busy_workers(self) -> list[int]:
+        return [p for p in descendants(self.proc.pid) if _cmdline(p).startswith(TASK_TITLE)]
+
+    def kill(self) -> None:
+        """SIGKILL the server; then make sure nothing it started outlives it."""
+        self.family.update(descendants(self.proc.pid))
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(30)
+        deadline = time.monotonic() + 30
+        while any(_alive(p) for p in self.family) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for pid in self.family:  # Ray's own processes fate-share; this is the safety net
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[list[ServerProcess]]:
+    started: list[ServerProcess] = []
+    yield started
+    for server in started:
+        server.stop()
+
+
+def _stored(url: str, job_id: str) -> dict[str, tuple[int, Any]]:
+    engine = db.make_engine(url)
+    with db.make_session_factory(engine)() as s:
+        rows = s.execute(
+            select(LayerResultRow.layer_name, LayerResultRow.id, LayerProfileRow.blob)
+            .join(LayerProfileRow, LayerProfileRow.layer_id == LayerResultRow.id)
+            .where(LayerResultRow.job_id == job_id)
+        ).all()
+    engine.dispose()
+    names = [name for name, _, _ in rows]
+    assert len(names) == len(set(names)), "a layer stored twice"
+    numbers = {
+        name: (row_id, unpack_profile(blob).model_dump(exclude={"wall_seconds"}))
+        for name, row_id, blob in rows
+    }
+    return numbers
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_kill_a_worker_then_the_server_mid_job(
+    servers: list[ServerProcess], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    url = f"sqlite:///{data_dir / 'curvprof.db'}"
+    first = ServerProcess(data_dir)
+    servers.append(first)
+
+    # 1. kill -9 of the Ray worker running a task: Ray retries it, the progress shows it
+    job_a = first.submit(JOB)
+    _wait(lambda: bool(first.busy_workers()), 120, "a task to start")
+    time.sleep(2.0)  # into the computation (a task counts its attempt as it starts)
+    layers = first.job(job_a)["progress"]["layers"]
+    running = {lp["name"] for lp in layers if lp["state"] == "running"}
+    _wait(lambda: bool(first.busy_workers()), 120, "a busy worker")
+    os.kill(first.busy_workers()[0], signal.SIGKILL)
+    _wait(lambda: first.job(job_a)["state"] in ("succeeded", "failed"), 300, "job A")
+    done_a = first.job(job_a)
+    assert done_a["state"] == "succeeded", done_a["error"]
+    retried = [lp["name"] for lp in done_a["progress"]["layers"] if lp["attempts"] >= 2]
+    assert len(retried) == 1 and set(retried) <= running, done_a["progress"]
+    numbers_a = _stored(url, job_a)
+    assert len(numbers_a) == 8
+
+    # 2. kill -9 of the server mid-job: the next server resumes it
+    job_b = first.submit({**JOB})  # the same job again (no Idempotency-Key: a new job)
+    _wait(lambda: first.job(job_b)["progress"]["done"] >= 2, 180, "two layers of job B")
+    first.kill()
+    before = _stored(url, job_b)
+    assert 2 <= len(before) < 8, len(before)
+    second = ServerProcess(data_dir)
+    servers.append(second)
+    _wait(lambda: second.job(job_b)["state"] in ("succeeded", "failed"), 300, "job B resumed")
+    done_b = second.job(job_b)
+    assert done_b["state"] == "succeeded", done_b["error"]
+    assert done_b["progress"]["done"] == done_b["progress"]["total"] == 8
+    after = _stored(url, job_b)
+    assert len(after) == 8  # 0 lost, 0 duplicated (the store also refuses a second row)
+    assert all(after[name][0] == before[name][0] for name in before)  # kept, not redone
+    attempts = {lp["name"]: lp["attempts"] for lp in done_b["progress"]["layers"]}
+    assert all(attempts[name] == 1 for name in before)
+
+    # 3. both interrupted jobs carry the same numbers, bit for bit
+    assert set(numbers_a) == set(after)
+    for name in after:
+        assert after[name][1] == numbers_a[name][1], name
