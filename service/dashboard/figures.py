@@ -55,8 +55,8 @@ def _finite_list(values: Iterable[float | None]) -> list[float | None]:
 def _layout(title: str, x: str, y: str, **extra: Any) -> dict[str, Any]:
     layout: dict[str, Any] = {
         "title": {"text": title, "font": {"size": 14}},
-        "xaxis": {"title": {"text": x}},
-        "yaxis": {"title": {"text": y}},
+        "xaxis": {"title": {"text": x}, "automargin": True},
+        "yaxis": {"title": {"text": y}, "automargin": True},
         "margin": {"l": 60, "r": 30, "t": 40, "b": 90},
         "height": 360,
         "legend": {"orientation": "h", "y": -0.32},
