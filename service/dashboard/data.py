@@ -59,7 +59,9 @@ class JobSummary:
 
     @property
     def percent(self) -> float:
-        return 100.0 * self.done / self.total if self.total else (100.0 if self.terminal else 0.0)
+        if self.total:
+            return 100.0 * self.done / self.total
+        return 100.0 if self.state == "succeeded" else 0.0
 
     @property
     def label(self) -> str:

@@ -55,11 +55,11 @@ def _finite_list(values: Iterable[float | None]) -> list[float | None]:
 def _layout(title: str, x: str, y: str, **extra: Any) -> dict[str, Any]:
     layout: dict[str, Any] = {
         "title": {"text": title, "font": {"size": 14}},
-        "xaxis": {"title": {"text": x}},
-        "yaxis": {"title": {"text": y}},
-        "margin": {"l": 60, "r": 20, "t": 40, "b": 50},
-        "height": 340,
-        "legend": {"orientation": "h", "y": -0.2},
+        "xaxis": {"title": {"text": x}, "automargin": True},
+        "yaxis": {"title": {"text": y}, "automargin": True},
+        "margin": {"l": 60, "r": 30, "t": 40, "b": 90},
+        "height": 360,
+        "legend": {"orientation": "h", "y": -0.32},
     }
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(layout.get(key), dict):
@@ -270,6 +270,7 @@ def kfac_figure(layer: LayerDetail) -> Figure | None:
             "Φ_k",
             yaxis={"type": "log"},
             yaxis2={"title": {"text": "χ_k"}, "overlaying": "y", "side": "right"},
+            margin={"r": 70},
         ),
     }
 
@@ -318,6 +319,8 @@ def compare_figures(
         # layers on a numeric depth axis (names in the hover): a categorical axis of
         # thousands of names costs the browser seconds
         depth = list(range(len(names)))
+        # few layers: their names as the ticks; many: plain depth numbers
+        ticks = {"tickvals": depth, "ticktext": names} if len(names) <= 40 else {}
         heat = {
             "data": [
                 {
@@ -334,10 +337,11 @@ def compare_figures(
             "layout": _layout(
                 f"{title}: layer × job",
                 "job",
-                "layer depth",
-                yaxis={"autorange": "reversed"},
+                "layer",
+                yaxis={"autorange": "reversed", **ticks},
                 xaxis={"type": "category"},
                 height=min(700, max(300, 60 + 14 * len(names))),
+                margin={"l": 120 if ticks else 60},
             ),
         }
         lines = {
@@ -353,7 +357,7 @@ def compare_figures(
                 }
                 for job in jobs
             ],
-            "layout": _layout(f"{title} per layer", "layer depth", title),
+            "layout": _layout(f"{title} per layer", "layer", title, xaxis=ticks),
         }
         out[metric] = (heat, lines)
     return out

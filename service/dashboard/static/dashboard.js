@@ -28,7 +28,7 @@ function showProgress(el, job) {
   const bar = el.querySelector(".bar");
   const fill = el.querySelector(".bar span");
   const count = el.querySelector(".count");
-  const percent = job.total ? (100 * job.done) / job.total : TERMINAL.has(job.state) ? 100 : 0;
+  const percent = job.total ? (100 * job.done) / job.total : job.state === "succeeded" ? 100 : 0;
   fill.style.width = percent.toFixed(1) + "%";
   bar.className = "bar state-" + job.state;
   count.textContent = job.done + "/" + job.total + (job.failed ? " (" + job.failed + " failed)" : "");
