@@ -7,7 +7,6 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,19 +31,6 @@ from api_schemas import (
 
 if TYPE_CHECKING:
     import pandas as pd
-
-
-SERVER_TEMP_NAME = re.compile(r"(?:/\S*/)?upload-[A-Za-z0-9_]+(?:\.part)?(?:\.[A-Za-z0-9]+)?")
-
-
-@contextmanager
-def naming_the_user_file(path: Path) -> Iterator[None]:
-    """An upload's error names the user's file, not the server's temporary copy of it."""
-    try:
-        yield
-    except ApiError as exc:
-        message = SERVER_TEMP_NAME.sub(str(path), exc.message)
-        raise ApiError(exc.status, message) from None
 
 
 def retry_after(response: httpx.Response, default: float, cap: float = 30.0) -> float:
@@ -157,13 +143,13 @@ class CurvprofClient:
     ) -> Checkpoint:
         p = Path(path)
         data = {"config": json.dumps(config)} if config is not None else None
-        with p.open("rb") as fh, naming_the_user_file(p):
+        with p.open("rb") as fh:
             r = self.request("POST", "/v1/checkpoints", files={"file": (p.name, fh)}, data=data)
         return Checkpoint.model_validate(r.json())
 
     def upload_dataset(self, path: str | Path) -> Dataset:
         p = Path(path)
-        with p.open("rb") as fh, naming_the_user_file(p):
+        with p.open("rb") as fh:
             r = self.request("POST", "/v1/datasets", files={"file": (p.name, fh)})
         return Dataset.model_validate(r.json())
 

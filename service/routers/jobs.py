@@ -156,11 +156,15 @@ def job_preconditioner(job_id: str, session: SessionDep) -> JobPreconditioner:
     return queries.preconditioner(session, job_id)
 
 
-@router.get("/jobs/{job_id}/logs", response_model=JobLogs, dependencies=[ReadAuth])
+@router.get(
+    "/jobs/{job_id}/logs", response_model=JobLogs, dependencies=[ReadAuth], responses=problems(404)
+)
 def job_logs(
     job_id: str,
     session: SessionDep,
-    after: Annotated[int | None, Query(ge=0, description="lines after this line id")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=INT64_MAX, description="lines after this line id")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> JobLogs:
     """The job's log lines (claimed, layers planned, each layer stored or failed, the end)."""

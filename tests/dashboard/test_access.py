@@ -126,4 +126,4 @@ def test_bad_input_is_a_4xx(fleet: Fleet, path: str, status: int) -> None:
     if response.headers["content-type"].startswith("text/html"):
         assert "<h1>" in response.text
     else:
-        assert json.loads(response.text)["error"]["status"] == status
+        assert json.loads(response.text)["status"] == status

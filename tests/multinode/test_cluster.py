@@ -218,14 +218,21 @@ def _node_ids(result: dict[str, Any]) -> list[str]:
     return [row["node_id"] for row in result["layer_results"]]
 
 
-def _assert_complete_once(result: dict[str, Any], total: int) -> None:
+def _assert_complete_once(result: dict[str, Any], total: int, *, retried: bool = False) -> None:
+    """Every layer stored once; ``retried``: the lost node's tasks ran again, and their
+    layers' ``attempts`` say so (a run with no loss has one attempt per layer)."""
     job = result["job"]
     assert job["state"] == "succeeded", job["error"]
     assert job["progress"]["done"] == job["progress"]["total"] == total
     names = [row["layer_name"] for row in result["layer_results"]]
     assert len(names) == total and len(set(names)) == total  # every layer, stored once
     assert sorted(names) == sorted(lp["name"] for lp in job["progress"]["layers"])
-    assert all(r["state"] == "succeeded" and r["attempts"] == 1 for r in result["job_layers"])
+    assert all(r["state"] == "succeeded" for r in result["job_layers"])
+    attempts = [r["attempts"] for r in result["job_layers"]]
+    if retried:
+        assert min(attempts) >= 1 and max(attempts) >= 2, attempts
+    else:
+        assert attempts == [1] * len(attempts), attempts
 
 
 @pytest.fixture(scope="module")
@@ -282,7 +289,7 @@ def test_losing_a_worker_node_mid_job(cluster: Cluster, spread: dict[str, Any]) 
     )
     assert not any(alive(p) for p in killed["pids"])
     assert cluster.node2().all == []
-    _assert_complete_once(result, total=12)
+    _assert_complete_once(result, total=12, retried=True)
     by_name = {row["layer_name"]: row["node_id"] for row in result["layer_results"]}
     assert all(by_name[name] == cluster.node2_id for name in killed["on_node2"])  # kept
     later = [n for n in by_name if n not in killed["on_node2"]]

@@ -173,7 +173,7 @@ def test_form_fields_are_bounded_in_count(tmp_path: Path, count: int) -> None:
             headers={"content-type": content_type},
             timeout=30,
         )
-        assert response.status_code == 413 and "form fields" in response.json()["error"]["message"]
+        assert response.status_code == 413 and "form fields" in response.json()["detail"]
         body, content_type = multipart(dict(list(fields.items())[:8]), "w.bin", b"\0" * 16)
         response = httpx.post(
             f"{server.url}/v1/checkpoints",
