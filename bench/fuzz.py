@@ -121,7 +121,13 @@ def fuzz(backend: str, db_url: str | None, seconds: float, seed: int = 0) -> Fuz
                 "30",
             ]
             env = {**os.environ, "SCHEMATHESIS_TELEMETRY": "false"}
-            done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+            env["PYTHONPATH"] = os.pathsep.join(
+                [str(Path(__file__).resolve().parents[1])]
+                + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+            )
+            done = subprocess.run(  # in tmp: schemathesis keeps a .schemathesis/ cache in cwd
+                command, capture_output=True, text=True, env=env, check=False, cwd=tmp
+            )
             result.exit_code = done.returncode
             _count_report(report, result)
             if done.returncode not in (0, 1) or (done.returncode and not result.failures):

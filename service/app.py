@@ -69,10 +69,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db.upgrade(settings.database_url)
-        # one connection per worker thread (sync endpoints), a few for the async ones, and a
-        # short wait: past that the server is saturated and says so (503, Retry-After)
+        # a connection per worker thread (sync endpoints) and as many again (under 200
+        # clients more connections than threads were seen checked out: see
+        # docs/reliability.md), and a short wait: past that the server is saturated and
+        # says so (503, Retry-After)
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
-        pool = db.PoolSize(settings.api_threads, 8, settings.db_pool_timeout)
+        threads = settings.api_threads
+        pool = db.PoolSize(threads, threads, settings.db_pool_timeout)
         engine = db.make_engine(settings.database_url, pool)
         sessions = db.make_session_factory(engine)
         # the job runner has its own pool, so a saturated API never starves it

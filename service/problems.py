@@ -121,7 +121,9 @@ def install_problem_handlers(app: FastAPI, extra: dict[type[Exception], Handler]
 
     @app.exception_handler(PoolTimeout)
     async def _saturated(request: Request, exc: PoolTimeout) -> JSONResponse:
-        log.warning("database pool saturated on %s %s", request.method, request.url.path)
+        pool = getattr(getattr(request.app.state, "services", None), "engine", None)
+        status = pool.pool.status() if pool is not None else "?"
+        log.warning("pool saturated on %s %s: %s", request.method, request.url.path, status)
         detail = "the server is saturated; retry later"
         return problem(503, detail, instance=request.url.path, headers=unavailable)
 

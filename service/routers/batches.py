@@ -27,7 +27,7 @@ router = APIRouter(tags=["batches"], responses=problems(401, 422, 503))
             "description": "the batch of an earlier request with "
             "this Idempotency-Key and the same body",
         },
-        **problems(409),
+        **problems(400, 409),
     },
 )
 def submit_batch(

@@ -62,7 +62,7 @@ def load_job(session: Session, job_id: str) -> JobRow:
             "description": "the job of an earlier request with this "
             "Idempotency-Key and the same body",
         },
-        **problems(409),
+        **problems(400, 409),
     },
 )
 def submit_job(
