@@ -337,7 +337,7 @@ def compare_figures(
             "layout": _layout(
                 f"{title}: layer × job",
                 "job",
-                "layer",
+                "" if ticks else "layer depth",  # the named ticks say it
                 yaxis={"autorange": "reversed", **ticks},
                 xaxis={"type": "category"},
                 height=min(700, max(300, 60 + 14 * len(names))),
