@@ -3,6 +3,7 @@
 from api_schemas.profile import (
     Decomposition,
     DTypeName,
+    HkRoute,
     LanczosSummary,
     LayerKind,
     LayerProfile,
@@ -17,6 +18,7 @@ from api_schemas.profile import (
 __all__ = [
     "DTypeName",
     "Decomposition",
+    "HkRoute",
     "LanczosSummary",
     "LayerKind",
     "LayerProfile",

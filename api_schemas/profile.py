@@ -31,6 +31,7 @@ LossName = Literal["cross_entropy", "mse", "lm", "model", "custom"]  # custom: a
 DTypeName = Literal["float32", "float64"]
 PreconditionerMode = Literal["paper", "newton", "normalized"]
 VariantName = Literal["ggn", "ef", "kron", "mc"]
+HkRoute = Literal["ggn_jvp", "output_double_backward", "weight_double_backward"]
 DEFAULT_VARIANTS: tuple[VariantName, ...] = ("ef", "kron")
 
 
@@ -107,6 +108,14 @@ class LayerProfile(BaseModel):
     sigma: list[float]
     h: list[float] = Field(
         ..., description="exact directional curvature <V_k, H V_k>, order of sigma"
+    )
+    route: HkRoute | None = Field(
+        None,
+        description="how h was computed: ggn_jvp (the block equals its Gauss-Newton part; "
+        "one vmapped JVP), output_double_backward or weight_double_backward (docs/engine.md)",
+    )
+    route_reason: str | None = Field(
+        None, description="why the GGN-exact route was not taken, e.g. 'gelu above the layer'"
     )
     h_ggn: list[float] = Field(default_factory=list)
     h_ef: list[float] = Field(default_factory=list)

@@ -17,9 +17,11 @@ import torch
 
 from bench import peers
 from bench.cases import Setup, paired, rel_diff
+from workers.curvature.ggn_route import ggn_products
 from workers.curvature.hvp import BlockHessian, directional_curvature
 from workers.curvature.measurement import grad_only_for
 from workers.curvature.output_space import output_space_curvature
+from workers.curvature.routes import routed_curvature
 
 
 def floor_method(s: Setup, splits: list[tuple[float, float]]) -> Callable[[], torch.Tensor]:
@@ -68,11 +70,37 @@ def curvprof_h_only_method(s: Setup) -> Callable[[], torch.Tensor]:
     return run
 
 
+def curvprof_routed_method(s: Setup, *, diagnostics: bool) -> Callable[[], torch.Tensor]:
+    """The engine's route choice (structural proof, two-direction check, then the route)."""
+
+    def run() -> torch.Tensor:
+        block = BlockHessian(s.model, [s.batch], s.spec.parameter)
+        out = routed_curvature(
+            s.model, [s.batch], s.spec, s.U, s.V, block=block, diagnostics=diagnostics
+        )
+        block.release()
+        return out.h
+
+    return run
+
+
+def ggn_jvp_method(s: Setup) -> Callable[[], torch.Tensor]:
+    """The GGN route's vmapped JVP alone (no check): what it costs once a layer is proved."""
+
+    def run() -> torch.Tensor:
+        return ggn_products(s.model, [s.batch], s.spec, s.U, s.V, weight_products=False).h
+
+    return run
+
+
 def methods(s: Setup) -> dict[str, Callable[[], torch.Tensor]]:
     have = peers.available()
     out: dict[str, Callable[[], torch.Tensor]] = {
         "curvprof": curvprof_method(s),
         H_ONLY: curvprof_h_only_method(s),
+        "curvprof routed (diagnostics)": curvprof_routed_method(s, diagnostics=True),
+        "curvprof routed h-only": curvprof_routed_method(s, diagnostics=False),
+        "ggn vmapped JVP alone": ggn_jvp_method(s),
     }
     if have["pyhessian"]:
         out["pyhessian (docs: all params)"] = peers.pyhessian_hk(s, freeze_others=False)

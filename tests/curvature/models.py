@@ -74,3 +74,39 @@ class TinyTransformer(nn.Module):
         x = x + self.attn(x)
         x = x + self.mlp(self.norm(x))
         return self.head(x.mean(dim=1))
+
+
+class PiecewiseLinearCNN(nn.Module):
+    """conv-BN-ReLU-maxpool, a residual conv-LeakyReLU, avgpool, dropout, fc: piecewise linear
+    in every weight in eval mode (so every block equals its GGN)."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.conv2 = nn.Conv2d(3, 3, 3, padding=1)
+        self.drop = nn.Dropout(0.5)
+        self.fc = nn.Linear(3 * 2 * 2, classes)
+        with torch.no_grad():  # non-trivial running statistics
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.max_pool2d(torch.relu(self.bn(self.conv1(x))), 2)
+        x = x + nn.functional.leaky_relu(self.conv2(x), 0.1)
+        x = nn.functional.adaptive_avg_pool2d(x, 2)
+        return self.fc(self.drop(x.flatten(1)))
+
+
+class MLPWith(nn.Module):
+    """Linear-ReLU-``between``-Linear-ReLU-Linear: ``between`` is any module (LayerNorm,
+    Sigmoid, Softmax, ...) above the first two layers."""
+
+    def __init__(self, between: nn.Module, d: int = 6) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(5, d), nn.Linear(d, d), nn.Linear(d, 3)
+        self.between = between
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.between(torch.relu(self.fc1(x)))
+        return self.head(torch.relu(self.fc2(x)))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from workers.curvature.fits import (
+    MIN_EIGENVALUES,
     bic_compare,
     clusters,
     fit_exponents,
@@ -294,3 +295,34 @@ def test_t8_sorting_steepens_without_gaps() -> None:
         assert f.s >= f.s_unsorted - 1e-12
         if np.all(np.diff(h) < 0):
             assert f.s == pytest.approx(f.s_unsorted, abs=1e-12)
+
+
+@pytest.mark.parametrize("n", [0, 2, 4, 5, 9])
+def test_s_eig_needs_five_converged_eigenvalues(n: int) -> None:
+    k = np.arange(1, 21, dtype=float)
+    sigma, h = k**-1.0, k**-2.0
+    lam = 3.0 * np.arange(1, n + 1, dtype=float) ** -1.81
+    fit = fit_exponents(sigma, h, eigenvalues=lam)
+    if n < MIN_EIGENVALUES:
+        assert math.isnan(fit.s_eig) and "few_eigenvalues" in fit.flags
+    else:
+        assert fit.s_eig == pytest.approx(1.81, abs=1e-12)
+        assert "few_eigenvalues" not in fit.flags
+    assert "few_eigenvalues" not in fit_exponents(sigma, h).flags  # no Lanczos: no flag
+
+
+def test_profile_s_eig_is_null_below_five_converged_values() -> None:
+    import torch
+
+    from tests.curvature.models import MLP
+    from workers.curvature import profile_model
+
+    torch.manual_seed(0)
+    model = MLP((5, 7, 3), "tanh")
+    x, y = torch.randn(30, 5), torch.randint(0, 3, (30,))
+    few = profile_model(model, x, y, top_k=8, lanczos_steps=3, layers="net.0").layers[0]
+    assert few.lanczos is not None and few.lanczos.n_converged <= 3
+    assert few.s_eig is None and "few_eigenvalues" in few.flags
+    many = profile_model(model, x, y, top_k=8, lanczos_steps=35, layers="net.0").layers[0]
+    assert many.lanczos is not None and many.lanczos.n_converged >= 5
+    assert many.s_eig is not None and "few_eigenvalues" not in many.flags

@@ -27,12 +27,7 @@ from workers.curvature import fits as fitting
 from workers.curvature.ggn import ggn_curvature
 from workers.curvature.gradient import GradientSVD, gradient_svd, layer_gradients
 from workers.curvature.graph import Forward
-from workers.curvature.hvp import (
-    BlockHessian,
-    compressed_diagnostics,
-    directional_curvature,
-    layer_matvec,
-)
+from workers.curvature.hvp import BlockHessian, compressed_diagnostics, layer_matvec
 from workers.curvature.inventory import LayerSpec, layer_inventory, select_layers
 from workers.curvature.kfac import (
     Projections,
@@ -49,13 +44,13 @@ from workers.curvature.measurement import (
     make_batch,
     measurement_mode,
 )
-from workers.curvature.output_space import output_space_curvature
 from workers.curvature.participation import (
     finite_zeta_prediction,
     participation_ratio,
     zeta_prediction,
 )
 from workers.curvature.preconditioner import preconditioner_params
+from workers.curvature.routes import routed_curvature
 from workers.curvature.static_batch import (
     batch_range_of,
     ranged_micro_batch,
@@ -253,15 +248,13 @@ def _profile_one(
     extra: dict[str, object] = {}
     h = torch.zeros(0, dtype=torch.float64)
     if svd.k > 0:
-        fast = None
-        if not settings.hvp_diagnostics:
-            fast = output_space_curvature(model, micro, spec, svd.U, svd.V)
-        if fast is not None:
-            h = fast.cpu()
-        else:
-            curv = directional_curvature(block, spec, svd.U, svd.V)
-            extra.update(compressed_diagnostics(curv["M"], curv["h"], curv["hv_norms"]))
-            h = curv["h"].cpu()
+        curv = routed_curvature(
+            model, micro, spec, svd.U, svd.V, block=block, diagnostics=settings.hvp_diagnostics
+        )
+        h = curv.h
+        extra.update(route=curv.route, route_reason=curv.reason)
+        if curv.M is not None and curv.hv_norms is not None:
+            extra.update(compressed_diagnostics(curv.M.cpu(), h, curv.hv_norms.cpu()))
         if "ggn" in settings.variants:
             try:
                 extra["h_ggn"] = _as_list(ggn_curvature(model, micro, spec, svd.U, svd.V))
@@ -281,7 +274,7 @@ def _profile_one(
     fit = fitting.fit_exponents(
         sigma.numpy(),
         h.numpy(),
-        eigenvalues=eigs if eigs.size else None,
+        eigenvalues=eigs if lz is not None else None,
         h_floor=h_floor,
         min_points=settings.min_fit_points,
         seed=settings.seed,

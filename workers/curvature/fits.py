@@ -32,6 +32,7 @@ __all__ = [
 
 FloatArray = NDArray[np.float64]
 NAN = float("nan")
+MIN_EIGENVALUES = 5  # s_eig is fitted from at least this many converged eigenvalues
 NAN_PAIR: tuple[float, float] = (NAN, NAN)
 
 
@@ -250,8 +251,9 @@ def fit_exponents(
 
     Window W = {k : σ_k finite, > 0, and σ_k > τσ_1 if ``rank_cutoff`` = τ}; γ is fitted on W.
     F = {k ∈ W : h_k > max(h_floor, 0)}; α, s, s_unsorted, γ_F are fitted on F and are NaN
-    (flag ``few_points``) when |F| < ``min_points``. Never fits on |h|. Raises only if σ and
-    h differ in length.
+    (flag ``few_points``) when |F| < ``min_points``. Never fits on |h|. ``eigenvalues`` are
+    the converged ones: s_eig is NaN (flag ``few_eigenvalues``) with fewer than
+    ``MIN_EIGENVALUES`` positive. Raises only if σ and h differ in length.
     """
     sig = np.asarray(sigma, dtype=np.float64).ravel()
     hh = np.asarray(h, dtype=np.float64).ravel()
@@ -313,7 +315,10 @@ def fit_exponents(
     if eigenvalues is not None:
         lam = np.asarray(eigenvalues, dtype=np.float64).ravel()
         lam = np.sort(lam[np.isfinite(lam) & (lam > 0)])[::-1]
-        s_e = _ols(np.log(np.arange(1, lam.size + 1, dtype=np.float64)), np.log(lam))
+        if lam.size >= MIN_EIGENVALUES:
+            s_e = _ols(np.log(np.arange(1, lam.size + 1, dtype=np.float64)), np.log(lam))
+        else:
+            flags.append("few_eigenvalues")
     s_eig = -s_e.slope
     bound = math.sqrt((1 - a.r2) * (1 - g_F.r2) / s_uns.r2) if s_uns.r2 > 0 else NAN
     return ExponentFit(

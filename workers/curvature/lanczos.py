@@ -31,6 +31,8 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from workers.curvature.fits import MIN_EIGENVALUES
+
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 _F64 = torch.float64
 _BREAKDOWN = 1e-12
@@ -389,7 +391,8 @@ def power_law_exponent(
 
     Values are sorted descending (with their flags); j is the rank in that full order, so
     dropping an unconverged value does not shift later ranks. Only converged, finite,
-    positive values enter the fit; (NaN, NaN) with fewer than two of them.
+    positive values enter the fit; (NaN, NaN) with fewer than ``fits.MIN_EIGENVALUES`` (5):
+    a slope through two or three Ritz values is not an exponent.
     """
     lam = np.asarray(
         eigenvalues.detach().cpu() if isinstance(eigenvalues, torch.Tensor) else eigenvalues,
@@ -402,7 +405,7 @@ def power_law_exponent(
     lam, ok = lam[order], ok[order]
     rank = np.arange(1, lam.size + 1, dtype=np.float64)
     sel = ok & np.isfinite(lam) & (lam > 0)
-    if sel.sum() < 2:
+    if sel.sum() < MIN_EIGENVALUES:
         return float("nan"), float("nan")
     x, y = np.log(rank[sel]), np.log(lam[sel])
     xc, yc = x - x.mean(), y - y.mean()

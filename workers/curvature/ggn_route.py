@@ -1,0 +1,164 @@
+"""The GGN-exact route: h_k and the compressed matrix from one vmapped JVP (docs/engine.md).
+
+When the model output f is piecewise linear in the layer weight W (``piecewise_linear.py``),
+∂²f/∂W² = 0 and the layer-block Hessian is exactly its Gauss–Newton part,
+
+    H[X] = Jᵀ H_L J X,    J X = d f(W + εX)/dε,    H_L = ∇²_f L (the loss Hessian),
+
+so for the K directions V_k = u_k v_kᵀ (Frobenius-orthonormal)
+
+    h_k = ⟨J V_k, H_L J V_k⟩,    M_jk = ⟨V_j, H[V_k]⟩ = ⟨J V_j, H_L J V_k⟩.
+
+All K tangents J V_k come from one ``vmap`` of ``torch.func.jvp`` (they share one primal
+pass); H_L J V_k is a vmapped forward-over-reverse product of the loss in the outputs (the
+loss is defined once, in ``measurement.Batch``). With diagnostics, the weight-space products
+H[V_k] = Jᵀ (H_L J V_k) come from one vmapped VJP, and M_jk = ⟨V_j, H[V_k]⟩ is taken from
+them as on the double-backward route, so its asymmetry measures the same product rounding.
+Micro-batches add exactly: every quantity is a sum over them.
+
+Before the route is used, ``numerically_ggn`` confirms on two directions that the exact h
+(double backward) equals the GGN value, on a sub-batch of at most ``CHECK_EXAMPLES``
+examples (the identity holds per example, so a sub-batch probes the same structure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call, jvp, vjp, vmap
+
+from workers.curvature.hvp import BlockHessian
+from workers.curvature.inventory import LayerSpec
+from workers.curvature.measurement import Batch, output_tensor
+
+CHECK_EXAMPLES = 16
+CHECK_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+@dataclass
+class GGNProducts:
+    """Per-direction quantities of the GGN-exact route, float64 on the weight's device."""
+
+    h: torch.Tensor  # (K,)
+    M: torch.Tensor | None = None  # (K, K) from the weight-space products
+    hv_norms: torch.Tensor | None = None  # (K,) ‖H[V_k]‖_F
+
+
+def _tangents(
+    spec: LayerSpec, U: torch.Tensor, V: torch.Tensor, weight: torch.Tensor
+) -> torch.Tensor:
+    """(K, *W.shape): the parameter-shaped directions u_k v_kᵀ."""
+    K = U.shape[1]
+    u = U.to(device=weight.device, dtype=weight.dtype)
+    v = V.to(device=weight.device, dtype=weight.dtype)
+    return torch.stack([spec.embed(torch.outer(u[:, k], v[:, k])) for k in range(K)])
+
+
+def _output_function(
+    model: nn.Module, batch: Batch, parameter: str
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
+    """(W ↦ f(W) on ``batch`` with every other parameter and buffer fixed, W)."""
+    params = {name: p.detach() for name, p in model.named_parameters()}
+    buffers = {name: b.detach() for name, b in model.named_buffers()}
+    kwargs = {} if batch.attention_mask is None else {"attention_mask": batch.attention_mask}
+
+    def outputs(w: torch.Tensor) -> torch.Tensor:
+        state = {**params, parameter: w, **buffers}
+        return output_tensor(functional_call(model, state, (batch.inputs,), kwargs))
+
+    return outputs, params[parameter]
+
+
+def _loss_hessian_products(batch: Batch, out: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
+    """H_L t for each of the K output tangents t (K, *out.shape), forward-over-reverse."""
+    grad_loss = torch.func.grad(batch.loss_of_output)
+    out = out.detach()
+
+    def one(t: torch.Tensor) -> torch.Tensor:
+        return jvp(grad_loss, (out,), (t,))[1]
+
+    return vmap(one)(tangents)
+
+
+def _batched_jvp(
+    outputs: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor, T: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(f(W), J T_k for every k): K tangents through one primal pass."""
+
+    def one(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pair = jvp(outputs, (weight,), (t,))
+        return pair[0], pair[1]
+
+    out, JT = vmap(one, out_dims=(None, 0))(T)  # type: ignore[arg-type]
+    return out, JT
+
+
+def ggn_products(
+    model: nn.Module,
+    micro_batches: list[Batch],
+    spec: LayerSpec,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    *,
+    weight_products: bool = True,
+) -> GGNProducts:
+    """h_k (and with ``weight_products`` M and ‖H[V_k]‖) on a GGN-exact layer."""
+    outputs, weight = _output_function(model, micro_batches[0], spec.parameter)
+    T = _tangents(spec, U, V, weight)
+    K = T.shape[0]
+    h = torch.zeros(K, dtype=torch.float64, device=weight.device)
+    products = torch.zeros_like(T) if weight_products else None
+    for batch in micro_batches:
+        outputs, weight = _output_function(model, batch, spec.parameter)
+        with torch.no_grad():
+            out, JT = _batched_jvp(outputs, weight, T)
+            HJT = _loss_hessian_products(batch, out, JT)
+            h += (JT * HJT).flatten(1).sum(1).to(torch.float64)
+            if products is not None:
+                pullback = vjp(outputs, weight)[1]
+                (pulled,) = vmap(pullback)(HJT)
+                products += pulled
+    if products is None:
+        return GGNProducts(h=h)
+    U64 = U.to(device=weight.device, dtype=torch.float64)
+    V64 = V.to(device=weight.device, dtype=torch.float64)
+    M = h.new_zeros((K, K))
+    norms = h.new_zeros((K,))
+    for k in range(K):
+        H_k = spec.matrix(products[k]).to(torch.float64)
+        M[:, k] = ((U64.T @ H_k) * V64.T).sum(dim=1)
+        norms[k] = torch.linalg.norm(H_k)
+    return GGNProducts(h=torch.diagonal(M).clone(), M=M, hv_norms=norms)
+
+
+@dataclass(frozen=True)
+class NumericalCheck:
+    """Exact h against the GGN value on two directions."""
+
+    passed: bool
+    relative_difference: float
+
+
+def numerically_ggn(
+    model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
+) -> NumericalCheck:
+    """max_k |h_k − h_k^GGN| / max_k |h_k| over the first two directions, on a sub-batch."""
+    sub = micro_batches[0].split(CHECK_EXAMPLES, limit=1)
+    n = min(2, U.shape[1])
+    U2, V2 = U[:, :n], V[:, :n]
+    block = BlockHessian(model, sub, spec.parameter)
+    weight = block.weight
+    directions = list(_tangents(spec, U2, V2, weight))
+    exact = torch.stack(
+        [(d * hd).sum() for d, hd in zip(directions, block.products(directions), strict=True)]
+    )
+    block.release()
+    ggn = ggn_products(model, sub, spec, U2, V2, weight_products=False).h
+    exact = exact.to(torch.float64)
+    scale = float(exact.abs().max())
+    diff = float((exact - ggn).abs().max())
+    rel = diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf"))
+    return NumericalCheck(rel <= CHECK_TOLERANCE.get(weight.dtype, 1e-5), rel)

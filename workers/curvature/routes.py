@@ -1,0 +1,89 @@
+"""Which exact route computes a layer's h_k, and the dispatch to it (docs/engine.md).
+
+* ``ggn_jvp`` — the block equals its GGN (``piecewise_linear.py`` proves it structurally and
+  ``ggn_route.numerically_ggn`` confirms it on two directions): one vmapped JVP over all K
+  directions, plus one vmapped VJP for the weight-space diagnostics (``ggn_route.py``).
+* ``output_double_backward`` — h_k alone (``hvp_diagnostics=False``) on a single-use
+  ``nn.Linear`` that is not GGN-exact: double back-propagation from its output
+  (``output_space.py``).
+* ``weight_double_backward`` — everything else: the reused ``create_graph=True`` gradient of
+  the weight (``hvp.py``), exact for any twice-differentiable model.
+
+Every route is exact (tested against dense float64 Hessians); the choice is a matter of cost
+only. A GGN-route failure under ``vmap`` (an op without a batching rule) falls back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import get_args
+
+import torch
+from torch import nn
+
+from api_schemas import HkRoute
+from workers.curvature.ggn_route import ggn_products, numerically_ggn
+from workers.curvature.hvp import BlockHessian, directional_curvature
+from workers.curvature.inventory import LayerSpec
+from workers.curvature.measurement import MODEL_LOSS, Batch
+from workers.curvature.output_space import output_space_curvature
+from workers.curvature.piecewise_linear import output_structure
+
+ROUTES: tuple[str, ...] = get_args(HkRoute)
+
+
+@dataclass
+class RoutedCurvature:
+    """h_k by one exact route, with the K×K matrix and ‖H V_k‖ when that route gives them."""
+
+    h: torch.Tensor
+    route: HkRoute
+    M: torch.Tensor | None = None
+    hv_norms: torch.Tensor | None = None
+    reason: str | None = None  # why the GGN route was not taken
+
+
+def ggn_refusal(
+    model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
+) -> str | None:
+    """None when the layer block is GGN-exact (structure, then numbers), else the reason."""
+    if micro_batches[0].loss == MODEL_LOSS:
+        return "the model's own loss is not a function of its output alone"
+    try:
+        structure = output_structure(model, micro_batches[0].split(1, limit=1)[0], spec.parameter)
+        if not structure.piecewise_linear:
+            return structure.reason
+        check = numerically_ggn(model, micro_batches, spec, U, V)
+    except (RuntimeError, ValueError, AssertionError) as exc:  # e.g. a static-batch program
+        return f"cannot prove: the probe forward failed ({type(exc).__name__})"
+    if not check.passed:
+        return f"exact h differs from the GGN by {check.relative_difference:.1e} (relative)"
+    return None
+
+
+def routed_curvature(
+    model: nn.Module,
+    micro_batches: list[Batch],
+    spec: LayerSpec,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    *,
+    block: BlockHessian,
+    diagnostics: bool,
+) -> RoutedCurvature:
+    """h_k for the K paired columns of U (m, K), V (n, K) by the cheapest exact route."""
+    reason = ggn_refusal(model, micro_batches, spec, U, V)
+    if reason is None:
+        try:
+            ggn = ggn_products(model, micro_batches, spec, U, V, weight_products=diagnostics)
+            return RoutedCurvature(ggn.h.cpu(), "ggn_jvp", ggn.M, ggn.hv_norms)
+        except (RuntimeError, NotImplementedError) as exc:  # no batching rule for some op
+            reason = f"vmap failed: {type(exc).__name__}"
+    if not diagnostics:
+        fast = output_space_curvature(model, micro_batches, spec, U, V)
+        if fast is not None:
+            return RoutedCurvature(fast.cpu(), "output_double_backward", reason=reason)
+    curv = directional_curvature(block, spec, U, V)
+    return RoutedCurvature(
+        curv["h"].cpu(), "weight_double_backward", curv["M"], curv["hv_norms"], reason
+    )
