@@ -260,10 +260,12 @@ def example_forward(
     inputs: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     static_batch: int | None = None,
+    targets: torch.Tensor | None = None,
 ) -> list[Forward]:
     """The forward of the first example of ``inputs``, then of all of them, or of the first
     ``static_batch`` (a program exported with a static batch runs that size only); floating
-    inputs are cast to the model's dtype."""
+    inputs are cast to the model's dtype. ``targets`` reach a model that reads them
+    (``forward_takes_targets``: an encoder-decoder's decoder inputs are its shifted targets)."""
 
     def on(rows: int) -> Forward:
         def run(model: nn.Module) -> torch.Tensor:
@@ -271,9 +273,12 @@ def example_forward(
             x = inputs[:rows]
             if ref is not None:
                 x = x.to(ref.device, ref.dtype) if x.is_floating_point() else x.to(ref.device)
-            if attention_mask is None:
-                return output_tensor(model(x))
-            return output_tensor(model(x, attention_mask=attention_mask[:rows].to(x.device)))
+            kwargs: dict[str, torch.Tensor] = {}
+            if attention_mask is not None:
+                kwargs["attention_mask"] = attention_mask[:rows].to(x.device)
+            if targets is not None and getattr(model, "forward_takes_targets", False):
+                kwargs["targets"] = targets[:rows].to(x.device)
+            return output_tensor(model(x, **kwargs))
 
         return run
 

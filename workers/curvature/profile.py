@@ -72,7 +72,7 @@ def profile_model(
     if callable(loss):
         loss_fn, loss = loss, CUSTOM_LOSS
         with torch.no_grad():
-            probe = _probe_outputs(model, inputs, attention_mask)
+            probe = _probe_outputs(model, inputs, attention_mask, targets)
         check_loss_callable(loss_fn, probe, targets[: probe.shape[0]])
     n = int(inputs.shape[0])
     indices = draw_indices(n, batch_size, seed)
@@ -92,7 +92,7 @@ def profile_model(
         variants=list(variants),  # type: ignore[arg-type]
         hvp_diagnostics=hvp_diagnostics,
     )
-    example = example_forward(inputs, attention_mask, static_batch_of(model))
+    example = example_forward(inputs, attention_mask, static_batch_of(model), targets)
     names = list_layer_names(model, layers, example)
     if not names:
         raise ValueError(
@@ -132,8 +132,11 @@ def profile_model(
 
 
 def _probe_outputs(
-    model: nn.Module, inputs: torch.Tensor, attention_mask: torch.Tensor | None
+    model: nn.Module,
+    inputs: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    targets: torch.Tensor,
 ) -> torch.Tensor:
     """The model's outputs on its first examples (its static batch, else two), float64."""
     n = static_batch_of(model) or min(2, int(inputs.shape[0]))
-    return example_forward(inputs, attention_mask, n)[-1](model).to(torch.float64)
+    return example_forward(inputs, attention_mask, n, targets)[-1](model).to(torch.float64)

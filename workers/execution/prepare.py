@@ -152,7 +152,7 @@ def prepare(
         problem = ranged_micro_batch(bounds, len(batch), resolved.micro_batch_size)[1]
     if problem:
         raise IntakeError(f"{model_source.path or loaded.arch}: {problem}")
-    example = example_forward(batch.inputs, batch.attention_mask, static or None)
+    example = example_forward(batch.inputs, batch.attention_mask, static or None, batch.targets)
     names = list_layer_names(loaded.model, resolved.layers, example)
     if not names:
         if not resolved.layers:

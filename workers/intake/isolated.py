@@ -109,7 +109,7 @@ def _probe(request: dict[str, object]) -> dict[str, object]:
         check_fits(loaded.model, dataset, str(request.get("loss") or "cross_entropy"))
         # the same traced inventory the workers will use, so the layer names agree
         static = static_batch_of(loaded.model)
-        example = example_forward(dataset.inputs, dataset.attention_mask, static)
+        example = example_forward(dataset.inputs, dataset.attention_mask, static, dataset.targets)
     layers = request.get("layers")
     names = list_layer_names(loaded.model, None if layers is None else str(layers), example)
     return {"names": names, "default_loss": loaded.default_loss}
