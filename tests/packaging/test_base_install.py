@@ -1,11 +1,13 @@
-"""The in-process maths with the base install only: a subprocess whose import hook refuses
-every package of the optional extras profiles a tiny model, from Python and through the
+"""The in-process maths with the base install only: a subprocess that sees a copy of
+site-packages without the optional extras' packages (as a base install has them: absent,
+so ``importlib.util.find_spec`` says None) profiles a tiny model, from Python and through the
 ``curvprof profile`` command."""
 
 from __future__ import annotations
 
 import json
 import os
+import site
 import subprocess
 import sys
 import textwrap
@@ -33,17 +35,9 @@ EXTRAS_ONLY = (
 )
 
 SCRIPT = """
-import importlib.abc, sys
+import sys
 
 BLOCKED = set(sys.argv[1].split(","))
-
-class Refuse(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in BLOCKED:
-            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
-        return None
-
-sys.meta_path.insert(0, Refuse())
 import json, torch
 from torch import nn
 from workers.curvature import profile_model
@@ -76,9 +70,17 @@ def test_in_process_maths_needs_no_server_packages(tmp_path: Path) -> None:
         "profile", str(tmp_path / "ckpt"), "--data", str(tmp_path / "d.npz"), "--top-k", "9",
         "--lanczos", "3", "--out", str(out), "--quiet",
     ]  # fmt: skip
+    # site-packages without the extras: links to every entry but theirs; -S skips the real one
+    base = tmp_path / "site-packages"
+    base.mkdir()
+    for packages in site.getsitepackages():
+        for entry in Path(packages).iterdir():
+            top = entry.name.split("-")[0].split(".")[0].lower()
+            if top not in EXTRAS_ONLY and not (base / entry.name).exists():
+                (base / entry.name).symlink_to(entry)
     result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(SCRIPT), ",".join(EXTRAS_ONLY), *argv],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        [sys.executable, "-S", "-c", textwrap.dedent(SCRIPT), ",".join(EXTRAS_ONLY), *argv],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(base)])},
         capture_output=True,
         text=True,
         timeout=300,
