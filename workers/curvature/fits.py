@@ -1,6 +1,6 @@
-"""Log-log fits of the curvature exponents α, γ, s (science.md §6–§7).
+"""Log-log fits of the curvature exponents α, γ, s (docs/engine.md).
 
-Conventions reproduce the paper's frozen JSON to ~1e-15 (science.md T16):
+Conventions reproduce the paper's frozen JSON to ~1e-15 (docs/engine.md):
 
 * α = slope(log h_k ~ log σ_k) over F = {k : h_k > h_floor, σ_k > 0 (and above the cut-off)},
 * γ = −slope(log σ_k ~ log k) over the σ window (all given σ_k > 0, or σ_k > τσ_1),
@@ -165,7 +165,7 @@ def bic_compare(sigma: ArrayLike) -> dict[str, dict[str, float]]:
 
 @dataclass(frozen=True)
 class ExponentFit:
-    """All exponent estimates for one layer (science.md §6, §7, §14 names)."""
+    """All exponent estimates for one layer (docs/engine.md)."""
 
     alpha: float
     alpha_intercept: float
@@ -247,7 +247,7 @@ def fit_exponents(
     bootstrap: int = 2000,
     seed: int = 0,
 ) -> ExponentFit:
-    """Fit α, γ, s (and diagnostics) from σ_k, h_k in rank order k = 1..K (science.md §6–§7).
+    """Fit α, γ, s (and diagnostics) from σ_k, h_k in rank order k = 1..K (docs/engine.md).
 
     Window W = {k : σ_k finite, > 0, and σ_k > τσ_1 if ``rank_cutoff`` = τ}; γ is fitted on W.
     F = {k ∈ W : h_k > max(h_floor, 0)}; α, s, s_unsorted, γ_F are fitted on F and are NaN

@@ -1,4 +1,4 @@
-"""Generalised Gauss–Newton curvature along given directions (science.md §5.3).
+"""Generalised Gauss–Newton curvature along given directions (docs/engine.md).
 
 h_k^GGN = (1/N) Σ_i (J_i X)ᵀ Λ_i (J_i X) with J_i X = d f(x_i; W + εX)/dε (one forward-mode
 ``jvp`` of the outputs) and Λ_i the Hessian of the loss in the outputs:

@@ -1,4 +1,4 @@
-"""Layer gradients G = ∇_W L, their float64 SVD and the numerical rank (science.md §4).
+"""Layer gradients G = ∇_W L, their float64 SVD and the numerical rank (docs/engine.md).
 
 G = Σ_j ∇_W L_j over micro-batches j (exact: each L_j carries the full batch's normaliser).
 G = U Σ Vᵀ in float64; directions V_k = u_k v_kᵀ are Frobenius-orthonormal and paired (u_k, v_k)

@@ -1,4 +1,4 @@
-"""Hessian-vector products restricted to one layer block (science.md §5.2).
+"""Hessian-vector products restricted to one layer block (docs/engine.md).
 
 H[X] = d/dε ∇_W L(W + εX) with every other parameter fixed, by double backward: one
 ``create_graph=True`` gradient g = ∇_W L per micro-batch, reused for every direction X as

@@ -1,4 +1,4 @@
-"""Layer inventory: every weight matrix the forward really uses, with its kind (science.md §2).
+"""Layer inventory: every weight matrix the forward really uses, with its kind (docs/engine.md).
 
 With an example forward, one traced forward (``graph.py``) finds every use of every parameter:
 a module call, a functional use (``F.linear(x, W)``, ``x @ W``), an embedding lookup,

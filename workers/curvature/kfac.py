@@ -1,4 +1,4 @@
-"""Per-example projections, Kronecker (K-FAC) factors and alignment (science.md §4.3, §5.3, §9).
+"""Per-example projections, Kronecker (K-FAC) factors and alignment (docs/engine.md).
 
 For a layer applied at positions t = 1..T, z_{i,t} = W a_{i,t} and δ_{i,t} = ∂ℓ_i/∂z_{i,t}
 (= B · grad_output of the mean-reduced loss). With p_{i,t,k} = u_kᵀδ_{i,t}, q_{i,t,k} = v_kᵀa_{i,t}
@@ -164,7 +164,7 @@ def _accumulate(
 def kronecker_quantities(
     proj: Projections, sigma: torch.Tensor, n_examples: int
 ) -> dict[str, object]:
-    """h^EF, h^Kron, cosines c_k, Φ^Kron, the σ check, and the paper's Φ and Λ (science.md §9)."""
+    """h^EF, h^Kron, cosines c_k, Φ^Kron, the σ check, and the paper's Φ and Λ (docs/engine.md)."""
     B = float(n_examples)
     T = proj.positions
     assert proj.sum_p2 is not None and proj.sum_q2 is not None and proj.sum_pq is not None
@@ -218,7 +218,7 @@ def alpha_decomposition(
     h_ef: np.ndarray | None = None,
     h_ggn: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """The additive slope decomposition of α over one index set F (science.md §9.3).
+    """The additive slope decomposition of α over one index set F (docs/engine.md).
 
     α_exact = 2 + slope(log Φ^Kron ~ log σ) + slope(log χ ~ log σ)
             = 2 − 2 slope(log c) + slope(log χ),

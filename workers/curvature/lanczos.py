@@ -1,4 +1,4 @@
-"""Lanczos eigensolvers for symmetric curvature operators (science.md §8.1).
+"""Lanczos eigensolvers for symmetric curvature operators (docs/engine.md).
 
 Single-vector Lanczos with full reorthogonalisation applied twice ("twice is enough"),
 a float64 Krylov basis whatever the matvec dtype, and breakdown restarts; a growing-basis
@@ -262,7 +262,7 @@ def lanczos_top(
     m_max, or when the space is exhausted; the basis is extended, never recomputed. A check
     is one m×m tridiagonal eigenproblem (0.2 ms at m = 50, 0.7 ms at m = 100), far below one
     HVP, so by default it runs after every matvec and none is spent past convergence.
-    (science.md §8.1's m = max(3k, k+40) with ×1.5 growth is ``m0=max(3*k, k+40),
+    (the older schedule m = max(3k, k+40) with ×1.5 growth is ``m0=max(3*k, k+40),
     step=None``.)
     """
     if k < 1 or m_max < 1:

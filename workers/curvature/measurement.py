@@ -1,4 +1,4 @@
-"""Measurement state (science.md §3): eval mode, one fixed batch, a mean-reduced loss, no TF32.
+"""Measurement state (docs/engine.md): eval mode, one fixed batch, a mean-reduced loss, no TF32.
 
 Every loss is written as a *sum* over examples (tokens for ``lm``) divided by a normaliser
 fixed for the whole measurement batch, so that gradients and Hessian-vector products of

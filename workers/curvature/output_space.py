@@ -1,4 +1,4 @@
-"""h_k through a linear layer's output (science.md §5.2, exact; the h-only route).
+"""h_k through a linear layer's output (docs/engine.md, exact; the h-only route).
 
 For z = a Wᵀ + b, z is linear in W, so the layer-block Hessian is H[V] = Jᵀ H_z J V with
 J V = a Vᵀ. For a rank-1 direction V_k = u_k v_kᵀ, J V_k = (a v_k) u_kᵀ costs no matmul, and

@@ -1,4 +1,4 @@
-"""Participation ratio and its zeta-function predictions (science.md §10).
+"""Participation ratio and its zeta-function predictions (docs/engine.md).
 
 PR(x) = (Σ x_k)² / Σ x_k². For x_k = C k^{−s} the top-K value is H_K(s)²/H_K(2s) with
 H_K(s) = Σ_{k≤K} k^{−s}; for s > 1 it increases to ζ(s)²/ζ(2s) as K → ∞.

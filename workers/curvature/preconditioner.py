@@ -1,4 +1,4 @@
-"""Spectral preconditioner T(σ; α) of Spectral Newton (science.md §11).
+"""Spectral preconditioner T(σ; α) of Spectral Newton (docs/engine.md).
 
 With h_k = κσ_k^α on span{u_k v_kᵀ} and damping λ, the damped Newton step is
 Δ = −Σ_k T_k u_k v_kᵀ with T_k = σ_k / (κσ_k^α + λ). T is the coefficient on u_k v_kᵀ

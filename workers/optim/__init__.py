@@ -1,4 +1,4 @@
-"""Spectral Newton (science.md §11): the direction for one matrix and the optimizer."""
+"""Spectral Newton (docs/optimizer.md): the direction for one matrix and the optimizer."""
 
 from workers.optim.defaults import DEFAULT_ALPHA, default_alpha
 from workers.optim.directions import newton_schulz5, spectral_newton_direction

@@ -1,7 +1,7 @@
 """Default curvature exponent α by layer kind, for layers without a measured profile.
 
-Values are the paper's per-kind means quoted in science.md §11.3 ("α_ℓ: … the paper's table
-values: conv ≈ 2.0, attention QKV 1.43, attention proj 1.17, MLP up 0.84, MLP down 1.15").
+Values are the paper's per-kind means (docs/optimizer.md): conv ≈ 2.0, attention QKV 1.43,
+attention proj 1.17, MLP up 0.84, MLP down 1.15.
 Separate q/k/v projections take the fused QKV value; a plain hidden ``linear`` layer takes
 2.0, the value the paper used for SN on vision (its only tested setting). Heads are not
 SN layers (AdamW), so they have no default here.
@@ -30,5 +30,5 @@ SN_KINDS = frozenset(DEFAULT_ALPHA)
 
 
 def default_alpha(kind: str) -> float:
-    """α for ``kind`` from :data:`DEFAULT_ALPHA` (science.md §11.3), else :data:`FALLBACK_ALPHA`."""
+    """α for ``kind`` from :data:`DEFAULT_ALPHA` (docs/optimizer.md), else the fallback."""
     return DEFAULT_ALPHA.get(kind, FALLBACK_ALPHA)

@@ -1,10 +1,10 @@
-"""Matrix functions of Spectral Newton (science.md §11): the update direction for one matrix.
+"""Matrix functions of Spectral Newton (docs/optimizer.md): the update direction for one matrix.
 
 For a gradient (or momentum) G = U Σ Vᵀ the SN direction is
 
     ΔW = Σ_k T(σ_k) u_k v_kᵀ,   T(σ; α) = σ / (κ σ^α + d),
 
-T being the coefficient on u_k v_kᵀ (the paper's convention, science.md §0 point 1):
+T being the coefficient on u_k v_kᵀ (the paper's convention, docs/optimizer.md):
 α = 0 gives G/(κ + d) (SGD), α = 1 with d → 0 gives U Vᵀ (Muon's exact polar factor) and
 α = 2 gives the damped pseudo-inverse (1/κ)·G(GᵀG + (d/κ)I)⁻¹.
 
@@ -149,7 +149,7 @@ def newton_schulz5(G: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.
 
     X₀ = G/(‖G‖_F + eps); X ← aX + (bA + cA²)X with A = XXᵀ and (a, b, c) = (3.4445, −4.7750,
     2.0315). Five steps leave the singular values in ≈ [0.68, 1.13] rather than at 1
-    (science.md T17); kept as the reference for what SN's α = 1 route computes exactly.
+    (docs/optimizer.md); kept as the reference for what SN's α = 1 route computes exactly.
     """
     a, b, c = NS5_COEFFICIENTS
     x = _as_matrix(G).to(torch.float64)

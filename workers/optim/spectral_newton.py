@@ -1,4 +1,4 @@
-"""The Spectral Newton optimizer (science.md §11.3): SN on hidden matrices, AdamW elsewhere.
+"""The Spectral Newton optimizer (docs/optimizer.md): SN on hidden matrices, AdamW elsewhere.
 
 Per SN parameter W (conv kernels viewed as C_out × C_in·kh·kw), with gradient G:
 
