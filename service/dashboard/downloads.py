@@ -7,10 +7,11 @@ import json
 from collections.abc import Iterator
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from service.dashboard import auth
 from service.deps import ServicesDep, SessionDep
+from service.problems import problem
 from service.routers.layers import export_layers_csv
 from service.store import queries
 from service.store.models import JobRow
@@ -22,9 +23,9 @@ def _denied(
     request: Request, services: ServicesDep, session: SessionDep, job_id: str
 ) -> Response | None:
     if not auth.may_read(request, services.settings):
-        return JSONResponse({"error": {"message": "login required", "status": 401}}, 401)
+        return problem(401, "login required")
     if session.get(JobRow, job_id) is None:
-        return JSONResponse({"error": {"message": f"job {job_id} not found", "status": 404}}, 404)
+        return problem(404, f"job {job_id} not found", instance=request.url.path)
     return None
 
 

@@ -13,7 +13,10 @@ from service.dashboard.compare import CHANGE_THRESHOLD, diff_table, most_changed
 from service.dashboard.paging import Trail
 from service.dashboard.render import error_page, login_page, page
 from service.deps import ServicesDep, SessionDep
+from service.problems import problem
+from service.routers.layers import split_csv
 from service.store import queries, repo
+from service.store.labels import JobLabelFilters
 from service.store.models import JobRow
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -55,6 +58,8 @@ def jobs_page(
     state: str | None = None,
     checkpoint_id: str | None = None,
     batch_id: str | None = None,
+    name: str | None = None,
+    tag: str | None = None,
     cursor: str | None = None,
     trail: str | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -71,10 +76,17 @@ def jobs_page(
         state=",".join(states) or None,
         checkpoint_id=checkpoint_id or None,
         batch_id=batch_id or None,
+        labels=JobLabelFilters(name=name or None, tags=split_csv(tag)),
         cursor=cursor or None,
         limit=limit,
     )
-    filters = {"state": state, "checkpoint_id": checkpoint_id, "batch_id": batch_id}
+    filters = {
+        "state": state,
+        "checkpoint_id": checkpoint_id,
+        "batch_id": batch_id,
+        "name": name,
+        "tag": tag,
+    }
     return page(
         request,
         "jobs.html",
@@ -91,7 +103,7 @@ def progress(
 ) -> Response:
     """State and layer counts of the given jobs (polled by the jobs list and the job page)."""
     if not auth.may_read(request, services.settings):
-        return JSONResponse({"error": {"message": "login required", "status": 401}}, 401)
+        return problem(401, "login required")
     job_ids = _ids([ids])[:500]
     rows = [r for r in (session.get(JobRow, j) for j in job_ids) if r is not None]
     return JSONResponse(

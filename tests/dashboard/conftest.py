@@ -48,7 +48,7 @@ def fleet(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         first = client.upload_checkpoint(write_checkpoint(tmp / "a", seed=0), MLP_CONFIG)
         second = client.upload_checkpoint(write_checkpoint(tmp / "b", seed=1), MLP_CONFIG)
         jobs = [
-            client.submit({"checkpoint_id": first.id, **SPEC}),
+            client.submit({"checkpoint_id": first.id, **SPEC, "name": "run-a", "tags": ["sweep"]}),
             client.submit({"checkpoint_id": second.id, **SPEC, "hvp_diagnostics": False}),
             # digits has 64 features, this model wants 65: the job fails when it loads the data
             client.submit(

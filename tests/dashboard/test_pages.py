@@ -79,6 +79,15 @@ def test_jobs_list_states_progress_and_failed_error(tab: Tab, fleet: Fleet) -> N
     assert ids == [fleet.failed.id]
     tab.page.goto(fleet.server.url + f"/ui/jobs/{fleet.failed.id}")
     assert tab.page.locator("p.job-error").inner_text().strip() == fleet.failed.error
+    # the job's name and tags filter the list as they filter GET /v1/jobs
+    for query in ("name=run-a", "tag=sweep", "name=run-a&tag=sweep"):
+        tab.open(f"/ui?{query}")
+        ids = tab.page.eval_on_selector_all("tr.job", "(t) => t.map((r) => r.dataset.jobId)")
+        assert ids == [j.id for j in fleet.client.iter_jobs(**dict(
+            pair.split("=") for pair in query.split("&")))] == [fleet.full.id]  # fmt: skip
+    tab.open("/ui?name=no-such-run")
+    assert tab.page.locator("tr.job").count() == 0
+    assert "match these filters" in tab.page.locator("table").inner_text()
     assert tab.errors == []
 
 
