@@ -43,6 +43,7 @@ from workers.curvature.measurement import (
     OutputLoss,
     make_batch,
     measurement_mode,
+    own_loss_split_problem,
 )
 from workers.curvature.participation import (
     finite_zeta_prediction,
@@ -130,11 +131,9 @@ def profile_layers(
     static = static_batch_of(model)  # read before the copy: GraphModule copies drop it
     micro_size = settings.micro_batch_size
     own_loss = settings.loss == MODEL_LOSS
-    if own_loss and micro_size is not None and micro_size < batch.n_examples:
-        raise ValueError(
-            "loss 'model' (the model's own mean) cannot be split into micro-batches exactly: "
-            "leave the micro-batch size unset, or name the loss (lm, cross_entropy, mse)"
-        )
+    split = own_loss_split_problem(settings.loss, micro_size, batch.n_examples)
+    if split:
+        raise ValueError(split)
     if static is not None:
         problem = static_batch_problem(static, batch.n_examples, micro_size)
         if problem:

@@ -29,6 +29,17 @@ OutputLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """A user's loss ``loss(outputs, targets)``: a scalar, the mean over the examples given."""
 
 
+def own_loss_split_problem(loss: str, micro_batch_size: int | None, n_examples: int) -> str | None:
+    """Why the model's own loss cannot run in these micro-batches, or None: its mean's
+    reduction is the model's, so it is exact on the whole batch only."""
+    if loss == MODEL_LOSS and micro_batch_size is not None and micro_batch_size < n_examples:
+        return (
+            "loss 'model' (the model's own mean) cannot be split into micro-batches exactly: "
+            "leave the micro-batch size unset, or name the loss (lm, cross_entropy, mse)"
+        )
+    return None
+
+
 def output_tensor(out: object) -> torch.Tensor:
     """The tensor a loss is taken on: logits if the model returns a structured output."""
     if isinstance(out, torch.Tensor):

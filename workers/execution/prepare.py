@@ -20,6 +20,7 @@ from torch import nn
 from api_schemas import ProfileSettings, Provenance
 from workers.curvature.engine import list_layer_names
 from workers.curvature.graph import example_forward
+from workers.curvature.measurement import own_loss_split_problem
 from workers.curvature.static_batch import (
     batch_range_of,
     ranged_micro_batch,
@@ -139,12 +140,9 @@ def prepare(
     resolved = settings.model_copy(update={"loss": loss or default_loss(loaded, dataset)})
     check_fits(loaded.model, dataset, resolved.loss)
     batch, indices = measurement_batch(dataset, resolved.batch_size, resolved.seed)
-    micro = resolved.micro_batch_size
-    if resolved.loss == "model" and micro is not None and micro < len(batch):
-        raise IntakeError(
-            "loss 'model' (the model's own mean) cannot be split into micro-batches exactly: "
-            "leave the micro-batch size unset, or name the loss (lm, cross_entropy, mse)"
-        )
+    split = own_loss_split_problem(resolved.loss, resolved.micro_batch_size, len(batch))
+    if split:
+        raise IntakeError(split)
     static = static_batch_of(loaded.model)
     problem = static and static_batch_problem(static, len(batch), resolved.micro_batch_size)
     bounds = batch_range_of(loaded.model)
