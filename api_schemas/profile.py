@@ -7,7 +7,7 @@ the reason is always in ``flags``.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -218,17 +218,26 @@ class LayerProfile(BaseModel):
 
 
 class Provenance(BaseModel):
-    """Where a profile's numbers came from."""
+    """Where a profile's numbers came from: the checkpoint, the measurement batch, the
+    library versions, and the node, host and torch device that computed them. The store
+    keeps one with every layer (``service.store.provenance``)."""
 
-    checkpoint_sha256: str | None = None
+    checkpoint_sha256: Annotated[str | None, Field(max_length=64)] = None
     data_name: str | None = None
-    data_sha256: str | None = None
+    data_sha256: Annotated[str | None, Field(max_length=64)] = None
     data_seed: int = 0
     data_indices: list[int] = Field(default_factory=list)
     versions: dict[str, str] = Field(default_factory=dict)
-    node_id: str | None = None
-    hostname: str | None = None
-    device: str = "cpu"
+    node_id: Annotated[str | None, Field(max_length=64, description="the Ray node")] = None
+    hostname: Annotated[str | None, Field(max_length=255)] = None
+    device: Annotated[
+        str | None,
+        Field(
+            max_length=128,
+            description="the torch device that computed the numbers, e.g. 'cpu' or "
+            "'cuda:0 (NVIDIA H200)'; null where it was not recorded",
+        ),
+    ] = None
 
 
 class ProfileSettings(BaseModel):

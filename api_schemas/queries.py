@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from api_schemas.layer_fields import BRIEF_FIELDS
 from api_schemas.profile import LayerProfile, Provenance
 
 
@@ -30,27 +33,38 @@ class LayerRow(StoredLayer, LayerProfile):
         return LayerProfile.model_validate(self.model_dump(include=set(LayerProfile.model_fields)))
 
 
-class LayerBrief(StoredLayer):
-    """``GET /v1/layers?view=brief``: the indexed scalars of a stored layer, no arrays.
+def _brief_model() -> type[StoredLayer]:
+    """``LayerBrief``: StoredLayer and the brief fields of the registry, each typed and
+    described as its LayerProfile field is."""
+    profile_fields = LayerProfile.model_fields
+    fields: dict[str, Any] = {
+        f.name: (profile_fields[f.name].annotation, profile_fields[f.name])
+        for f in BRIEF_FIELDS
+        if f.name not in StoredLayer.model_fields
+    }
+    return create_model(
+        "LayerBrief",
+        __base__=StoredLayer,
+        __doc__=_BRIEF_DOC,
+        __module__=__name__,
+        **fields,
+    )
 
-    Served from the table's columns alone (the stored profile is not read), so a page of
-    these stays cheap at any store size; arrays come from ``GET /v1/layers/{id}``.
-    """
 
-    name: str
-    kind: str
-    k: int = 0
-    alpha: float | None = None
-    r2_alpha: float | None = None
-    gamma: float | None = None
-    r2_gamma: float | None = None
-    s: float | None = None
-    s_eig: float | None = None
-    predicted_s: float | None = None
-    triangle_relative_error: float | None = None
-    pr_h: float | None = None
-    wall_seconds: float | None = None
-    flags: list[str] = Field(default_factory=list)
+_BRIEF_DOC = """``GET /v1/layers?view=brief``: the indexed scalars of a stored layer, no arrays.
+
+Served from the table's columns alone (the stored profile is not read), so a page of
+these stays cheap at any store size; arrays come from ``GET /v1/layers/{id}``. Its fields:
+the registry's brief fields (``api_schemas.layer_fields.BRIEF_FIELDS``).
+"""
+
+if TYPE_CHECKING:
+
+    class LayerBrief(StoredLayer):
+        """The brief fields are made at import from the registry (``_brief_model``)."""
+
+else:
+    LayerBrief = _brief_model()
 
 
 class LayerDetail(LayerRow):

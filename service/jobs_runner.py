@@ -18,7 +18,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api_schemas import JobSpec, ProfileSettings
+from api_schemas import JobSpec, ProfileSettings, Provenance
 from service.artifacts import ZOO_PREFIX
 from service.settings import Settings
 from service.store import logs as job_logs_store
@@ -35,7 +35,8 @@ class PreparedJob:
     data_payload: Any
     names: list[str]
     settings: ProfileSettings
-    meta: repo.LayerMeta
+    # what every layer shares; each layer's node, host and device come from its task
+    provenance: Provenance
 
 
 class JobRunner:
@@ -201,7 +202,7 @@ class JobRunner:
                 job_id,
                 "running",
                 only_from=["running"],
-                provenance_json=json.dumps(_provenance(prepared.meta)),
+                provenance_json=prepared.provenance.model_dump_json(),
             )
         self._job_log(
             job_id,
@@ -225,10 +226,14 @@ class JobRunner:
                 row = s.get(JobRow, job_id)
                 assert row is not None
                 if outcome.profile is not None:
-                    meta = repo.LayerMeta(**{**prepared.meta.__dict__})
-                    meta.node_id, meta.hostname = outcome.node_id, outcome.hostname
-                    meta.wall_seconds = outcome.wall_seconds
-                    stored = repo.record_layer_result(s, row, outcome.profile, meta)
+                    profile = outcome.profile
+                    if profile.wall_seconds is None:
+                        profile = profile.model_copy(update={"wall_seconds": outcome.wall_seconds})
+                    where = {"node_id": outcome.node_id, "hostname": outcome.hostname}
+                    provenance = prepared.provenance.model_copy(
+                        update={**where, "device": outcome.device}
+                    )
+                    stored = repo.record_layer_result(s, row, profile, provenance, settings)
                     if stored and self.on_layer_stored is not None:
                         self.on_layer_stored(outcome.wall_seconds)
                 else:
@@ -310,7 +315,7 @@ class JobRunner:
             data_payload=data_cls.from_tensors(batch.inputs, batch.targets, batch.attention_mask),
             names=prepared.names,
             settings=prepared.settings,
-            meta=_layer_meta(prov, prepared.settings),
+            provenance=_shared(prov),
         )
 
     def _prepare_program(
@@ -318,7 +323,6 @@ class JobRunner:
     ) -> PreparedJob:
         """A ``.pt2`` job: the program is opened only in a child process here (fit check and
         layer names) and in the Ray workers that profile it, never in this process."""
-        from api_schemas import Provenance
         from workers.data import measurement_batch
         from workers.execution import ModelPayload
         from workers.execution.prepare import ModelSource, open_data
@@ -344,13 +348,14 @@ class JobRunner:
             data_sha256=ds.sha256 or data.sha256,
             data_seed=settings.seed,
             data_indices=indices,
+            versions=library_versions(),
         )
         return PreparedJob(
             model_payload=ModelPayload(path=ckpt.path, allow_pickle=True),
             data_payload=data_cls.from_tensors(batch.inputs, batch.targets, batch.attention_mask),
             names=probe.names,
             settings=settings,
-            meta=_layer_meta(prov, settings),
+            provenance=prov,
         )
 
     def _model_source(self, spec: JobSpec, ckpt: CheckpointRow | None) -> Any:
@@ -366,27 +371,10 @@ class JobRunner:
         return ModelSource(weights=ckpt.path, zoo_config=json.loads(ckpt.config_json or "{}"))
 
 
-def _layer_meta(prov: Any, settings: ProfileSettings) -> repo.LayerMeta:
-    return repo.LayerMeta(
-        checkpoint_sha256=prov.checkpoint_sha256,
-        data_sha256=prov.data_sha256,
-        data_seed=prov.data_seed,
-        data_indices=list(prov.data_indices),
-        dtype=settings.dtype,
-        top_k=settings.top_k,
-        versions={**prov.versions, **library_versions()},
-    )
+def _shared(provenance: Provenance) -> Provenance:
+    """The job's Provenance without where it was prepared (this server, not the tasks)."""
+    return provenance.model_copy(update={"node_id": None, "hostname": None, "device": None})
 
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def _provenance(meta: repo.LayerMeta) -> dict[str, Any]:
-    return {
-        "checkpoint_sha256": meta.checkpoint_sha256,
-        "data_sha256": meta.data_sha256,
-        "data_seed": meta.data_seed,
-        "data_indices": meta.data_indices,
-        "versions": meta.versions,
-    }

@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
 from api_schemas import TERMINAL_STATES
-from service.store.models import JobLayerRow, JobRow, LayerResultRow
+from service.store.models import JobLayerRow, JobRow, LayerResultRow, layer_column
 
 
 @dataclass
@@ -170,42 +170,27 @@ class LayerPoint:
     identity_error: float | None
 
 
+# the registry's fields each point carries (the identity error is triangle_relative_error)
+_POINT_FIELDS = ("id", "job_id", "name", "kind", "alpha", "gamma", "s", "predicted_s")
+
+
 def layer_points(session: Session, job_ids: list[str]) -> dict[str, list[LayerPoint]]:
     """Every stored layer of the given jobs in depth order (the job's layer position; layers
     without a progress row go last, in id order). Indexed columns only."""
-    r, jl = LayerResultRow, JobLayerRow
+    jl = JobLayerRow
+    job_id, name = layer_column("job_id"), layer_column("name")
     position = func.coalesce(jl.position, 1 << 30)
     stmt = (
         select(
-            r.id,
-            r.job_id,
-            r.layer_name,
-            r.kind,
-            r.alpha,
-            r.gamma,
-            r.s,
-            r.predicted_s,
-            r.triangle_relative_error,
+            *(layer_column(field).label(field) for field in _POINT_FIELDS),
+            layer_column("triangle_relative_error").label("identity_error"),
         )
-        .outerjoin(jl, and_(jl.job_id == r.job_id, jl.layer_name == r.layer_name))
-        .where(r.job_id.in_(job_ids))
-        .order_by(r.job_id, position, r.id)
+        .outerjoin(jl, and_(jl.job_id == job_id, jl.layer_name == name))
+        .where(job_id.in_(job_ids))
+        .order_by(job_id, position, layer_column("id"))
     )
     out: dict[str, list[LayerPoint]] = {j: [] for j in job_ids}
     for row in session.execute(stmt):
         points = out[row.job_id]
-        points.append(
-            LayerPoint(
-                id=row.id,
-                job_id=row.job_id,
-                name=row.layer_name,
-                kind=row.kind,
-                depth=len(points),
-                alpha=row.alpha,
-                gamma=row.gamma,
-                s=row.s,
-                predicted_s=row.predicted_s,
-                identity_error=row.triangle_relative_error,
-            )
-        )
+        points.append(LayerPoint(depth=len(points), **row._mapping))
     return out

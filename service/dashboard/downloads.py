@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Annotated
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
 
 from service.dashboard import auth
 from service.deps import ServicesDep, SessionDep
-from service.problems import problem
 from service.routers.layers import export_layers_csv
 from service.store import queries
 from service.store.models import JobRow
@@ -19,35 +19,27 @@ from service.store.models import JobRow
 router = APIRouter(prefix="/ui/jobs/{job_id}", include_in_schema=False)
 
 
-def _denied(
-    request: Request, services: ServicesDep, session: SessionDep, job_id: str
-) -> Response | None:
+def readable_job(request: Request, job_id: str, services: ServicesDep, session: SessionDep) -> str:
+    """The path's job id, once the caller may read and the job exists (401, 404 otherwise)."""
     if not auth.may_read(request, services.settings):
-        return problem(401, "login required")
+        raise HTTPException(401, "login required")
     if session.get(JobRow, job_id) is None:
-        return problem(404, f"job {job_id} not found", instance=request.url.path)
-    return None
+        raise HTTPException(404, f"job {job_id} not found")
+    return job_id
+
+
+ReadableJob = Annotated[str, Depends(readable_job)]
 
 
 @router.get("/layers.csv")
-def layers_csv(
-    request: Request, job_id: str, services: ServicesDep, session: SessionDep
-) -> Response:
+def layers_csv(job_id: ReadableJob, services: ServicesDep) -> Response:
     """The same CSV as ``GET /v1/layers.csv?job_id=…``."""
-    denied = _denied(request, services, session, job_id)
-    if denied is not None:
-        return denied
     return export_layers_csv(services, queries.LayerFilters(job_id=[job_id]), None)
 
 
 @router.get("/layers.json")
-def layers_json(
-    request: Request, job_id: str, services: ServicesDep, session: SessionDep
-) -> Response:
+def layers_json(job_id: ReadableJob, services: ServicesDep) -> Response:
     """``{"job_id": …, "layers": [every full layer row]}``, streamed page by page."""
-    denied = _denied(request, services, session, job_id)
-    if denied is not None:
-        return denied
     filters = queries.LayerFilters(job_id=[job_id])
 
     def generate() -> Iterator[str]:
@@ -72,12 +64,7 @@ def layers_json(
 
 
 @router.get("/preconditioner.json")
-def preconditioner_json(
-    request: Request, job_id: str, services: ServicesDep, session: SessionDep
-) -> Response:
+def preconditioner_json(job_id: ReadableJob, session: SessionDep) -> Response:
     """The same document as ``GET /v1/jobs/{id}/preconditioner``."""
-    denied = _denied(request, services, session, job_id)
-    if denied is not None:
-        return denied
     body = queries.preconditioner(session, job_id).model_dump_json()
     return Response(body, media_type="application/json")

@@ -7,7 +7,7 @@ from typing import Annotated, get_args
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from api_schemas import JobState
+from api_schemas import JobState, LayerProfile
 from service.dashboard import auth, data, figures
 from service.dashboard.compare import CHANGE_THRESHOLD, diff_table, most_changed
 from service.dashboard.paging import Trail
@@ -35,7 +35,7 @@ LAYER_COLUMNS: tuple[tuple[str, str | None, str], ...] = (
     ("bound", None, "the identity error's algebraic bound"),
     ("s_eig", "s_eig", "slope of the Lanczos eigenvalues"),
     ("PR", "pr_h", "participation ratio of h"),
-    ("route", None, "weight: H[V_k] by autograd; output: through the layer output"),
+    ("route", "route", LayerProfile.model_fields["route"].description or ""),
     ("flags", None, "what the engine flagged"),
 )
 

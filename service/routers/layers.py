@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 from collections.abc import Iterator
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response, StreamingResponse
 
 from api_schemas import LayerBrief, LayerDetail, LayerRow, Page
+from api_schemas.layer_fields import CSV_FIELDS, FILTER_PARAMS, FilterParam
 from api_schemas.wire import INT64_MAX
 from service.deps import ReadAuth, ServicesDep, SessionDep
 from service.problems import problems
@@ -19,82 +21,45 @@ from service.store import queries
 router = APIRouter(tags=["layers"], responses=problems(401, 422, 503))
 LayerId = Annotated[int, Path(ge=1, le=INT64_MAX, description="a stored layer's id")]
 
-CSV_COLUMNS = (
-    "id",
-    "job_id",
-    "checkpoint_id",
-    "architecture",
-    "name",
-    "kind",
-    "parameter",
-    "shape",
-    "k",
-    "alpha",
-    "r2_alpha",
-    "alpha_se",
-    "gamma",
-    "r2_gamma",
-    "s",
-    "r2_s",
-    "s_eig",
-    "predicted_s",
-    "triangle_relative_error",
-    "pr_h",
-    "n_valid",
-    "n_neg",
-    "node_id",
-    "wall_seconds",
-    "flags",
-    "step",
-)
+CSV_COLUMNS: tuple[str, ...] = tuple(f.name for f in CSV_FIELDS)
 
 
 def split_csv(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
-def layer_filters(
-    job_id: Annotated[str | None, Query(description="job id(s), comma-separated")] = None,
-    checkpoint_id: str | None = None,
-    arch: str | None = None,
-    kind: Annotated[str | None, Query(description="layer kind(s), comma-separated")] = None,
-    node_id: str | None = None,
-    alpha_min: float | None = None,
-    alpha_max: float | None = None,
-    gamma_min: float | None = None,
-    gamma_max: float | None = None,
-    s_min: float | None = None,
-    s_max: float | None = None,
-    r2_min: Annotated[float | None, Query(description="minimum R² of the alpha fit")] = None,
-    flag: Annotated[str | None, Query(description="layers carrying this flag")] = None,
-    job_name: Annotated[str | None, Query(description="layers of jobs of this name")] = None,
-    tag: Annotated[str | None, Query(description="jobs' tag(s), comma-separated: all")] = None,
-    step: Annotated[
-        int | None, Query(ge=0, le=INT64_MAX, description="checkpoints at this training step")
-    ] = None,
-    step_min: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
-    step_max: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
-) -> queries.LayerFilters:
-    return queries.LayerFilters(
-        job_id=split_csv(job_id),
-        checkpoint_id=checkpoint_id,
-        arch=arch,
-        kind=split_csv(kind),
-        node_id=node_id,
-        alpha_min=alpha_min,
-        alpha_max=alpha_max,
-        gamma_min=gamma_min,
-        gamma_max=gamma_max,
-        s_min=s_min,
-        s_max=s_max,
-        r2_min=r2_min,
-        flag=flag,
-        job_name=job_name,
-        tags=split_csv(tag),
-        step=step,
-        step_min=step_min,
-        step_max=step_max,
-    )
+def _query(param: FilterParam) -> Any:
+    """The FastAPI query parameter of one registry filter (integers bounded as int64 >= 0)."""
+    if param.value_type is int:
+        return Annotated[int | None, Query(description=param.description, ge=0, le=INT64_MAX)]
+    return Annotated[param.value_type | None, Query(description=param.description)]
+
+
+def layer_filters(**values: Any) -> queries.LayerFilters:
+    """The layer listings' filters from the query: every parameter of the registry
+    (``api_schemas.layer_fields.FILTER_PARAMS``) and the job labels."""
+    tags = split_csv(values.pop("tag", None))
+    job_name = values.pop("job_name", None)
+    for name, param in FILTER_PARAMS.items():
+        if param.op == "in":
+            values[name] = split_csv(values.get(name))
+    return queries.LayerFilters(job_name=job_name, tags=tags, **values)
+
+
+_LABEL_PARAMS = {
+    "job_name": Annotated[str | None, Query(description="layers of jobs of this name")],
+    "tag": Annotated[str | None, Query(description="jobs' tag(s), comma-separated: all")],
+}
+layer_filters.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
+        for name, kind in (
+            *((name, _query(param)) for name, param in FILTER_PARAMS.items()),
+            *_LABEL_PARAMS.items(),
+        )
+    ],
+    return_annotation=queries.LayerFilters,
+)
 
 
 FiltersDep = Annotated[queries.LayerFilters, Depends(layer_filters)]
@@ -144,6 +109,19 @@ def list_layers(
     return Response(page.model_dump_json(), media_type="application/json")
 
 
+def csv_cells(row: LayerRow) -> list[Any]:
+    """One CSV line: shapes as ``4x4``, flags ``;``-separated, nulls empty."""
+    cells: list[Any] = []
+    for f in CSV_FIELDS:
+        value = getattr(row, f.name)
+        if f.type == "shape":
+            value = "x".join(str(x) for x in value)
+        elif f.type == "flags":
+            value = ";".join(value)
+        cells.append("" if value is None else value)
+    return cells
+
+
 @router.get("/layers.csv", dependencies=[ReadAuth], response_class=StreamingResponse)
 def export_layers_csv(
     services: ServicesDep, filters: FiltersDep, sort: SortQuery = None
@@ -162,10 +140,7 @@ def export_layers_csv(
                     session, filters, sort=sort, cursor=cursor, limit=500
                 )
                 for row in rows:
-                    data = row.model_dump()
-                    data["shape"] = "x".join(str(x) for x in row.shape)
-                    data["flags"] = ";".join(row.flags)
-                    writer.writerow(["" if data[c] is None else data[c] for c in CSV_COLUMNS])
+                    writer.writerow(csv_cells(row))
                 yield buffer.getvalue()
                 buffer.seek(0)
                 buffer.truncate()

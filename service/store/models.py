@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -16,7 +17,17 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    InstrumentedAttribute,
+    Mapped,
+    MappedColumn,
+    mapped_column,
+    relationship,
+)
+
+from api_schemas.layer_fields import COLUMN_FIELDS, FIELDS, LayerField
+from service.store import provenance
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -116,45 +127,20 @@ class JobLayerRow(Base):
 
 
 class LayerResultRow(Base):
-    """One profiled layer: indexed scalar columns, compact blob of the full LayerProfile."""
+    """One profiled layer: the registry's columns (``api_schemas.layer_fields``), the
+    Provenance of its numbers (``store.provenance``), the settings they depend on, and its
+    stored profile (``layer_profiles``).
+
+    The registry's and the provenance's columns are added below the class, made from their
+    declarations; read them through :func:`layer_column` and ``store.provenance``."""
 
     __tablename__ = "layer_results"
-    __table_args__ = (
-        UniqueConstraint("job_id", "layer_name", name="uq_layer_results_job_layer"),
-        Index("ix_layer_results_kind_alpha", "kind", "alpha"),
-        Index("ix_layer_results_kind_gamma", "kind", "gamma"),
-        Index("ix_layer_results_kind_s", "kind", "s"),
-    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
-    layer_name: Mapped[str] = mapped_column(String(512))
-    kind: Mapped[str] = mapped_column(String(16), index=True)
-    checkpoint_id: Mapped[str | None] = mapped_column(String(128), index=True)
-    arch: Mapped[str | None] = mapped_column(String(64), index=True)
-    alpha: Mapped[float | None] = mapped_column(Float, index=True)
-    gamma: Mapped[float | None] = mapped_column(Float, index=True)
-    s: Mapped[float | None] = mapped_column(Float, index=True)
-    s_eig: Mapped[float | None] = mapped_column(Float, index=True)
-    predicted_s: Mapped[float | None] = mapped_column(Float, index=True)
-    triangle_relative_error: Mapped[float | None] = mapped_column(Float, index=True)
-    r2_alpha: Mapped[float | None] = mapped_column(Float, index=True)
-    r2_gamma: Mapped[float | None] = mapped_column(Float, index=True)
-    pr_h: Mapped[float | None] = mapped_column(Float, index=True)
-    flags: Mapped[str] = mapped_column(Text, default="[]")
-    k: Mapped[int] = mapped_column(Integer, default=0)
-    node_id: Mapped[str | None] = mapped_column(String(64), index=True)
-    hostname: Mapped[str | None] = mapped_column(String(255))
-    wall_seconds: Mapped[float | None] = mapped_column(Float, index=True)
-    checkpoint_sha256: Mapped[str | None] = mapped_column(String(64))
-    data_sha256: Mapped[str | None] = mapped_column(String(64))
-    data_seed: Mapped[int] = mapped_column(Integer, default=0)
-    data_indices: Mapped[str] = mapped_column(Text, default="[]")
     dtype: Mapped[str] = mapped_column(String(16))
     top_k: Mapped[int] = mapped_column(Integer, default=0)
-    versions: Mapped[str] = mapped_column(Text, default="{}")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
-    step: Mapped[int | None] = mapped_column(Integer, index=True)
     stored_profile: Mapped[LayerProfileRow] = relationship(
         cascade="all, delete-orphan", passive_deletes=True, lazy="raise"
     )
@@ -162,6 +148,40 @@ class LayerResultRow(Base):
     @property
     def profile_blob(self) -> bytes:
         return self.stored_profile.blob
+
+
+_SQL_TYPES: dict[str, Any] = {"int": Integer, "float": Float, "flags": Text}
+
+
+def _registry_column(field: LayerField) -> MappedColumn[Any]:
+    if field.type == "text":
+        sql_type: Any = String(field.length) if field.length else Text
+    else:
+        sql_type = _SQL_TYPES[field.type]
+    default = "[]" if field.type == "flags" else 0 if not field.nullable else None
+    return mapped_column(
+        field.column_name, sql_type, nullable=field.nullable, index=field.indexed, default=default
+    )
+
+
+for _field in COLUMN_FIELDS:
+    if _field.stored == "column":
+        setattr(LayerResultRow, _field.column_name, _registry_column(_field))
+for _name in provenance.COLUMNS:
+    setattr(LayerResultRow, _name, provenance.column(_name))
+Base.metadata.tables["layer_results"].append_constraint(
+    UniqueConstraint("job_id", "layer_name", name="uq_layer_results_job_layer")
+)
+
+
+def layer_column(name: str) -> InstrumentedAttribute[Any]:
+    """The column of the registry field ``name`` (``api_schemas.layer_fields.FIELDS``)."""
+    column: InstrumentedAttribute[Any] = getattr(LayerResultRow, FIELDS[name].column_name)
+    return column
+
+
+for _name in ("alpha", "gamma", "s"):
+    Index(f"ix_layer_results_kind_{_name}", layer_column("kind"), layer_column(_name))
 
 
 class LayerProfileRow(Base):

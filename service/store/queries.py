@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, select
@@ -16,87 +15,60 @@ from api_schemas import (
     LayerDetail,
     LayerPreconditioner,
     LayerRow,
-    Provenance,
     SummaryRow,
 )
-from service.store import paging
+from api_schemas.layer_fields import (
+    BRIEF_FIELDS,
+    COLUMN_FIELDS,
+    FILTER_PARAMS,
+    SORTABLE_FIELDS,
+    FilterParam,
+    LayerField,
+)
+from api_schemas.queries import StoredLayer
+from service.store import paging, provenance
 from service.store.codec import unpack_profile, unpack_profile_json
 from service.store.labels import JobLabelFilters
-from service.store.models import JobRow, LayerProfileRow, LayerResultRow
+from service.store.models import JobRow, LayerProfileRow, LayerResultRow, layer_column
 
 SORTABLE: dict[str, InstrumentedAttribute[Any]] = {
-    "id": LayerResultRow.id,
-    "name": LayerResultRow.layer_name,
-    "kind": LayerResultRow.kind,
-    "alpha": LayerResultRow.alpha,
-    "gamma": LayerResultRow.gamma,
-    "s": LayerResultRow.s,
-    "s_eig": LayerResultRow.s_eig,
-    "predicted_s": LayerResultRow.predicted_s,
-    "triangle_relative_error": LayerResultRow.triangle_relative_error,
-    "r2_alpha": LayerResultRow.r2_alpha,
-    "r2_gamma": LayerResultRow.r2_gamma,
-    "pr_h": LayerResultRow.pr_h,
-    "wall_seconds": LayerResultRow.wall_seconds,
-    "step": LayerResultRow.step,
+    f.name: layer_column(f.name) for f in SORTABLE_FIELDS
 }
 
 
-@dataclass
 class LayerFilters:
-    job_id: list[str] | None = None
-    checkpoint_id: str | None = None
-    arch: str | None = None
-    kind: list[str] | None = None
-    node_id: str | None = None
-    alpha_min: float | None = None
-    alpha_max: float | None = None
-    gamma_min: float | None = None
-    gamma_max: float | None = None
-    s_min: float | None = None
-    s_max: float | None = None
-    r2_min: float | None = None
-    flag: str | None = None
-    job_name: str | None = None
-    tags: list[str] | None = None
-    step: int | None = None
-    step_min: int | None = None
-    step_max: int | None = None
+    """The filters of the layer listings: the registry's filter parameters (``FILTER_PARAMS``:
+    ``alpha_min=1.0``, ``kind=["conv"]``, ``flag="few_points"``, ...) and the job labels
+    (``job_name``, ``tags``). Parameters left None do not filter."""
+
+    def __init__(
+        self, *, job_name: str | None = None, tags: list[str] | None = None, **values: Any
+    ) -> None:
+        unknown = set(values) - set(FILTER_PARAMS)
+        if unknown:
+            raise TypeError(f"no layer filter {', '.join(sorted(unknown))}")
+        self.values = {name: value for name, value in values.items() if value is not None}
+        self.labels = JobLabelFilters(name=job_name, tags=tags)
 
     def clauses(self) -> list[ColumnElement[bool]]:
-        r = LayerResultRow
-        out: list[ColumnElement[bool]] = []
-        if self.job_id:
-            out.append(r.job_id.in_(self.job_id))
-        if self.checkpoint_id:
-            out.append(r.checkpoint_id == self.checkpoint_id)
-        if self.arch:
-            out.append(r.arch == self.arch)
-        if self.kind:
-            out.append(r.kind.in_(self.kind))
-        if self.node_id:
-            out.append(r.node_id == self.node_id)
-        for col, lo, hi in (
-            (r.alpha, self.alpha_min, self.alpha_max),
-            (r.gamma, self.gamma_min, self.gamma_max),
-            (r.s, self.s_min, self.s_max),
-            (r.r2_alpha, self.r2_min, None),
-        ):
-            if lo is not None:
-                out.append(col >= lo)
-            if hi is not None:
-                out.append(col <= hi)
-        if self.flag:
-            out.append(r.flags.like('%"' + self.flag.replace('"', "") + '"%'))
-        for lo, hi in ((self.step, self.step), (self.step_min, self.step_max)):
-            if lo is not None:
-                out.append(r.step >= lo)
-            if hi is not None:
-                out.append(r.step <= hi)
-        of_jobs = JobLabelFilters(name=self.job_name, tags=self.tags).job_clauses()
+        out = [_clause(FILTER_PARAMS[name], value) for name, value in self.values.items()]
+        of_jobs = self.labels.job_clauses()
         if of_jobs:
-            out.append(r.job_id.in_(select(JobRow.id).where(*of_jobs)))
-        return out
+            out.append(layer_column("job_id").in_(select(JobRow.id).where(*of_jobs)))
+        return [clause for clause in out if clause is not None]
+
+
+def _clause(param: FilterParam, value: Any) -> ColumnElement[bool] | None:
+    column = layer_column(param.field.name)
+    if param.op == "in":
+        return column.in_(value) if value else None
+    if param.op == "has":
+        return column.like('%"' + str(value).replace('"', "") + '"%') if value else None
+    if param.op == "ge":
+        return column >= value
+    if param.op == "le":
+        return column <= value
+    return column == value if value != "" else None
 
 
 def parse_sort(sort: str | None) -> tuple[str, bool]:
@@ -109,27 +81,8 @@ def parse_sort(sort: str | None) -> tuple[str, bool]:
     return key, desc
 
 
-BRIEF_COLUMNS: tuple[InstrumentedAttribute[Any], ...] = (
-    LayerResultRow.id,
-    LayerResultRow.job_id,
-    LayerResultRow.checkpoint_id,
-    LayerResultRow.arch,
-    LayerResultRow.node_id,
-    LayerResultRow.layer_name,
-    LayerResultRow.kind,
-    LayerResultRow.k,
-    LayerResultRow.alpha,
-    LayerResultRow.r2_alpha,
-    LayerResultRow.gamma,
-    LayerResultRow.r2_gamma,
-    LayerResultRow.s,
-    LayerResultRow.s_eig,
-    LayerResultRow.predicted_s,
-    LayerResultRow.triangle_relative_error,
-    LayerResultRow.pr_h,
-    LayerResultRow.wall_seconds,
-    LayerResultRow.flags,
-    LayerResultRow.step,
+BRIEF_COLUMNS: tuple[InstrumentedAttribute[Any], ...] = tuple(
+    layer_column(f.name) for f in BRIEF_FIELDS
 )
 
 
@@ -195,44 +148,30 @@ def query_layer_briefs(
     return [layer_brief(row._mapping) for row in rows], next_cursor
 
 
+def column_value(field: LayerField, stored: Any) -> Any:
+    """A registry column's stored value as its field reads (flags are JSON text)."""
+    if field.type == "flags":
+        return json.loads(stored or "[]")
+    return stored
+
+
 def layer_brief(values: Any) -> LayerBrief:
-    r = LayerResultRow
     return LayerBrief.model_construct(
-        id=values[r.id],
-        job_id=values[r.job_id],
-        checkpoint_id=values[r.checkpoint_id],
-        architecture=values[r.arch],
-        node_id=values[r.node_id],
-        name=values[r.layer_name],
-        kind=values[r.kind],
-        k=values[r.k],
-        alpha=values[r.alpha],
-        r2_alpha=values[r.r2_alpha],
-        gamma=values[r.gamma],
-        r2_gamma=values[r.r2_gamma],
-        s=values[r.s],
-        s_eig=values[r.s_eig],
-        predicted_s=values[r.predicted_s],
-        triangle_relative_error=values[r.triangle_relative_error],
-        pr_h=values[r.pr_h],
-        wall_seconds=values[r.wall_seconds],
-        flags=json.loads(values[r.flags] or "[]"),
-        step=values[r.step],
+        **{f.name: column_value(f, values[layer_column(f.name)]) for f in BRIEF_FIELDS}
     )
+
+
+def _stored_fields(row: LayerResultRow) -> dict[str, Any]:
+    """The StoredLayer fields of a row, from their registry columns."""
+    return {
+        f.name: getattr(row, f.column_name)
+        for f in COLUMN_FIELDS
+        if f.name in StoredLayer.model_fields
+    }
 
 
 def layer_row(row: LayerResultRow, blob: bytes) -> LayerRow:
-    layer = LayerRow.model_validate_json(
-        unpack_profile_json(
-            blob,
-            id=row.id,
-            job_id=row.job_id,
-            checkpoint_id=row.checkpoint_id,
-            architecture=row.arch,
-            node_id=row.node_id,
-            step=row.step,
-        )
-    )
+    layer = LayerRow.model_validate_json(unpack_profile_json(blob, **_stored_fields(row)))
     # profiles stored before the engine dropped NaN BIC values (JSON cannot carry them)
     if not all(math.isfinite(v) for v in layer.bic.values()):
         layer.bic = {k: v for k, v in layer.bic.items() if math.isfinite(v)}
@@ -246,15 +185,7 @@ def layer_detail(row: LayerResultRow) -> LayerDetail:
         **base.model_dump(),
         dtype=row.dtype,
         top_k=row.top_k,
-        provenance=Provenance(
-            checkpoint_sha256=row.checkpoint_sha256,
-            data_sha256=row.data_sha256,
-            data_seed=row.data_seed,
-            data_indices=json.loads(row.data_indices or "[]"),
-            versions=json.loads(row.versions or "{}"),
-            node_id=row.node_id,
-            hostname=row.hostname,
-        ),
+        provenance=provenance.from_columns(row),
     )
 
 
@@ -276,10 +207,9 @@ def _stats(values: list[float]) -> tuple[float | None, float | None, int]:
 
 def summary(session: Session, job_ids: list[str]) -> list[SummaryRow]:
     """alpha, gamma, s by layer kind over the given jobs: mean, sample sd, n."""
-    r = LayerResultRow
-    stmt = select(r.kind, r.alpha, r.gamma, r.s)
+    stmt = select(*(layer_column(name) for name in ("kind", "alpha", "gamma", "s")))
     if job_ids:
-        stmt = stmt.where(r.job_id.in_(job_ids))
+        stmt = stmt.where(LayerResultRow.job_id.in_(job_ids))
     groups: dict[str, list[tuple[Any, Any, Any]]] = {}
     for kind, alpha, gamma, s in session.execute(stmt):
         groups.setdefault(kind, []).append((alpha, gamma, s))

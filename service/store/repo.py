@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
@@ -21,8 +20,12 @@ from api_schemas import (
     JobTimings,
     LayerProfile,
     LayerProgress,
+    ProfileSettings,
+    Provenance,
 )
+from api_schemas.layer_fields import COLUMN_FIELDS
 from service.store import paging
+from service.store import provenance as stored_provenance
 from service.store.codec import pack_profile
 from service.store.labels import JobLabelFilters
 from service.store.models import (
@@ -33,6 +36,7 @@ from service.store.models import (
     JobTagRow,
     LayerProfileRow,
     LayerResultRow,
+    layer_column,
     utcnow,
 )
 
@@ -178,7 +182,7 @@ def job_model(session: Session, row: JobRow) -> Job:
         name: (wall, node)
         for name, wall, node in session.execute(
             select(
-                LayerResultRow.layer_name, LayerResultRow.wall_seconds, LayerResultRow.node_id
+                layer_column("name"), layer_column("wall_seconds"), layer_column("node_id")
             ).where(LayerResultRow.job_id == row.id)
         )
     }
@@ -216,7 +220,7 @@ def job_summaries(session: Session, rows: Sequence[JobRow]) -> list[Job]:
     compute: dict[str, float] = {
         job_id: float(total or 0.0)
         for job_id, total in session.execute(
-            select(LayerResultRow.job_id, func.sum(LayerResultRow.wall_seconds))
+            select(LayerResultRow.job_id, func.sum(layer_column("wall_seconds")))
             .where(LayerResultRow.job_id.in_(ids))
             .group_by(LayerResultRow.job_id)
         )
@@ -345,62 +349,38 @@ def set_layers_state(
 
 
 def stored_layer_names(session: Session, job_id: str) -> set[str]:
-    return set(
-        session.scalars(select(LayerResultRow.layer_name).where(LayerResultRow.job_id == job_id))
-    )
+    return set(session.scalars(select(layer_column("name")).where(LayerResultRow.job_id == job_id)))
 
 
-@dataclass
-class LayerMeta:
-    """Provenance of one computed layer (from the job and the Ray task)."""
-
-    node_id: str | None = None
-    hostname: str | None = None
-    wall_seconds: float | None = None
-    checkpoint_sha256: str | None = None
-    data_sha256: str | None = None
-    data_seed: int = 0
-    data_indices: list[int] = field(default_factory=list)
-    dtype: str = "float64"
-    top_k: int = 0
-    versions: dict[str, str] = field(default_factory=dict)
+def _profile_columns(profile: LayerProfile) -> dict[str, Any]:
+    """The registry's profile columns of a layer (``api_schemas.layer_fields``)."""
+    out: dict[str, Any] = {}
+    for f in COLUMN_FIELDS:
+        if f.source == "profile":
+            value = getattr(profile, f.name)
+            out[f.column_name] = json.dumps(sorted(value)) if f.type == "flags" else value
+    return out
 
 
 def record_layer_result(
-    session: Session, job: JobRow, profile: LayerProfile, meta: LayerMeta
+    session: Session,
+    job: JobRow,
+    profile: LayerProfile,
+    provenance: Provenance,
+    settings: ProfileSettings,
 ) -> bool:
-    """Store one layer and mark it done, in one transaction. False if it was already stored."""
-    if profile.wall_seconds is None and meta.wall_seconds is not None:
-        profile = profile.model_copy(update={"wall_seconds": meta.wall_seconds})
+    """Store one layer with the Provenance of its numbers and the settings they depend on, and
+    mark it done, in one transaction. False if it was already stored."""
     row = LayerResultRow(
         job_id=job.id,
-        layer_name=profile.name,
-        kind=profile.kind,
         checkpoint_id=job.checkpoint_id,
         arch=job.arch,
-        alpha=profile.alpha,
-        gamma=profile.gamma,
-        s=profile.s,
-        s_eig=profile.s_eig,
-        predicted_s=profile.predicted_s,
-        triangle_relative_error=profile.triangle_relative_error,
-        r2_alpha=profile.r2_alpha,
-        r2_gamma=profile.r2_gamma,
-        pr_h=profile.pr_h,
-        flags=json.dumps(sorted(profile.flags)),
-        k=profile.k,
-        node_id=meta.node_id,
-        hostname=meta.hostname,
-        wall_seconds=profile.wall_seconds,
-        checkpoint_sha256=meta.checkpoint_sha256,
-        data_sha256=meta.data_sha256,
-        data_seed=meta.data_seed,
-        data_indices=json.dumps(meta.data_indices),
-        dtype=meta.dtype,
-        top_k=meta.top_k,
-        versions=json.dumps(meta.versions, sort_keys=True),
-        created_at=utcnow(),
         step=job.step,
+        **_profile_columns(profile),
+        **stored_provenance.to_columns(provenance),
+        dtype=settings.dtype,
+        top_k=settings.top_k,
+        created_at=utcnow(),
         stored_profile=LayerProfileRow(blob=pack_profile(profile)),
     )
     session.add(row)
@@ -419,6 +399,23 @@ def record_layer_result(
         session.execute(mark)
         session.commit()
         return False
+
+
+def set_job_provenance(session: Session, job_id: str, provenance: Provenance) -> None:
+    """Keep the job's Provenance (what its layers share: checkpoint, batch, versions)."""
+    session.execute(
+        update(JobRow)
+        .where(JobRow.id == job_id)
+        .values(provenance_json=provenance.model_dump_json())
+    )
+    session.commit()
+
+
+def job_provenance(row: JobRow) -> Provenance | None:
+    """The Provenance the runner kept for the job, None before it was prepared."""
+    if row.provenance_json is None:
+        return None
+    return Provenance.model_validate_json(row.provenance_json)
 
 
 def count_jobs_by_state(session: Session) -> dict[str, int]:

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from api_schemas import LayerProfile
+from api_schemas import LayerProfile, ProfileSettings, Provenance
 
 MLP_CONFIG: dict[str, Any] = {"arch": "mlp", "in_features": 64, "widths": [32, 32], "classes": 10}
 SPEC: dict[str, Any] = {
@@ -44,6 +44,15 @@ def fake_profile(name: str, kind: str = "linear", **values: Any) -> LayerProfile
     }
     base.update(values)
     return LayerProfile(**base)
+
+
+def store_layer(session: Any, job: Any, profile: LayerProfile, **provenance: Any) -> bool:
+    """Store ``profile`` for ``job`` as the job runner does, with a Provenance made of
+    ``provenance`` (float64, K = the profile's k)."""
+    from service.store import repo
+
+    settings = ProfileSettings(top_k=max(profile.k, 1))
+    return repo.record_layer_result(session, job, profile, Provenance(**provenance), settings)
 
 
 def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -22,7 +22,7 @@ from service.embedded import EmbeddedServer
 from service.settings import Settings
 from service.store import db, repo
 from service.store.models import JobRow
-from tests.service.helpers import SPEC, fake_profile, write_checkpoint
+from tests.service.helpers import SPEC, fake_profile, store_layer, write_checkpoint
 from workers.intake.checkpoints import sha256_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,7 +46,7 @@ def store_layers(server: Any, job_id: str, profiles: list[Any]) -> None:
         row = session.get(JobRow, job_id)
         assert row is not None
         for profile in profiles:
-            repo.record_layer_result(session, row, profile, repo.LayerMeta())
+            store_layer(session, row, profile)
         repo.set_job_state(session, job_id, "succeeded")
     engine.dispose()
 

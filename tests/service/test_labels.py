@@ -13,7 +13,7 @@ from service.client import ApiError
 from service.store import db, queries, repo
 from service.store.labels import JobLabelFilters
 from service.store.models import JobRow
-from tests.service.helpers import SPEC, fake_profile
+from tests.service.helpers import SPEC, fake_profile, store_layer
 
 
 def test_upgrade_from_0002_leaves_old_jobs_unlabelled_and_downgrades(db_url: str) -> None:
@@ -57,9 +57,7 @@ def test_labels_filter_jobs_and_layers_in_the_store(db_url: str) -> None:
                 checkpoint_id="zoo:mlp", dataset="digits", name="gpt", tags=tags, step=step
             )
             row, _ = repo.create_job(session, spec, arch="mlp")
-            repo.record_layer_result(
-                session, row, fake_profile("head", alpha=step / 100), repo.LayerMeta()
-            )
+            store_layer(session, row, fake_profile("head", alpha=step / 100))
         repo.create_job(session, JobSpec(checkpoint_id="zoo:mlp", dataset="digits"), arch="mlp")
 
         def steps(labels: JobLabelFilters) -> list[int | None]:
@@ -125,7 +123,7 @@ def test_series_batch_and_label_filters_over_rest(make_server) -> None:  # type:
                 stored = session.get(JobRow, job.id)
                 assert stored is not None
                 profile = fake_profile("head", alpha=1.0 + (job.step or 0) / 1000)
-                repo.record_layer_result(session, stored, profile, repo.LayerMeta())
+                store_layer(session, stored, profile)
         engine.dispose()
         page = client.layers_page(job_name="mlp-run", step=500)
         assert [(r.step, r.alpha, r.job_id) for r in page.items] == [(500, 1.5, batch.jobs[1].id)]

@@ -13,7 +13,7 @@ from service.store import db, queries, repo
 from service.store.codec import pack_profile
 from service.store.models import JobRow, LayerResultRow
 from service.store.paging import CursorError
-from tests.service.helpers import fake_profile
+from tests.service.helpers import fake_profile, store_layer
 
 TABLES = {"checkpoints", "datasets", "jobs", "job_layers", "layer_results"}
 
@@ -90,9 +90,9 @@ def test_idempotency_key_returns_same_job(session) -> None:  # type: ignore[no-u
 def test_layer_result_is_unique_per_job_and_layer(session) -> None:  # type: ignore[no-untyped-def]
     job, _ = repo.create_job(session, _spec(), arch="mlp")
     repo.ensure_job_layers(session, job.id, ["a", "b"])
-    meta = repo.LayerMeta(node_id="n1", data_indices=[1, 2, 3], versions={"torch": "x"})
-    assert repo.record_layer_result(session, job, fake_profile("a", alpha=1.5), meta)
-    assert not repo.record_layer_result(session, job, fake_profile("a", alpha=9.0), meta)
+    meta = {"node_id": "n1", "data_indices": [1, 2, 3], "versions": {"torch": "x"}}
+    assert store_layer(session, job, fake_profile("a", alpha=1.5), **meta)
+    assert not store_layer(session, job, fake_profile("a", alpha=9.0), **meta)
     count = session.scalar(select(func.count()).select_from(LayerResultRow))
     assert count == 1
     model = repo.job_model(session, job)
@@ -110,7 +110,7 @@ def test_filters_sorting_and_keyset_pages(session) -> None:  # type: ignore[no-u
         kind = "conv" if i % 2 else "linear"
         flags = ["few_points"] if alpha is None else []
         profile = fake_profile(f"l{i}", kind, alpha=alpha, gamma=0.1 * i, r2_alpha=0.9, flags=flags)
-        repo.record_layer_result(session, job, profile, repo.LayerMeta())
+        store_layer(session, job, profile)
     for sort in ("alpha", "-alpha", "gamma", "id", "-id", "name"):
         seen, cursor = [], None
         while True:
@@ -143,8 +143,8 @@ def test_summary_by_kind(session) -> None:  # type: ignore[no-untyped-def]
     job, _ = repo.create_job(session, _spec(), arch="mlp")
     other, _ = repo.create_job(session, _spec(), arch="mlp")
     for i, alpha in enumerate([1.0, 2.0, 3.0]):
-        repo.record_layer_result(session, job, fake_profile(f"a{i}", alpha=alpha), repo.LayerMeta())
-    repo.record_layer_result(session, other, fake_profile("x", alpha=100.0), repo.LayerMeta())
+        store_layer(session, job, fake_profile(f"a{i}", alpha=alpha))
+    store_layer(session, other, fake_profile("x", alpha=100.0))
     (row,) = queries.summary(session, [job.id])
     assert row.kind == "linear" and row.n == 3 and row.alpha_n == 3
     assert row.alpha_mean == pytest.approx(2.0) and row.alpha_sd == pytest.approx(1.0)
@@ -159,7 +159,7 @@ def test_brief_rows_page_like_full_rows(session) -> None:  # type: ignore[no-unt
     for i, alpha in enumerate(alphas):
         flags = ["few_points"] if alpha is None else []
         profile = fake_profile(f"l{i}", "conv", alpha=alpha, gamma=0.2 * i, flags=flags)
-        repo.record_layer_result(session, job, profile, repo.LayerMeta(node_id=f"n{i % 2}"))
+        store_layer(session, job, profile, node_id=f"n{i % 2}")
     for sort in ("alpha", "-alpha", "-gamma", "-id", "name", "wall_seconds"):
         full, briefs, cursors = [], [], [None, None]
         while True:
@@ -187,7 +187,7 @@ def test_brief_rows_page_like_full_rows(session) -> None:  # type: ignore[no-unt
 def test_rows_stored_with_nan_bic_are_served_as_valid_json(session) -> None:  # type: ignore[no-untyped-def]
     job, _ = repo.create_job(session, _spec(), arch="mlp")
     profile = fake_profile("l0", bic={"power_law": math.nan, "exponential": -3.5})
-    repo.record_layer_result(session, job, profile, repo.LayerMeta())
+    store_layer(session, job, profile)
     rows, _ = queries.query_layers(session, queries.LayerFilters(job_id=[job.id]))
     again = LayerRow.model_validate_json(rows[0].model_dump_json())
     assert again.bic == {"exponential": -3.5}

@@ -25,6 +25,7 @@ class LayerOutcome:
     wall_seconds: float | None = None
     node_id: str | None = None
     hostname: str | None = None
+    device: str | None = None
 
 
 def group_layers(names: Sequence[str], per_task: int) -> list[list[str]]:
@@ -147,6 +148,7 @@ def _run(
                         wall_seconds=entry.get("wall_seconds"),
                         node_id=entry.get("node_id"),
                         hostname=entry.get("hostname"),
+                        device=entry.get("device"),
                     )
                 )
     return "done"

@@ -93,9 +93,13 @@ def profile_group(
     from workers.curvature.engine import profile_layers
 
     settings = ProfileSettings.model_validate_json(settings_json)
-    node_id = _node_id()
-    host = socket.gethostname()
-    model = build_model(model_payload).to(task_device())
+    device = task_device()
+    where = {
+        "node_id": _node_id(),
+        "hostname": socket.gethostname(),
+        "device": device_label(device),
+    }
+    model = build_model(model_payload).to(device)
     inputs, targets, mask = data_payload.tensors()
 
     def run(names: list[str]) -> list[dict[str, Any]]:
@@ -108,8 +112,7 @@ def profile_group(
                 "profile": p.model_dump(mode="python"),
                 "error": None,
                 "wall_seconds": p.wall_seconds if p.wall_seconds is not None else each,
-                "node_id": node_id,
-                "hostname": host,
+                **where,
             }
             for p in profiles
         ]
@@ -118,25 +121,18 @@ def profile_group(
         return run(list(layer_names))
     except Exception as exc:
         if len(layer_names) == 1:
-            return [_error_entry(layer_names[0], exc, node_id, host)]
+            return [_error_entry(layer_names[0], exc, where)]
     out = []
     for name in layer_names:
         try:
             out.extend(run([name]))
         except Exception as exc:
-            out.append(_error_entry(name, exc, node_id, host))
+            out.append(_error_entry(name, exc, where))
     return out
 
 
-def _error_entry(name: str, exc: BaseException, node_id: str | None, host: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "profile": None,
-        "error": _first_line(exc),
-        "wall_seconds": None,
-        "node_id": node_id,
-        "hostname": host,
-    }
+def _error_entry(name: str, exc: BaseException, where: dict[str, Any]) -> dict[str, Any]:
+    return {"name": name, "profile": None, "error": _first_line(exc), "wall_seconds": None, **where}
 
 
 def task_device() -> torch.device:
@@ -149,6 +145,14 @@ def task_device() -> torch.device:
     if has_gpu and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
+
+
+def device_label(device: torch.device) -> str:
+    """``cpu``, or the CUDA device with its index and name: ``cuda:0 (NVIDIA H200)``."""
+    if device.type != "cuda":
+        return str(device)
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def _node_id() -> str | None:
