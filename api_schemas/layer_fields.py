@@ -96,8 +96,8 @@ class FilterParam:
         }[self.op]
 
 
-def _csv_only(name: str, type_: FieldType) -> LayerField:
-    return LayerField(name, type_, stored="profile", brief=False)
+def _csv_only(name: str, type_: FieldType, *, nullable: bool) -> LayerField:
+    return LayerField(name, type_, stored="profile", nullable=nullable, brief=False)
 
 
 LAYER_FIELDS: tuple[LayerField, ...] = (
@@ -130,8 +130,8 @@ LAYER_FIELDS: tuple[LayerField, ...] = (
         length=16,
         description="layer kind",
     ),
-    _csv_only("parameter", "text"),
-    _csv_only("shape", "shape"),
+    _csv_only("parameter", "text", nullable=False),
+    _csv_only("shape", "shape", nullable=False),
     LayerField("k", "int", nullable=False),
     LayerField("alpha", "float", sortable=True, filter="range", description="alpha"),
     LayerField(
@@ -142,17 +142,17 @@ LAYER_FIELDS: tuple[LayerField, ...] = (
         query="r2",
         description="R² of the alpha fit",
     ),
-    _csv_only("alpha_se", "float"),
+    _csv_only("alpha_se", "float", nullable=True),
     LayerField("gamma", "float", sortable=True, filter="range", description="gamma"),
     LayerField("r2_gamma", "float", sortable=True),
     LayerField("s", "float", sortable=True, filter="range", description="s"),
-    _csv_only("r2_s", "float"),
+    _csv_only("r2_s", "float", nullable=True),
     LayerField("s_eig", "float", sortable=True),
     LayerField("predicted_s", "float", sortable=True),
     LayerField("triangle_relative_error", "float", sortable=True),
     LayerField("pr_h", "float", sortable=True),
-    _csv_only("n_valid", "int"),
-    _csv_only("n_neg", "int"),
+    _csv_only("n_valid", "int", nullable=False),
+    _csv_only("n_neg", "int", nullable=False),
     LayerField("route", "text", sortable=True, filter="one_of", length=32, description="h_k route"),
     LayerField(
         "route_reason", "text", filter="equals", description="why the GGN route was not taken"

@@ -77,6 +77,53 @@ def test_upgrade_from_0001_keeps_stored_profiles(db_url: str) -> None:
     engine.dispose()
 
 
+def test_upgrade_to_0004_fills_routes_from_stored_profiles(db_url: str) -> None:
+    db.upgrade(db_url, "0003_job_labels")
+    engine = db.make_engine(db_url)
+    profiles = {
+        "l0": fake_profile("l0", route="output_double_backward", route_reason="gelu above"),
+        "l1": fake_profile("l1"),  # stored before routes were recorded
+    }
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "INSERT INTO jobs (id, state, spec_json, checkpoint_id, dataset_ref, runs,"
+                " created_at) VALUES ('j1', 'succeeded', '{}', 'c1', 'digits', 1, :now)"
+            ),
+            {"now": datetime(2026, 1, 1)},
+        )
+        for layer_id, (name, profile) in enumerate(profiles.items(), start=1):
+            conn.execute(
+                text(
+                    "INSERT INTO layer_results (id, job_id, layer_name, kind, flags, k, data_seed,"
+                    " data_indices, dtype, top_k, versions, created_at) VALUES (:id, 'j1', :name,"
+                    " 'linear', '[]', 3, 0, '[]', 'float64', 3, '{}', :now)"
+                ),
+                {"id": layer_id, "name": name, "now": datetime(2026, 1, 1)},
+            )
+            conn.execute(
+                text("INSERT INTO layer_profiles (layer_id, blob) VALUES (:id, :blob)"),
+                {"id": layer_id, "blob": pack_profile(profile)},
+            )
+    db.upgrade(db_url)
+    with db.make_session_factory(engine)() as session:
+        briefs, _ = queries.query_layer_briefs(session, queries.LayerFilters(), sort="name")
+        assert [(b.route, b.route_reason) for b in briefs] == [
+            ("output_double_backward", "gelu above"),
+            (None, None),
+        ]
+        rows, _ = queries.query_layers(
+            session, queries.LayerFilters(route=["output_double_backward"])
+        )
+        assert [r.name for r in rows] == ["l0"]
+        detail = queries.layer_detail(queries.get_layer(session, rows[0].id))  # type: ignore[arg-type]
+        assert (detail.provenance.device, detail.provenance.data_name) == (None, None)
+    db.downgrade(db_url, "0003_job_labels")
+    columns = {c["name"] for c in inspect(engine).get_columns("layer_results")}
+    assert not {"route", "route_reason", "device", "data_name"} & columns
+    engine.dispose()
+
+
 def test_idempotency_key_returns_same_job(session) -> None:  # type: ignore[no-untyped-def]
     a, created_a = repo.create_job(session, _spec(), arch="mlp", idempotency_key="k1")
     b, created_b = repo.create_job(session, _spec(), arch="mlp", idempotency_key="k1")
