@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from api_schemas import TERMINAL_STATES
+from api_schemas import TERMINAL_STATES, Provenance
+from service.store import repo
 from service.store.models import JobLayerRow, JobRow, LayerResultRow, layer_column
 
 
@@ -34,6 +35,7 @@ class JobSummary:
     batch_id: str | None
     error: str | None
     spec: dict[str, Any]
+    provenance: Provenance | None = None  # what its layers share, once it was prepared
     done: int = 0
     total: int = 0
     failed: int = 0
@@ -120,6 +122,7 @@ def summaries(session: Session, rows: list[JobRow]) -> list[JobSummary]:
                 batch_id=row.batch_id,
                 error=row.error,
                 spec=_spec(row),
+                provenance=repo.job_provenance(row),
                 done=done,
                 total=total,
                 failed=failed,

@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from functools import partial
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from sqlalchemy.orm import Session
 
 from service.dashboard import auth
 from service.deps import ServicesDep, SessionDep
+from service.problems import problem
 from service.routers.layers import export_layers_csv
 from service.store import queries
 from service.store.models import JobRow
@@ -19,52 +21,67 @@ from service.store.models import JobRow
 router = APIRouter(prefix="/ui/jobs/{job_id}", include_in_schema=False)
 
 
-def readable_job(request: Request, job_id: str, services: ServicesDep, session: SessionDep) -> str:
-    """The path's job id, once the caller may read and the job exists (401, 404 otherwise)."""
+def _when_readable(
+    request: Request,
+    session: Session,
+    job_id: str,
+    services: ServicesDep,
+    respond: Callable[[], Response],
+) -> Response:
+    """``respond()`` once the caller may read and the job exists; else a 401 (that names
+    nothing) or a 404 problem document."""
     if not auth.may_read(request, services.settings):
-        raise HTTPException(401, "login required")
+        return problem(401, "login required")
     if session.get(JobRow, job_id) is None:
-        raise HTTPException(404, f"job {job_id} not found")
-    return job_id
-
-
-ReadableJob = Annotated[str, Depends(readable_job)]
+        return problem(404, f"job {job_id} not found", instance=request.url.path)
+    return respond()
 
 
 @router.get("/layers.csv")
-def layers_csv(job_id: ReadableJob, services: ServicesDep) -> Response:
+def layers_csv(
+    request: Request, job_id: str, services: ServicesDep, session: SessionDep
+) -> Response:
     """The same CSV as ``GET /v1/layers.csv?job_id=…``."""
-    return export_layers_csv(services, queries.LayerFilters(job_id=[job_id]), None)
+    filters = queries.LayerFilters(job_id=[job_id])
+    csv = partial(export_layers_csv, services, filters, None)
+    return _when_readable(request, session, job_id, services, csv)
 
 
 @router.get("/layers.json")
-def layers_json(job_id: ReadableJob, services: ServicesDep) -> Response:
+def layers_json(
+    request: Request, job_id: str, services: ServicesDep, session: SessionDep
+) -> Response:
     """``{"job_id": …, "layers": [every full layer row]}``, streamed page by page."""
+    attachment = {"Content-Disposition": f'attachment; filename="{job_id}-layers.json"'}
+    body = partial(_layers_json, services, job_id)
+    stream = partial(StreamingResponse, media_type="application/json", headers=attachment)
+    return _when_readable(request, session, job_id, services, lambda: stream(body()))
+
+
+def _layers_json(services: ServicesDep, job_id: str) -> Iterator[str]:
     filters = queries.LayerFilters(job_id=[job_id])
-
-    def generate() -> Iterator[str]:
-        yield '{"job_id": ' + json.dumps(job_id) + ', "layers": ['
-        cursor: str | None = None
-        first = True
-        with services.sessions() as inner:
-            while True:
-                rows, cursor = queries.query_layers(inner, filters, cursor=cursor, limit=500)
-                for row in rows:
-                    yield ("" if first else ",") + row.model_dump_json()
-                    first = False
-                if cursor is None:
-                    break
-        yield "]}"
-
-    return StreamingResponse(
-        generate(),
-        media_type="application/json",
-        headers={"Content-Disposition": f'attachment; filename="{job_id}-layers.json"'},
-    )
+    yield '{"job_id": ' + json.dumps(job_id) + ', "layers": ['
+    cursor: str | None = None
+    first = True
+    with services.sessions() as session:
+        while True:
+            rows, cursor = queries.query_layers(session, filters, cursor=cursor, limit=500)
+            for row in rows:
+                yield ("" if first else ",") + row.model_dump_json()
+                first = False
+            if cursor is None:
+                break
+    yield "]}"
 
 
 @router.get("/preconditioner.json")
-def preconditioner_json(job_id: ReadableJob, session: SessionDep) -> Response:
+def preconditioner_json(
+    request: Request, job_id: str, services: ServicesDep, session: SessionDep
+) -> Response:
     """The same document as ``GET /v1/jobs/{id}/preconditioner``."""
-    body = queries.preconditioner(session, job_id).model_dump_json()
-    return Response(body, media_type="application/json")
+
+    def document() -> Response:
+        body = queries.preconditioner(session, job_id).model_dump_json()
+        return Response(body, media_type="application/json")
+
+    return _when_readable(request, session, job_id, services, document)

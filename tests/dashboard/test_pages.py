@@ -109,8 +109,7 @@ def test_layer_table_equals_the_api(tab: Tab, fleet: Fleet) -> None:
                 assert float(cell["value"]) == expected, column  # the exact stored value
                 shown_number = float(cell["text"].split("±")[0])
                 assert math.isclose(shown_number, expected, rel_tol=5e-3, abs_tol=1e-12), column
-            route = "output" if job is fleet.h_only and layer.kind != "conv" else "weight"
-            assert row["route"]["text"] == route
+            assert layer.route is not None and row["route"]["text"] == layer.route
             assert row["flags"]["text"].split() == layer.flags
         precond = tab.page.locator("#preconditioner-table tbody tr").count()
         assert precond == sum(len(r.preconditioner) for r in api.values())
@@ -162,10 +161,19 @@ def test_layer_page_charts_and_provenance(tab: Tab, fleet: Fleet) -> None:
                 and layer.provenance.checkpoint_sha256 in provenance
             )
             assert str(layer.provenance.data_sha256) in provenance
+            assert tab.page.locator("#device").inner_text() == layer.provenance.device
+            assert tab.page.locator("#route").inner_text() == layer.route
             alpha_cell = tab.page.locator('#fit-table td[data-col="alpha"]')
             assert alpha_cell.get_attribute("data-value") == (
                 repr(layer.alpha) if layer.alpha is not None else ""
             )
+            tab.open(f"/ui/jobs/{job.id}")  # the job's own provenance: what its layers share
+            shared = tab.page.locator("#job-provenance").inner_text()
+            assert (
+                str(layer.provenance.data_sha256) in shared
+                and str(layer.provenance.data_name) in shared
+            )
+            assert f"{len(layer.provenance.data_indices)} examples" in shared
     assert tab.errors == []
 
 

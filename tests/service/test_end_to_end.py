@@ -86,6 +86,13 @@ def test_layer_queries_filters_and_pages(finished: dict[str, Any]) -> None:
     assert detail.provenance.checkpoint_sha256 == finished["ckpt"].sha256
     assert len(detail.provenance.data_indices) == 128 and detail.provenance.versions["torch"]
     assert detail.provenance.hostname and detail.node_id and detail.dtype == "float64"
+    # node and device are stored with every layer; the route is a column to filter on
+    assert detail.provenance.node_id == detail.node_id and detail.provenance.data_name == "digits"
+    device = detail.provenance.device
+    assert device == "cpu" or (device or "").startswith("cuda:"), device
+    assert detail.route is not None
+    routed = {r.id for r in client.layer_briefs(job_id=job.id, route=detail.route)}
+    assert detail.id in routed and routed == {r.id for r in rows if r.route == detail.route}
 
 
 def test_brief_view_matches_full_rows(finished: dict[str, Any]) -> None:

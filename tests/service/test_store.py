@@ -6,7 +6,7 @@ import math
 from datetime import datetime
 
 import pytest
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import Connection, func, inspect, select, text
 
 from api_schemas import JobSpec, LayerRow
 from service.store import db, queries, repo
@@ -31,6 +31,17 @@ def session(db_url: str):  # type: ignore[no-untyped-def]
     engine.dispose()
 
 
+def _insert_old_job(conn: Connection) -> None:
+    """Job ``j1``, as a revision before this one stored it."""
+    conn.execute(
+        text(
+            "INSERT INTO jobs (id, state, spec_json, checkpoint_id, dataset_ref, runs,"
+            " created_at) VALUES ('j1', 'succeeded', '{}', 'c1', 'digits', 1, :now)"
+        ),
+        {"now": datetime(2026, 1, 1)},
+    )
+
+
 def test_migrations_up_down_up(db_url: str) -> None:
     db.upgrade(db_url)
     engine = db.make_engine(db_url)
@@ -50,13 +61,7 @@ def test_upgrade_from_0001_keeps_stored_profiles(db_url: str) -> None:
     engine = db.make_engine(db_url)
     blob = pack_profile(fake_profile("l0", "conv", alpha=1.25, sigma=[4.0, 2.0, 1.0]))
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO jobs (id, state, spec_json, checkpoint_id, dataset_ref, runs,"
-                " created_at) VALUES ('j1', 'succeeded', '{}', 'c1', 'digits', 1, :now)"
-            ),
-            {"now": datetime(2026, 1, 1)},
-        )
+        _insert_old_job(conn)
         conn.execute(
             text(
                 "INSERT INTO layer_results (job_id, layer_name, kind, alpha, flags, k, data_seed,"
@@ -85,13 +90,7 @@ def test_upgrade_to_0004_fills_routes_from_stored_profiles(db_url: str) -> None:
         "l1": fake_profile("l1"),  # stored before routes were recorded
     }
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO jobs (id, state, spec_json, checkpoint_id, dataset_ref, runs,"
-                " created_at) VALUES ('j1', 'succeeded', '{}', 'c1', 'digits', 1, :now)"
-            ),
-            {"now": datetime(2026, 1, 1)},
-        )
+        _insert_old_job(conn)
         for layer_id, (name, profile) in enumerate(profiles.items(), start=1):
             conn.execute(
                 text(

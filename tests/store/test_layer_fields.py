@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterator
 from inspect import signature
 from typing import Any, Literal, get_args, get_origin
 
-import pytest
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session
 
@@ -32,19 +30,11 @@ from service.store import provenance as stored_provenance
 from service.store.models import Base
 from tests.service.conftest import db_url  # noqa: F401  (SQLite, and PostgreSQL when set)
 from tests.service.helpers import fake_profile, store_layer
+from tests.service.test_store import session  # noqa: F401  (a migrated store)
 
 # the columns of layer_results that are neither registry fields nor Provenance fields
 SETTINGS_COLUMNS = {"dtype", "top_k", "created_at"}
 PYTHON_TYPES = {"int": int, "float": float, "text": str, "flags": list, "shape": tuple}
-
-
-@pytest.fixture
-def session(db_url: str) -> Iterator[Session]:  # noqa: F811
-    db.upgrade(db_url)
-    engine = db.make_engine(db_url)
-    with db.make_session_factory(engine)() as s:
-        yield s
-    engine.dispose()
 
 
 def _base_type(annotation: Any) -> Any:
@@ -141,7 +131,7 @@ def _value(field: LayerField, which: int) -> Any:
     return 0.25 + which + len(field.name) / 100
 
 
-def _stored_pair(session: Session) -> tuple[Any, Any]:
+def _stored_pair(session: Session) -> tuple[Any, Any]:  # noqa: F811
     """Two stored layers, of two jobs, that differ in every registry column."""
     rows = []
     for which in (0, 1):
@@ -160,7 +150,7 @@ def _stored_pair(session: Session) -> tuple[Any, Any]:
     return briefs[0], briefs[1]
 
 
-def test_each_column_is_written_read_and_filtered(session: Session) -> None:
+def test_each_column_is_written_read_and_filtered(session: Session) -> None:  # noqa: F811
     low, high = _stored_pair(session)
     for f in BRIEF_FIELDS:
         if f.source == "profile" and f.name != "name":
@@ -187,7 +177,7 @@ def test_each_column_is_written_read_and_filtered(session: Session) -> None:
         assert cells["shape"] == "4x4"
 
 
-def test_a_layer_s_provenance_is_read_back_whole(session: Session) -> None:
+def test_a_layer_s_provenance_is_read_back_whole(session: Session) -> None:  # noqa: F811
     job, _ = repo.create_job(
         session, JobSpec(checkpoint_id="zoo:mlp", dataset="digits"), arch="mlp"
     )
