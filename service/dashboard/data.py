@@ -8,7 +8,7 @@ scalar columns of one job (or of the compared jobs), never the stored profiles.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -104,6 +104,10 @@ def layer_counts(session: Session, job_ids: list[str]) -> dict[str, tuple[int, i
     return {j: (c[0], c[1], c[2]) for j, c in out.items()}
 
 
+# the JobSummary fields that are JobRow columns of the same name
+_JOB_COLUMNS = tuple(f.name for f in fields(JobSummary) if f.name in JobRow.__table__.columns)
+
+
 def summaries(session: Session, rows: list[JobRow]) -> list[JobSummary]:
     counts = layer_counts(session, [r.id for r in rows])
     out = []
@@ -111,16 +115,8 @@ def summaries(session: Session, rows: list[JobRow]) -> list[JobSummary]:
         done, total, failed = counts.get(row.id, (0, 0, 0))
         out.append(
             JobSummary(
-                id=row.id,
-                state=row.state,
-                arch=row.arch,
-                checkpoint_id=row.checkpoint_id,
+                **{name: getattr(row, name) for name in _JOB_COLUMNS},
                 dataset=_dataset(row),
-                created_at=row.created_at,
-                started_at=row.started_at,
-                finished_at=row.finished_at,
-                batch_id=row.batch_id,
-                error=row.error,
                 spec=_spec(row),
                 provenance=repo.job_provenance(row),
                 done=done,
