@@ -133,7 +133,13 @@ LAYER_FIELDS: tuple[LayerField, ...] = (
     _csv_only("parameter", "text", nullable=False),
     _csv_only("shape", "shape", nullable=False),
     LayerField("k", "int", nullable=False),
-    LayerField("alpha", "float", sortable=True, filter="range", description="alpha"),
+    LayerField(
+        "alpha",
+        "float",
+        sortable=True,
+        filter="range",
+        description="α, the slope of log h on log σ",
+    ),
     LayerField(
         "r2_alpha",
         "float",
@@ -143,9 +149,9 @@ LAYER_FIELDS: tuple[LayerField, ...] = (
         description="R² of the alpha fit",
     ),
     _csv_only("alpha_se", "float", nullable=True),
-    LayerField("gamma", "float", sortable=True, filter="range", description="gamma"),
+    LayerField("gamma", "float", sortable=True, filter="range", description="γ, σ_k ∝ k^−γ"),
     LayerField("r2_gamma", "float", sortable=True),
-    LayerField("s", "float", sortable=True, filter="range", description="s"),
+    LayerField("s", "float", sortable=True, filter="range", description="s, rank-sorted h ∝ j^−s"),
     _csv_only("r2_s", "float", nullable=True),
     LayerField("s_eig", "float", sortable=True),
     LayerField("predicted_s", "float", sortable=True),
@@ -153,13 +159,22 @@ LAYER_FIELDS: tuple[LayerField, ...] = (
     LayerField("pr_h", "float", sortable=True),
     _csv_only("n_valid", "int", nullable=False),
     _csv_only("n_neg", "int", nullable=False),
-    LayerField("route", "text", sortable=True, filter="one_of", length=32, description="h_k route"),
+    LayerField(
+        "route",
+        "text",
+        sortable=True,
+        filter="one_of",
+        length=32,
+        description="how h was computed (docs/engine.md)",
+    ),
     LayerField(
         "route_reason", "text", filter="equals", description="why the GGN route was not taken"
     ),
     LayerField("node_id", "text", "task", filter="equals", length=64, description="Ray node id"),
     LayerField("wall_seconds", "float", sortable=True),
-    LayerField("flags", "flags", nullable=False, filter="has", query="flag", description="flag"),
+    LayerField(
+        "flags", "flags", nullable=False, filter="has", query="flag", description="an engine flag"
+    ),
     LayerField("step", "int", "job", sortable=True, filter="range", description="training step"),
 )
 

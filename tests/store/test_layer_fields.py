@@ -112,18 +112,21 @@ def test_every_filter_is_a_query_parameter_of_the_listings() -> None:
     assert {"step_min", "step_max", "route", "route_reason"} <= params
 
 
+def _literal_values(annotation: Any) -> list[str]:
+    """The values of a ``Literal`` annotation, optional or not, sorted; else []."""
+    for part in (annotation, *get_args(annotation)):
+        if get_origin(part) is Literal:
+            return sorted(get_args(part))
+    return []
+
+
 def _value(field: LayerField, which: int) -> Any:
     """Two different values of a profile field; ``which=1`` is the larger."""
-    annotation = LayerProfile.model_fields[field.name].annotation
+    choices = _literal_values(LayerProfile.model_fields[field.name].annotation)
+    if choices:
+        return choices[which]
     if field.type == "flags":
         return [f"flag_{which}"]
-    choices = [a for a in get_args(annotation) if a is not type(None)]
-    if choices and get_origin(choices[0]) is Literal:
-        choices = list(get_args(choices[0]))
-    if get_origin(annotation) is Literal:
-        choices = list(get_args(annotation))
-    if choices and all(isinstance(c, str) for c in choices):
-        return sorted(choices)[which]
     if field.type == "text":
         return f"{field.name}-{which}"
     if field.type == "int":
