@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import platform
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 from workers import __version__
+
+if TYPE_CHECKING:
+    import torch
 
 _PACKAGES = ("torch", "numpy", "scipy", "ray")
 
@@ -20,3 +24,14 @@ def library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return versions
+
+
+def device_label(device: torch.device) -> str:
+    """The torch device numbers were computed on, as provenance records it: ``cpu``, or the
+    CUDA device with its index and name, ``cuda:0 (NVIDIA H200)``."""
+    if device.type != "cuda":
+        return str(device)
+    import torch  # only for a CUDA device, which needs torch imported anyway
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"

@@ -19,7 +19,7 @@ from workers.curvature.inventory import layer_inventory
 from workers.curvature.loader import collect_batches
 from workers.curvature.measurement import CUSTOM_LOSS, OutputLoss, draw_indices
 from workers.curvature.static_batch import static_batch_of
-from workers.versions import library_versions
+from workers.versions import device_label, library_versions
 
 
 def profile_model(
@@ -118,7 +118,7 @@ def profile_model(
     prov.data_indices = [own[i] for i in indices] if own else indices
     prov.versions = {**library_versions(), **prov.versions}
     prov.hostname = prov.hostname or socket.gethostname()
-    prov.device = str(next(model.parameters()).device)
+    prov.device = device_label(next(model.parameters()).device)
     _, skipped = layer_inventory(model, example)
     config = getattr(model, "curvprof_config", None)
     return Profile(

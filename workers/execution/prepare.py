@@ -32,7 +32,7 @@ from workers.data.text import TEXT_SUFFIXES, tokenize_text
 from workers.errors import IntakeError
 from workers.intake.checkpoints import LoadedModel, load_checkpoint, load_zoo
 from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
-from workers.versions import library_versions
+from workers.versions import device_label, library_versions
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,6 @@ def prepare(
         data_indices=indices,
         versions=library_versions(),
         hostname=socket.gethostname(),
-        device=str(torch.device(device)),
+        device=device_label(torch.device(device)),
     )
     return Prepared(loaded.model, loaded, batch, names, resolved, provenance)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from api_schemas import ProfileSettings
+from workers.versions import device_label
 
 
 @dataclass
@@ -145,14 +146,6 @@ def task_device() -> torch.device:
     if has_gpu and torch.cuda.is_available():
         return torch.device("cuda")
     return torch.device("cpu")
-
-
-def device_label(device: torch.device) -> str:
-    """``cpu``, or the CUDA device with its index and name: ``cuda:0 (NVIDIA H200)``."""
-    if device.type != "cuda":
-        return str(device)
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def _node_id() -> str | None:
