@@ -133,13 +133,7 @@ LAYER_FIELDS: tuple[LayerField, ...] = (
     _csv_only("parameter", "text", nullable=False),
     _csv_only("shape", "shape", nullable=False),
     LayerField("k", "int", nullable=False),
-    LayerField(
-        "alpha",
-        "float",
-        sortable=True,
-        filter="range",
-        description="α, the slope of log h on log σ",
-    ),
+    LayerField("alpha", "float", sortable=True, filter="range", description="α, h ∝ σ^α"),
     LayerField(
         "r2_alpha",
         "float",
@@ -159,14 +153,7 @@ LAYER_FIELDS: tuple[LayerField, ...] = (
     LayerField("pr_h", "float", sortable=True),
     _csv_only("n_valid", "int", nullable=False),
     _csv_only("n_neg", "int", nullable=False),
-    LayerField(
-        "route",
-        "text",
-        sortable=True,
-        filter="one_of",
-        length=32,
-        description="how h was computed (docs/engine.md)",
-    ),
+    LayerField("route", "text", sortable=True, filter="one_of", length=32, description="h route"),
     LayerField(
         "route_reason", "text", filter="equals", description="why the GGN route was not taken"
     ),
