@@ -39,11 +39,17 @@ def upgrade() -> None:
 
 
 def _routes_from_profiles() -> None:
-    """Each stored layer's route and reason, read from its stored profile (zlib JSON)."""
+    """Each stored layer's route and reason, read from its stored profile (zlib JSON), written
+    a chunk of layers at a time."""
     conn = op.get_bind()
     profiles = sa.table("layer_profiles", sa.column("layer_id"), sa.column("blob"))
     results = sa.table(
         "layer_results", sa.column("id"), sa.column("route"), sa.column("route_reason")
+    )
+    fill = (
+        results.update()
+        .where(results.c.id == sa.bindparam("layer_id"))
+        .values(route=sa.bindparam("stored_route"), route_reason=sa.bindparam("stored_reason"))
     )
     after = -1
     while True:
@@ -55,14 +61,16 @@ def _routes_from_profiles() -> None:
         ).all()
         if not rows:
             return
+        routed = []
         for layer_id, blob in rows:
             stored = json.loads(zlib.decompress(blob))
-            if stored.get("route") is not None or stored.get("route_reason") is not None:
-                conn.execute(
-                    results.update()
-                    .where(results.c.id == layer_id)
-                    .values(route=stored.get("route"), route_reason=stored.get("route_reason"))
+            route, reason = stored.get("route"), stored.get("route_reason")
+            if route is not None or reason is not None:
+                routed.append(
+                    {"layer_id": layer_id, "stored_route": route, "stored_reason": reason}
                 )
+        if routed:
+            conn.execute(fill, routed)
         after = rows[-1][0]
 
 
