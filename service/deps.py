@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -15,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from service.artifacts import ArtifactStore
 from service.jobs_runner import JobRunner
 from service.settings import Settings
+from service.upload import ReceivedUpload, receive_upload
 
 
 @dataclass
@@ -51,6 +53,34 @@ async def get_session(
         yield session
     finally:
         session.close()
+
+
+WireT = TypeVar("WireT")
+AddUpload = Callable[[Session, ArtifactStore, ReceivedUpload, Settings], tuple[WireT, bool]]
+
+
+async def accept_upload(
+    request: Request,
+    response: Response,
+    services: Services,
+    session: Session,
+    add: AddUpload[WireT],
+) -> WireT:
+    """Stream the request's multipart upload to a temp file within the configured bounds,
+    then ``add`` it to the store (``service.store.uploads``) on a worker thread; 200 rather
+    than 201 when the same bytes were stored already."""
+    settings = services.settings
+    upload = await receive_upload(
+        request,
+        services.artifacts.tmp_dir,
+        settings.max_upload_bytes,
+        max_fields=settings.max_form_fields,
+        max_field_bytes=settings.max_form_field_bytes,
+    )
+    stored, created = await run_in_threadpool(add, session, services.artifacts, upload, settings)
+    if not created:
+        response.status_code = 200
+    return stored
 
 
 bearer = HTTPBearer(

@@ -3,6 +3,9 @@
 A manager thread claims queued jobs and runs each in its own thread on Ray; every finished
 layer is committed as it arrives. On start, jobs left ``running`` by a previous server are
 queued again and resume with the layers not yet stored (nothing lost or counted twice).
+
+``workers.execution`` and the preparation path are imported where the runner first uses
+them: they bring Ray in, which an app built without a runner (tests, tools) never needs.
 """
 
 from __future__ import annotations
@@ -110,6 +113,7 @@ class JobRunner:
     # ------------------------------------------------------------------ manager
 
     def _ensure_ray(self) -> bool:
+        # on first use, not at import: see the module docstring
         from workers.execution import init_ray, ray_ready
 
         try:
@@ -180,6 +184,7 @@ class JobRunner:
             self.notify()
 
     def _execute(self, job_id: str) -> None:
+        # on first use, not at import: see the module docstring
         from workers.execution import DataPayload, LayerOutcome, gpus_per_task, run_layer_groups
         from workers.execution.scheduler import group_layers
 
@@ -284,6 +289,7 @@ class JobRunner:
     def _prepare(
         self, spec: JobSpec, ckpt: CheckpointRow | None, dataset: DatasetRow | None, data_cls: Any
     ) -> PreparedJob:
+        # on first use, not at import: see the module docstring
         from workers.execution import ModelPayload
         from workers.execution.prepare import DataSource, prepare
 
@@ -319,6 +325,8 @@ class JobRunner:
         """A ``.pt2`` job: the program is opened only in a child process here (fit check and
         layer names) and in the Ray workers that profile it, never in this process."""
         from api_schemas import Provenance
+
+        # on first use, not at import: see the module docstring
         from workers.data import measurement_batch
         from workers.execution import ModelPayload
         from workers.execution.prepare import ModelSource, open_data
@@ -354,6 +362,7 @@ class JobRunner:
         )
 
     def _model_source(self, spec: JobSpec, ckpt: CheckpointRow | None) -> Any:
+        # on first use, not at import: see the module docstring
         from workers.execution.prepare import ModelSource
 
         if spec.checkpoint_id.startswith(ZOO_PREFIX):

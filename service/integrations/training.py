@@ -28,6 +28,8 @@ import torch
 from torch import nn
 
 from api_schemas import Profile
+from workers.curvature import profile_model
+from workers.intake.checkpoints import load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from service.client import CurvprofClient
@@ -130,8 +132,6 @@ class CheckpointProfiler:
     # ------------------------------------------------------------------ in-process
 
     def _measure(self, model: nn.Module, directory: Path) -> Profile:
-        from workers.curvature import profile_model
-
         assert self.inputs is not None and self.targets is not None
         target, loss = measured_model(model, directory)
         s = self.settings
@@ -207,8 +207,6 @@ def save_model(model: nn.Module, directory: Path) -> Path:
     """Write the checkpoint of ``model`` into ``directory`` (see the module docstring)."""
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(getattr(model, "curvprof_config", None), dict):
-        from workers.intake.checkpoints import save_checkpoint
-
         return save_checkpoint(model, directory)
     if is_hugging_face(model):
         model.save_pretrained(str(directory), safe_serialization=True)  # type: ignore[operator]
@@ -224,8 +222,6 @@ def measured_model(model: nn.Module, directory: Path) -> tuple[nn.Module, str]:
     """The module to profile and its default loss: a Hugging Face model reloaded from its
     saved directory (the engine's wrapper, eager attention), any other the model itself."""
     if is_hugging_face(model) and not isinstance(getattr(model, "curvprof_config", None), dict):
-        from workers.intake.checkpoints import load_checkpoint
-
         loaded = load_checkpoint(str(directory))
         return loaded.model, loaded.default_loss or "cross_entropy"
     return model, "cross_entropy"

@@ -1,0 +1,61 @@
+"""Submission through the store layer (service/store/submit.py) on a real server, SQLite and
+PostgreSQL: a batch queues all its jobs in one transaction or none."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from service.client import ApiError, CurvprofClient
+from service.embedded import EmbeddedServer
+from tests.service.helpers import MLP_CONFIG, SPEC, write_checkpoint
+
+ServerFactory = Callable[..., EmbeddedServer]
+
+
+def refused(client: CurvprofClient, body: dict[str, object], key: str | None = None) -> int:
+    with pytest.raises(ApiError) as err:
+        client.batch(body, idempotency_key=key)
+    return err.value.status
+
+
+def test_a_batch_with_one_invalid_checkpoint_leaves_no_job(
+    make_server: ServerFactory, db_url: str, tmp_path: Path
+) -> None:
+    with make_server(db_url=db_url).client() as client:
+        stored = client.upload_checkpoint(write_checkpoint(tmp_path / "ckpt"), MLP_CONFIG)
+        for bad in ("0" * 64, "zoo:nope"):
+            body = {"checkpoint_ids": [stored.id, "zoo:mlp", bad], **SPEC}
+            assert refused(client, body) == 422
+        assert client.jobs().items == []
+        batch = client.batch({"checkpoint_ids": [stored.id, "zoo:mlp"], **SPEC})
+        assert [j.spec.checkpoint_id for j in batch.jobs] == [stored.id, "zoo:mlp"]
+
+
+def test_a_batch_whose_second_insert_fails_is_rolled_back(
+    make_server: ServerFactory, db_url: str
+) -> None:
+    """The batch's second job would take the key ``batch:K:1``, already held by a single
+    job: the insert fails in the database, and the first job goes with it."""
+    with make_server(db_url=db_url).client() as client:
+        single = client.submit({"checkpoint_id": "zoo:vgg", **SPEC}, idempotency_key="batch:K:1")
+        body = {"checkpoint_ids": ["zoo:mlp", "zoo:vgg"], **SPEC, "seed": 7}
+        assert refused(client, body, key="K") == 409
+        assert [j.id for j in client.jobs().items] == [single.id]
+
+
+def test_a_retried_batch_must_match_the_first_job_for_job(
+    make_server: ServerFactory, db_url: str
+) -> None:
+    with make_server(db_url=db_url).client() as client:
+        body = {"checkpoint_ids": ["zoo:mlp", "zoo:vgg"], **SPEC}
+        first = client.batch(body, idempotency_key="series")
+        again = client.batch(body, idempotency_key="series")
+        assert again.id == first.id and [j.id for j in again.jobs] == [j.id for j in first.jobs]
+        longer = {**body, "checkpoint_ids": ["zoo:mlp", "zoo:vgg", "zoo:mlp"]}
+        assert refused(client, longer, key="series") == 409
+        assert refused(client, {**body, "top_k": 3}, key="series") == 409
+        assert len(client.jobs(batch_id=first.id).items) == 2
+        assert len(client.jobs().items) == 2
