@@ -240,13 +240,13 @@ class MeasurementSettings(BaseModel):
     measured with; the job spec (``api_schemas.jobs.ProfileRequest``) adds the loss it names,
     if any, and what to measure; docs/engine.md says what each setting changes."""
 
-    batch_size: int = Field(2048, ge=1)
-    micro_batch_size: int | None = Field(None, ge=1)
-    top_k: int = Field(20, ge=1, le=1000)
-    lanczos_steps: int = Field(20, ge=0, le=2000)
+    batch_size: int = Field(default=2048, ge=1)
+    micro_batch_size: int | None = Field(default=None, ge=1)
+    top_k: int = Field(default=20, ge=1, le=1000)
+    lanczos_steps: int = Field(default=20, ge=0, le=2000)
     dtype: DTypeName = "float64"
     seed: int = 0
-    layers: Text | None = Field(None, description="fnmatch glob on layer names")
+    layers: Text | None = Field(default=None, description="fnmatch glob on layer names")
     variants: list[VariantName] = Field(default_factory=lambda: list(DEFAULT_VARIANTS))
     rank_cutoff: float = Field(
         default=1e-6,
@@ -260,7 +260,7 @@ class MeasurementSettings(BaseModel):
     )
     mode: Literal["eval"] = "eval"
     hvp_diagnostics: bool = Field(
-        True,
+        default=True,
         description="also the K x K compressed matrix, HVP noise and residuals; False: h_k "
         "alone, through the layer output on single-use linear layers (faster)",
     )

@@ -22,21 +22,26 @@ RowT = TypeVar("RowT", CheckpointRow, DatasetRow)
 
 @dataclass(frozen=True)
 class ArtifactKind(Generic[WireT, RowT]):
-    """One kind of artifact: its path, wire model, table, and how an upload is added."""
+    """One kind of artifact: its wire model (and page of them), its table, and how an
+    upload of it is added to the store."""
 
-    plural: str
     wire: type[WireT]
     page: type[Page[WireT]]
     row: type[RowT]
     to_wire: Callable[[RowT], WireT]
     add: AddUpload[WireT]
+
+
+@dataclass(frozen=True)
+class UploadDoc:
+    """What the OpenAPI schema says of an upload (FastAPI cannot see a streamed body)."""
+
     summary: str
     file_description: str
     form_fields: dict[str, str] = field(default_factory=dict)
-    upload_problems: tuple[int, ...] = (400, 413, 415)
+    problems: tuple[int, ...] = (400, 413, 415)
 
-    def upload_doc(self) -> dict[str, Any]:
-        """The multipart body in the OpenAPI schema (FastAPI cannot see a streamed one)."""
+    def request_body(self) -> dict[str, Any]:
         properties: dict[str, Any] = {
             "file": {"type": "string", "format": "binary", "description": self.file_description}
         }
@@ -47,40 +52,36 @@ class ArtifactKind(Generic[WireT, RowT]):
         return {"requestBody": {"required": True, "content": content}}
 
 
-def add_artifact_routes(router: APIRouter, kind: ArtifactKind[WireT, RowT]) -> None:
-    """Add the upload and the listing of ``kind`` to ``router``."""
-    singular = kind.plural.removesuffix("s")
+def add_artifact_routes(
+    router: APIRouter, plural: str, kind: ArtifactKind[WireT, RowT], doc: UploadDoc
+) -> None:
+    """Add ``POST /<plural>`` (the upload of ``kind``) and ``GET /<plural>`` to ``router``."""
 
+    @router.post(
+        f"/{plural}",
+        name=f"upload_{plural.removesuffix('s')}",
+        response_model=kind.wire,
+        status_code=201,
+        dependencies=[WriteAuth],
+        openapi_extra=doc.request_body(),
+        responses=problems(*doc.problems),
+        summary=doc.summary,
+    )
     async def upload(
         request: Request, response: Response, services: ServicesDep, session: SessionDep
     ) -> WireT:
         return await accept_upload(request, response, services, session, kind.add)
 
+    @router.get(
+        f"/{plural}",
+        dependencies=[ReadAuth],
+        responses=problems(400),
+        name=f"list_{plural}",
+        response_model=kind.page,
+    )
     def listing(
         session: SessionDep,
         cursor: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> Page[WireT]:
         return repo.artifact_page(session, kind.row, kind.to_wire, cursor, limit)
-
-    router.add_api_route(
-        f"/{kind.plural}",
-        upload,
-        methods=["POST"],
-        name=f"upload_{singular}",
-        response_model=kind.wire,
-        status_code=201,
-        dependencies=[WriteAuth],
-        openapi_extra=kind.upload_doc(),
-        responses=problems(*kind.upload_problems),
-        summary=kind.summary,
-    )
-    router.add_api_route(
-        f"/{kind.plural}",
-        listing,
-        methods=["GET"],
-        name=f"list_{kind.plural}",
-        response_model=kind.page,
-        dependencies=[ReadAuth],
-        responses=problems(400),
-    )

@@ -8,26 +8,25 @@ from api_schemas import Checkpoint, Page
 from service.artifacts import ZOO_PREFIX, ArtifactRejected, resolve_zoo_config
 from service.deps import ReadAuth, SessionDep
 from service.problems import problems
-from service.routers.artifacts import ArtifactKind, add_artifact_routes
+from service.routers.artifacts import ArtifactKind, UploadDoc, add_artifact_routes
 from service.store import repo, uploads
 from service.store.models import CheckpointRow
 
 router = APIRouter(tags=["checkpoints"], responses=problems(401, 422, 503))
 
+KIND = ArtifactKind(
+    Checkpoint, Page[Checkpoint], CheckpointRow, repo.checkpoint_model, uploads.add_checkpoint
+)
 add_artifact_routes(
     router,
-    ArtifactKind(
-        plural="checkpoints",
-        wire=Checkpoint,
-        page=Page[Checkpoint],
-        row=CheckpointRow,
-        to_wire=repo.checkpoint_model,
-        add=uploads.add_checkpoint,
-        summary="Upload a checkpoint (.safetensors + config, a Hugging Face .zip, or .pt2)",
-        file_description="model.safetensors (+ config), a .zip of a Hugging Face directory "
-        "(config.json, model.safetensors, tokenizer files), or a .pt2 program",
+    "checkpoints",
+    KIND,
+    UploadDoc(
+        "Upload a checkpoint (.safetensors + config, a Hugging Face .zip, or .pt2)",
+        "model.safetensors (+ config), a .zip of a Hugging Face directory (config.json, "
+        "model.safetensors, tokenizer files), or a .pt2 program",
         form_fields={"config": "architecture config JSON"},
-        upload_problems=(400, 409, 413, 415),
+        problems=(400, 409, 413, 415),
     ),
 )
 

@@ -8,23 +8,20 @@ from api_schemas import Dataset, Page
 from api_schemas.enums import BUILTIN_DATASETS
 from service.deps import ReadAuth, SessionDep
 from service.problems import problems
-from service.routers.artifacts import ArtifactKind, add_artifact_routes
+from service.routers.artifacts import ArtifactKind, UploadDoc, add_artifact_routes
 from service.store import repo, uploads
 from service.store.models import DatasetRow
 
 router = APIRouter(tags=["datasets"], responses=problems(401, 422, 503))
 
+KIND = ArtifactKind(Dataset, Page[Dataset], DatasetRow, repo.dataset_model, uploads.add_dataset)
 add_artifact_routes(
     router,
-    ArtifactKind(
-        plural="datasets",
-        wire=Dataset,
-        page=Page[Dataset],
-        row=DatasetRow,
-        to_wire=repo.dataset_model,
-        add=uploads.add_dataset,
-        summary="Upload a dataset (.npz or .safetensors with 'inputs' and 'targets')",
-        file_description=".npz or .safetensors holding 'inputs' and 'targets'",
+    "datasets",
+    KIND,
+    UploadDoc(
+        "Upload a dataset (.npz or .safetensors with 'inputs' and 'targets')",
+        ".npz or .safetensors holding 'inputs' and 'targets'",
     ),
 )
 
