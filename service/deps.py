@@ -5,16 +5,18 @@ from __future__ import annotations
 import hmac
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.artifacts import ArtifactStore
 from service.jobs_runner import JobRunner
+from service.problems import idempotent_submission
 from service.settings import Settings
 from service.upload import ReceivedUpload, receive_upload
 
@@ -83,6 +85,34 @@ async def accept_upload(
     return stored
 
 
+@dataclass
+class Submission:
+    """What an endpoint that queues jobs needs beside its body: the services, a session,
+    and the response, whose status tells a repeated request (200) from a new one (201)."""
+
+    services: Services
+    session: Session
+    response: Response
+
+    def answered(self, created: bool) -> None:
+        """200 for a request repeated with its Idempotency-Key; else wake the runner."""
+        if not created:
+            self.response.status_code = 200
+        elif self.services.runner is not None:
+            self.services.runner.notify()
+
+
+def submission_route(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``router.post`` arguments of an endpoint that queues jobs: 201 with ``model``, a
+    write token, and the 200 of a repeated request (``problems.idempotent_submission``)."""
+    return {
+        "response_model": model,
+        "status_code": 201,
+        "dependencies": [WriteAuth],
+        "responses": idempotent_submission(model),
+    }
+
+
 bearer = HTTPBearer(
     auto_error=False,
     description="a token from CURVPROF_API_TOKENS; writes need one when tokens are set",
@@ -130,3 +160,10 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 WriteAuth = Depends(require_write)
 ReadAuth = Depends(require_read)
+
+
+def get_submission(response: Response, services: ServicesDep, session: SessionDep) -> Submission:
+    return Submission(services, session, response)
+
+
+SubmissionDep = Annotated[Submission, Depends(get_submission)]

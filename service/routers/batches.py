@@ -4,40 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Response
+from fastapi import APIRouter, Header, HTTPException
 
 from api_schemas import Batch, BatchSpec
-from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
-from service.problems import idempotent_submission, problems
+from service.deps import ReadAuth, SessionDep, SubmissionDep, submission_route
+from service.problems import problems
 from service.store import repo, submit
 
 router = APIRouter(tags=["batches"], responses=problems(401, 422, 503))
 
 
-@router.post(
-    "/batches",
-    response_model=Batch,
-    status_code=201,
-    dependencies=[WriteAuth],
-    responses=idempotent_submission(Batch),
-)
+@router.post("/batches", **submission_route(Batch))
 def submit_batch(
     spec: BatchSpec,
-    response: Response,
-    services: ServicesDep,
-    session: SessionDep,
+    submission: SubmissionDep,
     idempotency_key: Annotated[str | None, Header(max_length=200)] = None,
 ) -> Batch:
     """Queue a job per checkpoint, all in one transaction or none; the same Idempotency-Key
     returns the same batch (200)."""
+    limits = submission.services.settings.intake_limits
     batch = submit.submit_batch(
-        session, spec, limits=services.settings.intake_limits, idempotency_key=idempotency_key
+        submission.session, spec, limits=limits, idempotency_key=idempotency_key
     )
-    if not batch.created:
-        response.status_code = 200
-    elif services.runner is not None:
-        services.runner.notify()
-    return Batch(id=batch.id, jobs=repo.job_summaries(session, batch.jobs))
+    submission.answered(batch.created)
+    return Batch(id=batch.id, jobs=repo.job_summaries(submission.session, batch.jobs))
 
 
 @router.get(

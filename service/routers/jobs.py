@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query
 from sqlalchemy.orm import Session
 
 from api_schemas import (
@@ -19,8 +19,15 @@ from api_schemas import (
     Page,
 )
 from api_schemas.wire import INT64_MAX
-from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
-from service.problems import idempotent_submission, problems
+from service.deps import (
+    ReadAuth,
+    ServicesDep,
+    SessionDep,
+    SubmissionDep,
+    WriteAuth,
+    submission_route,
+)
+from service.problems import problems
 from service.routers.layers import split_csv
 from service.store import logs as job_logs_store
 from service.store import queries, repo, submit
@@ -37,29 +44,17 @@ def load_job(session: Session, job_id: str) -> JobRow:
     return row
 
 
-@router.post(
-    "/jobs",
-    response_model=Job,
-    status_code=201,
-    dependencies=[WriteAuth],
-    responses=idempotent_submission(Job),
-)
+@router.post("/jobs", **submission_route(Job))
 def submit_job(
     spec: JobSpec,
-    response: Response,
-    services: ServicesDep,
-    session: SessionDep,
+    submission: SubmissionDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Job:
     """Queue one profiling job; a retried request with the same Idempotency-Key returns the
     same job (200)."""
-    row, created = submit.submit_job(
-        session, spec, limits=services.settings.intake_limits, idempotency_key=idempotency_key
-    )
-    if not created:
-        response.status_code = 200
-    elif services.runner is not None:
-        services.runner.notify()
+    session, limits = submission.session, submission.services.settings.intake_limits
+    row, created = submit.submit_job(session, spec, limits=limits, idempotency_key=idempotency_key)
+    submission.answered(created)
     return repo.job_model(session, row)
 
 
