@@ -18,7 +18,7 @@ from api_schemas import (
 from service.artifacts import BUILTIN_DATASETS
 from service.routers.metrics import JOB_STATES
 from workers.curvature import measurement, preconditioner
-from workers.data import batch
+from workers.data import batch, builtin
 from workers.optim import spectral_newton
 from workers.zoo import ARCHS
 
@@ -57,6 +57,8 @@ def test_runtime_tuples_derive_from_the_declarations() -> None:
     assert preconditioner.MODES == spectral_newton.MODES == enums.PRECONDITIONER_MODES
     assert tuple(ARCHS) == enums.ARCHITECTURES
     assert BUILTIN_DATASETS == enums.BUILTIN_DATASETS
+    for name in enums.BUILTIN_DATASETS:  # each has its loader
+        assert callable(getattr(builtin, f"_{name}"))
     assert JOB_STATES == enums.JOB_STATES
     assert set(enums.JOB_STATES) == set(enums.ACTIVE_STATES) | enums.TERMINAL_STATES
     assert not set(enums.ACTIVE_STATES) & enums.TERMINAL_STATES
