@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from api_schemas import JobSpec, ProfileSettings
-from service.artifacts import ZOO_PREFIX
+from service.artifacts import zoo_reference
 from service.settings import Settings
 from service.store import logs as job_logs_store
 from service.store import repo
@@ -365,9 +365,9 @@ class JobRunner:
         # on first use, not at import: see the module docstring
         from workers.execution.prepare import ModelSource
 
-        if spec.checkpoint_id.startswith(ZOO_PREFIX):
-            arch = spec.checkpoint_id[len(ZOO_PREFIX) :]
-            return ModelSource(zoo_config={"arch": arch, **(spec.zoo_config or {})})
+        zoo = zoo_reference(spec.checkpoint_id, spec.zoo_config)
+        if zoo is not None:
+            return ModelSource(zoo_config=zoo)
         if ckpt is None or ckpt.path is None:
             raise ValueError(f"checkpoint {spec.checkpoint_id} is not stored")
         if ckpt.format == "hf":

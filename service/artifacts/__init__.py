@@ -17,6 +17,7 @@ from service.artifacts.validate import (
     validate_checkpoint,
     validate_dataset,
     validate_hf_archive,
+    zoo_reference,
 )
 
 __all__ = [
@@ -37,4 +38,5 @@ __all__ = [
     "validate_checkpoint",
     "validate_dataset",
     "validate_hf_archive",
+    "zoo_reference",
 ]

@@ -23,6 +23,17 @@ from workers.intake.safetensors_header import read_safetensors_header
 from workers.zoo import check_model_size, resolve_config
 
 ZOO_PREFIX = "zoo:"
+"""A checkpoint reference ``zoo:<arch>`` names a zoo architecture, built with fresh weights."""
+
+
+def zoo_reference(
+    checkpoint_id: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The zoo config a ``zoo:<arch>`` reference asks for (``overrides`` on top of the
+    arch), or None for the id of a stored checkpoint."""
+    if not checkpoint_id.startswith(ZOO_PREFIX):
+        return None
+    return {"arch": checkpoint_id[len(ZOO_PREFIX) :], **(overrides or {})}
 
 
 class ArtifactRejected(Exception):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException
 
 from api_schemas import Checkpoint, Page
-from service.artifacts import ZOO_PREFIX, ArtifactRejected, resolve_zoo_config
+from service.artifacts import ArtifactRejected, resolve_zoo_config, zoo_reference
 from service.deps import ReadAuth, SessionDep
 from service.problems import problems
 from service.routers.artifacts import ArtifactKind, UploadDoc, add_artifact_routes
@@ -38,9 +38,10 @@ add_artifact_routes(
     responses=problems(404),
 )
 def get_checkpoint(checkpoint_id: str, session: SessionDep) -> Checkpoint:
-    if checkpoint_id.startswith(ZOO_PREFIX):
+    zoo = zoo_reference(checkpoint_id)
+    if zoo is not None:
         try:
-            config = resolve_zoo_config({"arch": checkpoint_id[len(ZOO_PREFIX) :]})
+            config = resolve_zoo_config(zoo)
         except ArtifactRejected as exc:
             raise HTTPException(404, exc.message) from exc
         return Checkpoint(

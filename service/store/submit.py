@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api_schemas import BatchSpec, JobSpec
-from service.artifacts import ZOO_PREFIX, check_zoo_config
+from service.artifacts import check_zoo_config, zoo_reference
 from service.store import repo
 from service.store.models import CheckpointRow, DatasetRow, JobRow
 from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
@@ -38,9 +38,9 @@ def check_references(
     to exist and a zoo config is within ``limits``; else :class:`MissingReference` or
     ``ArtifactRejected`` (both 422)."""
     arch: str | None
-    if spec.checkpoint_id.startswith(ZOO_PREFIX):
-        config = {"arch": spec.checkpoint_id[len(ZOO_PREFIX) :], **(spec.zoo_config or {})}
-        arch = check_zoo_config(config, limits)["arch"]
+    zoo = zoo_reference(spec.checkpoint_id, spec.zoo_config)
+    if zoo is not None:
+        arch = check_zoo_config(zoo, limits)["arch"]
     else:
         ckpt = session.get(CheckpointRow, spec.checkpoint_id)
         if ckpt is None:

@@ -18,6 +18,7 @@ from service.artifacts import (
     known_suffix,
     validate_checkpoint,
     validate_dataset,
+    zoo_reference,
 )
 from service.upload import ReceivedUpload
 from tests.service.helpers import MLP_CONFIG, write_checkpoint
@@ -99,3 +100,9 @@ def test_a_dataset_is_loaded_as_a_job_loads_it(tmp_path: Path) -> None:
     with pytest.raises(ArtifactRejected) as err:
         validate_dataset(tensors, "mine.safetensors")
     assert "mine.safetensors" in err.value.message and "upload-y" not in err.value.message
+
+
+def test_a_zoo_reference_names_its_config() -> None:
+    assert zoo_reference("zoo:mlp") == {"arch": "mlp"}
+    assert zoo_reference("zoo:vgg", {"classes": 3}) == {"arch": "vgg", "classes": 3}
+    assert zoo_reference("ab" * 32, {"classes": 3}) is None
