@@ -109,7 +109,7 @@ def artifact_page(
 
 
 def spec_json(spec: JobSpec) -> str:
-    """The canonical JSON of a validated spec: the same request however it was spelt."""
+    """The JSON of a validated spec (what was asked, however it was spelt)."""
     return spec.model_dump_json()
 
 
@@ -152,13 +152,12 @@ def create_job(
 
     The key is unique in the table, so of concurrent requests with one key exactly one
     insert commits; every other request then reads that job and compares its stored request
-    (``spec_json``) with its own: equal, it gets the job; different, a :class:`Conflict`
+    (``same_request``) with its own: equal, it gets the job; different, a :class:`Conflict`
     (409)."""
-    request = spec_json(spec)
     if idempotency_key:
         existing = _job_by_key(session, idempotency_key)
         if existing is not None:
-            return same_request(existing, request), False
+            return same_request(existing, spec), False
     row = add_job(session, spec, arch=arch, idempotency_key=idempotency_key)
     try:
         session.commit()
@@ -167,7 +166,7 @@ def create_job(
         existing = _job_by_key(session, idempotency_key) if idempotency_key else None
         if existing is None:
             raise
-        return same_request(existing, request), False
+        return same_request(existing, spec), False
     return row, True
 
 
@@ -175,9 +174,11 @@ def _job_by_key(session: Session, key: str) -> JobRow | None:
     return session.scalar(select(JobRow).where(JobRow.idempotency_key == key))
 
 
-def same_request(existing: JobRow, request_json: str) -> JobRow:
-    """``existing`` if it was queued by this request (its ``spec_json``), else a Conflict."""
-    if existing.spec_json != request_json:
+def same_request(existing: JobRow, spec: JobSpec) -> JobRow:
+    """``existing`` if it was queued by this request, else a Conflict. The stored spec is
+    read back before the comparison, so a field added since (with its default) or a change
+    in field order does not make a repeated request look different."""
+    if job_spec(existing) != spec:
         raise Conflict("Idempotency-Key was already used with a different request body")
     return existing
 

@@ -126,5 +126,5 @@ def _earlier_batch(
         raise repo.Conflict("Idempotency-Key was already used with a different request body")
     found = [row for row in rows if row is not None]
     for row, job in zip(found, specs, strict=True):
-        repo.same_request(row, repo.spec_json(job))
+        repo.same_request(row, job)
     return SubmittedBatch(first.batch_id, found, created=False)

@@ -3,13 +3,17 @@ PostgreSQL: a batch queues all its jobs in one transaction or none."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.orm import Session
 
+from api_schemas import JobSpec, MeasurementSettings
 from service.client import ApiError, CurvprofClient
 from service.embedded import EmbeddedServer
+from service.store import db, repo, submit
 from tests.service.helpers import MLP_CONFIG, SPEC, write_checkpoint
 
 ServerFactory = Callable[..., EmbeddedServer]
@@ -59,3 +63,30 @@ def test_a_retried_batch_must_match_the_first_job_for_job(
         assert refused(client, {**body, "top_k": 3}, key="series") == 409
         assert len(client.jobs(batch_id=first.id).items) == 2
         assert len(client.jobs().items) == 2
+
+
+@pytest.fixture
+def session(db_url: str) -> Iterator[Session]:
+    db.upgrade(db_url)
+    engine = db.make_engine(db_url)
+    with db.make_session_factory(engine)() as s:
+        yield s
+    engine.dispose()
+
+
+def test_a_repeat_matches_a_job_stored_before_settings_were_added(session: Session) -> None:
+    """A job stored without the settings added since (rank_cutoff, min_fit_points, mode)
+    is the same request as the repeat that now carries their defaults."""
+    spec = JobSpec.model_validate({"checkpoint_id": "zoo:mlp", **SPEC})
+    job, created = submit.submit_job(session, spec, idempotency_key="old")
+    added = {"rank_cutoff", "min_fit_points", "mode"}
+    stored = json.loads(job.spec_json)
+    job.spec_json = json.dumps({k: v for k, v in reversed(stored.items()) if k not in added})
+    session.commit()
+    again, created_again = submit.submit_job(session, spec, idempotency_key="old")
+    assert created and not created_again and again.id == job.id
+    with pytest.raises(repo.Conflict):
+        submit.submit_job(
+            session, spec.model_copy(update={"min_fit_points": 5}), idempotency_key="old"
+        )
+    assert added <= set(MeasurementSettings.model_fields)
