@@ -4,16 +4,16 @@ PostgreSQL: a batch queues all its jobs in one transaction or none."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sqlalchemy.orm import Session
 
-from api_schemas import JobSpec, MeasurementSettings
+from api_schemas import MeasurementSettings
 from service.client import ApiError, CurvprofClient
 from service.embedded import EmbeddedServer
-from service.store import db, repo, submit
+from service.store import db
+from service.store.models import JobRow
 from tests.service.helpers import MLP_CONFIG, SPEC, write_checkpoint
 
 ServerFactory = Callable[..., EmbeddedServer]
@@ -65,28 +65,29 @@ def test_a_retried_batch_must_match_the_first_job_for_job(
         assert len(client.jobs().items) == 2
 
 
-@pytest.fixture
-def session(db_url: str) -> Iterator[Session]:
-    db.upgrade(db_url)
-    engine = db.make_engine(db_url)
-    with db.make_session_factory(engine)() as s:
-        yield s
-    engine.dispose()
-
-
-def test_a_repeat_matches_a_job_stored_before_settings_were_added(session: Session) -> None:
-    """A job stored without the settings added since (rank_cutoff, min_fit_points, mode)
-    is the same request as the repeat that now carries their defaults."""
-    spec = JobSpec.model_validate({"checkpoint_id": "zoo:mlp", **SPEC})
-    job, created = submit.submit_job(session, spec, idempotency_key="old")
+def test_a_repeat_matches_a_job_stored_before_settings_were_added(
+    make_server: ServerFactory, db_url: str
+) -> None:
+    """A job stored without the settings added since (rank_cutoff, min_fit_points, mode),
+    its fields in another order, is the same request as the repeat that now carries their
+    defaults; a repeat with another value is not."""
     added = {"rank_cutoff", "min_fit_points", "mode"}
-    stored = json.loads(job.spec_json)
-    job.spec_json = json.dumps({k: v for k, v in reversed(stored.items()) if k not in added})
-    session.commit()
-    again, created_again = submit.submit_job(session, spec, idempotency_key="old")
-    assert created and not created_again and again.id == job.id
-    with pytest.raises(repo.Conflict):
-        submit.submit_job(
-            session, spec.model_copy(update={"min_fit_points": 5}), idempotency_key="old"
-        )
     assert added <= set(MeasurementSettings.model_fields)
+    server = make_server(db_url=db_url)
+    body = {"checkpoint_id": "zoo:mlp", **SPEC}
+    with server.client() as client:
+        job = client.submit(body, idempotency_key="old")
+        engine = db.make_engine(server.settings.database_url)
+        with db.make_session_factory(engine)() as session:
+            row = session.get(JobRow, job.id)
+            assert row is not None
+            stored = json.loads(row.spec_json)
+            row.spec_json = json.dumps(
+                {k: v for k, v in reversed(stored.items()) if k not in added}
+            )
+            session.commit()
+        engine.dispose()
+        assert client.submit(body, idempotency_key="old").id == job.id
+        with pytest.raises(ApiError) as err:
+            client.submit({**body, "min_fit_points": 5}, idempotency_key="old")
+        assert err.value.status == 409
