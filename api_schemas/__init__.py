@@ -1,14 +1,33 @@
 """Pydantic wire models shared by the service, the workers and the client."""
 
+from api_schemas.enums import (
+    ACTIVE_STATES,
+    ARCHITECTURES,
+    BUILTIN_DATASETS,
+    DEFAULT_VARIANTS,
+    DTYPES,
+    JOB_STATES,
+    LOSS_NAMES,
+    NAMED_LOSSES,
+    OUTPUT_LOSSES,
+    PRECONDITIONER_MODES,
+    VARIANTS,
+    Architecture,
+    BuiltinDataset,
+    DTypeName,
+    LossName,
+    NamedLoss,
+    OutputLossName,
+    PreconditionerMode,
+    VariantName,
+)
 from api_schemas.profile import (
     Decomposition,
-    DTypeName,
     HkRoute,
     LanczosSummary,
     LayerKind,
     LayerProfile,
-    LossName,
-    PreconditionerMode,
+    MeasurementSettings,
     PreconditionerParams,
     Profile,
     ProfileSettings,
@@ -16,6 +35,19 @@ from api_schemas.profile import (
 )
 
 __all__ = [
+    "ACTIVE_STATES",
+    "ARCHITECTURES",
+    "BUILTIN_DATASETS",
+    "DEFAULT_VARIANTS",
+    "DTYPES",
+    "JOB_STATES",
+    "LOSS_NAMES",
+    "NAMED_LOSSES",
+    "OUTPUT_LOSSES",
+    "PRECONDITIONER_MODES",
+    "VARIANTS",
+    "Architecture",
+    "BuiltinDataset",
     "DTypeName",
     "Decomposition",
     "HkRoute",
@@ -23,11 +55,15 @@ __all__ = [
     "LayerKind",
     "LayerProfile",
     "LossName",
+    "MeasurementSettings",
+    "NamedLoss",
+    "OutputLossName",
     "PreconditionerMode",
     "PreconditionerParams",
     "Profile",
     "ProfileSettings",
     "Provenance",
+    "VariantName",
 ]
 
 from api_schemas.artifacts import Checkpoint, CheckpointFormat, Dataset, DatasetFormat

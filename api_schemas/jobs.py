@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -13,15 +13,15 @@ from pydantic import (
     model_validator,
 )
 
-from api_schemas.profile import DTypeName, NamedLoss, PreconditionerParams, ProfileSettings
+from api_schemas.enums import TERMINAL_STATES as TERMINAL_STATES
+from api_schemas.enums import BuiltinDataset as BuiltinDataset
+from api_schemas.enums import JobState as JobState
+from api_schemas.enums import LayerState as LayerState
+from api_schemas.enums import NamedLoss, VariantName
+from api_schemas.profile import MeasurementSettings, PreconditionerParams, ProfileSettings
 from api_schemas.wire import Step, Text, UtcDatetime
 
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
-LayerState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
-BuiltinDataset = Literal["digits", "text", "synthetic"]
-Variant = Literal["ggn", "ef", "kron", "mc"]
-
-TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+Variant = VariantName  # the name this module gave it first
 
 T = TypeVar("T")
 
@@ -40,12 +40,9 @@ class Page(BaseModel, Generic[T]):
     next_cursor: str | None = None
 
 
-def _default_variants() -> list[Variant]:
-    return ["ef", "kron"]
-
-
-class ProfileRequest(BaseModel):
-    """Measurement settings shared by a job and a batch (everything but the checkpoint)."""
+class ProfileRequest(MeasurementSettings):
+    """Measurement settings shared by a job and a batch (everything but the checkpoint): the
+    fields of :class:`MeasurementSettings` at the top level of the body, beside these."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -54,17 +51,6 @@ class ProfileRequest(BaseModel):
     loss: NamedLoss | None = Field(
         None, description="None: the loss that fits the model's head (its default loss)"
     )
-    batch_size: int = Field(2048, ge=1)
-    micro_batch_size: int | None = Field(None, ge=1)
-    top_k: int = Field(20, ge=1, le=1000)
-    lanczos_steps: int = Field(20, ge=0, le=2000)
-    hvp_diagnostics: bool = Field(
-        True, description="K x K compressed matrix and residuals; False: h_k alone (faster)"
-    )
-    dtype: DTypeName = "float64"
-    layers: Text | None = Field(None, description="fnmatch glob on layer names")
-    seed: int = 0
-    variants: list[Variant] = Field(default_factory=lambda: _default_variants())
     zoo_config: dict[str, Any] | None = Field(
         None, description="architecture config for a `zoo:<arch>` checkpoint reference"
     )
@@ -82,18 +68,8 @@ class ProfileRequest(BaseModel):
 
     def to_settings(self, default_loss: NamedLoss = "cross_entropy") -> ProfileSettings:
         """The engine's settings; ``default_loss`` stands in when the spec names no loss."""
-        return ProfileSettings(
-            loss=self.loss or default_loss,
-            batch_size=self.batch_size,
-            micro_batch_size=self.micro_batch_size,
-            top_k=self.top_k,
-            lanczos_steps=self.lanczos_steps,
-            dtype=self.dtype,
-            seed=self.seed,
-            layers=self.layers,
-            variants=list(self.variants),
-            hvp_diagnostics=self.hvp_diagnostics,
-        )
+        measured = self.model_dump(include=set(MeasurementSettings.model_fields))
+        return ProfileSettings.model_validate({**measured, "loss": self.loss or default_loss})
 
 
 class JobSpec(ProfileRequest):

@@ -11,6 +11,14 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from api_schemas.enums import DEFAULT_VARIANTS as DEFAULT_VARIANTS
+from api_schemas.enums import DTypeName as DTypeName
+from api_schemas.enums import LossName as LossName
+from api_schemas.enums import NamedLoss as NamedLoss
+from api_schemas.enums import PreconditionerMode as PreconditionerMode
+from api_schemas.enums import VariantName as VariantName
+from api_schemas.wire import Text
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -26,13 +34,7 @@ LayerKind = Literal[
     "head",
     "linear",
 ]
-NamedLoss = Literal["cross_entropy", "mse", "lm", "model"]  # model: its own outputs.loss
-LossName = Literal["cross_entropy", "mse", "lm", "model", "custom"]  # custom: a Python callable
-DTypeName = Literal["float32", "float64"]
-PreconditionerMode = Literal["paper", "newton", "normalized"]
-VariantName = Literal["ggn", "ef", "kron", "mc"]
 HkRoute = Literal["ggn_jvp", "output_double_backward", "weight_double_backward"]
-DEFAULT_VARIANTS: tuple[VariantName, ...] = ("ef", "kron")
 
 
 def _nan_to_none(value: object) -> object:
@@ -240,26 +242,43 @@ class Provenance(BaseModel):
     ] = None
 
 
-class ProfileSettings(BaseModel):
-    """The measurement settings every number of a profile depends on."""
+class MeasurementSettings(BaseModel):
+    """The measurement settings every number of a profile depends on, but the loss.
 
-    loss: LossName = "cross_entropy"
-    batch_size: int = Field(2048, ge=1)
-    micro_batch_size: int | None = Field(None, ge=1)
-    top_k: int = Field(20, ge=1, le=1000)
-    lanczos_steps: int = Field(20, ge=0, le=2000)
+    Declared once: :class:`ProfileSettings` (what a profile records) adds the loss it was
+    measured with; the job spec (``api_schemas.jobs.ProfileRequest``) adds the loss it names,
+    if any, and what to measure; docs/engine.md says what each setting changes."""
+
+    batch_size: int = Field(default=2048, ge=1)
+    micro_batch_size: int | None = Field(default=None, ge=1)
+    top_k: int = Field(default=20, ge=1, le=1000)
+    lanczos_steps: int = Field(default=20, ge=0, le=2000)
     dtype: DTypeName = "float64"
     seed: int = 0
-    layers: str | None = Field(None, description="fnmatch glob on layer names")
+    layers: Text | None = Field(default=None, description="fnmatch glob on layer names")
     variants: list[VariantName] = Field(default_factory=lambda: list(DEFAULT_VARIANTS))
-    rank_cutoff: float = 1e-6
-    min_fit_points: int = 8
+    rank_cutoff: float = Field(
+        default=1e-6,
+        ge=0.0,
+        lt=1.0,
+        allow_inf_nan=False,
+        description="directions with sigma_k <= rank_cutoff * sigma_1 are below numerical rank",
+    )
+    min_fit_points: int = Field(
+        default=8, ge=3, le=1000, description="fewest points a fit is made on"
+    )
     mode: Literal["eval"] = "eval"
     hvp_diagnostics: bool = Field(
-        True,
+        default=True,
         description="also the K x K compressed matrix, HVP noise and residuals; False: h_k "
         "alone, through the layer output on single-use linear layers (faster)",
     )
+
+
+class ProfileSettings(MeasurementSettings):
+    """The measurement settings of a profile: the loss it was measured with, and the rest."""
+
+    loss: LossName = "cross_entropy"
 
 
 class Profile(BaseModel):

@@ -21,6 +21,7 @@ from service.settings import Settings
 from service.store import db
 from service.store.paging import CursorError
 from service.store.repo import Conflict
+from service.store.submit import MissingReference
 from service.upload import UploadError
 
 log = logging.getLogger("curvprof.app")
@@ -44,6 +45,7 @@ def install_error_handlers(app: FastAPI) -> None:
             ArtifactRejected: with_status(422),
             CursorError: with_status(400),
             Conflict: with_status(409),
+            MissingReference: with_status(422),
         },
     )
 

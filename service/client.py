@@ -28,6 +28,7 @@ from api_schemas import (
     Page,
     Summary,
 )
+from workers.tracking.frames import layers_frame
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -323,8 +324,6 @@ class CurvprofClient:
         flag and storage field (job, step, ...); the arrays too with ``arrays=True``. The
         filters of :meth:`layers` (``job_id``, ``kind``, ``tag``, ``step_min``, ``sort``...).
         Needs pandas (``pip install 'curvprof[pandas]'``)."""
-        from workers.tracking.frames import layers_frame
-
         return layers_frame(self.layers(page_size=page_size, **filters), arrays=arrays)
 
     def layer(self, layer_id: int) -> LayerDetail:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from service.artifacts import ArtifactStore
 from service.jobs_runner import JobRunner
+from service.problems import idempotent_submission
 from service.settings import Settings
+from service.upload import ReceivedUpload, receive_upload
 
 
 @dataclass
@@ -51,6 +55,62 @@ async def get_session(
         yield session
     finally:
         session.close()
+
+
+WireT = TypeVar("WireT")
+AddUpload = Callable[[Session, ArtifactStore, ReceivedUpload, Settings], tuple[WireT, bool]]
+
+
+async def accept_upload(
+    request: Request,
+    response: Response,
+    services: Services,
+    session: Session,
+    add: AddUpload[WireT],
+) -> WireT:
+    """Stream the request's multipart upload to a temp file within the configured bounds,
+    then ``add`` it to the store (``service.store.uploads``) on a worker thread; 200 rather
+    than 201 when the same bytes were stored already."""
+    settings = services.settings
+    upload = await receive_upload(
+        request,
+        services.artifacts.tmp_dir,
+        settings.max_upload_bytes,
+        max_fields=settings.max_form_fields,
+        max_field_bytes=settings.max_form_field_bytes,
+    )
+    stored, created = await run_in_threadpool(add, session, services.artifacts, upload, settings)
+    if not created:
+        response.status_code = 200
+    return stored
+
+
+@dataclass
+class Submission:
+    """What an endpoint that queues jobs needs beside its body: the services, a session,
+    and the response, whose status tells a repeated request (200) from a new one (201)."""
+
+    services: Services
+    session: Session
+    response: Response
+
+    def answered(self, created: bool) -> None:
+        """200 for a request repeated with its Idempotency-Key; else wake the runner."""
+        if not created:
+            self.response.status_code = 200
+        elif self.services.runner is not None:
+            self.services.runner.notify()
+
+
+def submission_route(model: type[BaseModel]) -> dict[str, Any]:
+    """The ``router.post`` arguments of an endpoint that queues jobs: 201 with ``model``, a
+    write token, and the 200 of a repeated request (``problems.idempotent_submission``)."""
+    return {
+        "response_model": model,
+        "status_code": 201,
+        "dependencies": [WriteAuth],
+        "responses": idempotent_submission(model),
+    }
 
 
 bearer = HTTPBearer(
@@ -100,3 +160,10 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ServicesDep = Annotated[Services, Depends(get_services)]
 WriteAuth = Depends(require_write)
 ReadAuth = Depends(require_read)
+
+
+def get_submission(response: Response, services: ServicesDep, session: SessionDep) -> Submission:
+    return Submission(services, session, response)
+
+
+SubmissionDep = Annotated[Submission, Depends(get_submission)]

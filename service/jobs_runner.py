@@ -3,6 +3,9 @@
 A manager thread claims queued jobs and runs each in its own thread on Ray; every finished
 layer is committed as it arrives. On start, jobs left ``running`` by a previous server are
 queued again and resume with the layers not yet stored (nothing lost or counted twice).
+
+``workers.execution`` and the preparation path are imported where the runner first uses
+them: they bring Ray in, which an app built without a runner (tests, tools) never needs.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from api_schemas import JobSpec, ProfileSettings, Provenance
-from service.artifacts import ZOO_PREFIX
+from service.artifacts import zoo_reference
 from service.settings import Settings
 from service.store import logs as job_logs_store
 from service.store import repo
@@ -111,6 +114,7 @@ class JobRunner:
     # ------------------------------------------------------------------ manager
 
     def _ensure_ray(self) -> bool:
+        # on first use, not at import: see the module docstring
         from workers.execution import init_ray, ray_ready
 
         try:
@@ -181,6 +185,7 @@ class JobRunner:
             self.notify()
 
     def _execute(self, job_id: str) -> None:
+        # on first use, not at import: see the module docstring
         from workers.execution import DataPayload, LayerOutcome, gpus_per_task, run_layer_groups
         from workers.execution.scheduler import group_layers
 
@@ -289,6 +294,7 @@ class JobRunner:
     def _prepare(
         self, spec: JobSpec, ckpt: CheckpointRow | None, dataset: DatasetRow | None, data_cls: Any
     ) -> PreparedJob:
+        # on first use, not at import: see the module docstring
         from workers.execution import ModelPayload
         from workers.execution.prepare import DataSource, prepare
 
@@ -323,6 +329,7 @@ class JobRunner:
     ) -> PreparedJob:
         """A ``.pt2`` job: the program is opened only in a child process here (fit check and
         layer names) and in the Ray workers that profile it, never in this process."""
+        # on first use, not at import: see the module docstring
         from workers.data import measurement_batch
         from workers.execution import ModelPayload
         from workers.execution.prepare import ModelSource, open_data
@@ -359,11 +366,12 @@ class JobRunner:
         )
 
     def _model_source(self, spec: JobSpec, ckpt: CheckpointRow | None) -> Any:
+        # on first use, not at import: see the module docstring
         from workers.execution.prepare import ModelSource
 
-        if spec.checkpoint_id.startswith(ZOO_PREFIX):
-            arch = spec.checkpoint_id[len(ZOO_PREFIX) :]
-            return ModelSource(zoo_config={"arch": arch, **(spec.zoo_config or {})})
+        zoo = zoo_reference(spec.checkpoint_id, spec.zoo_config)
+        if zoo is not None:
+            return ModelSource(zoo_config=zoo)
         if ckpt is None or ckpt.path is None:
             raise ValueError(f"checkpoint {spec.checkpoint_id} is not stored")
         if ckpt.format == "hf":

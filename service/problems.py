@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import DataError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -64,6 +65,14 @@ def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
             }
         out[status] = entry
     return out
+
+
+def idempotent_submission(model: type[BaseModel], *errors: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` of a submission with an Idempotency-Key: 200 with ``model``
+    for a repeated request, and ``errors`` (400 and 409 always) as problem documents."""
+    noun = model.__name__.lower()
+    replayed = f"the {noun} of an earlier request with this Idempotency-Key and the same body"
+    return {200: {"model": model, "description": replayed}, **problems(400, 409, *errors)}
 
 
 def move_problem_schemas(schema: dict[str, Any]) -> dict[str, Any]:

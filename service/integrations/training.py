@@ -27,7 +27,10 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from api_schemas import Profile
+import api_schemas
+from api_schemas import NamedLoss, Profile
+from workers.curvature import profile_model
+from workers.intake.checkpoints import load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:
     from service.client import CurvprofClient
@@ -44,18 +47,12 @@ class CheckpointRecord:
     job_id: str | None = None
 
 
-@dataclass
-class MeasurementSettings:
-    """How each checkpoint is measured (the fields of ``api_schemas.ProfileRequest``)."""
+class MeasurementSettings(api_schemas.MeasurementSettings):
+    """How each checkpoint is measured: the settings of a job spec (declared once, in
+    ``api_schemas.MeasurementSettings``), and the loss, None for the model's default (lm for
+    a causal LM, else cross_entropy). In-process the whole batch given is measured."""
 
-    loss: str | None = None  # None: the model's default (lm for a causal LM), else cross_entropy
-    top_k: int = 20
-    lanczos_steps: int = 20
-    dtype: str = "float64"
-    layers: str | None = None
-    seed: int = 0
-    hvp_diagnostics: bool = True
-    variants: tuple[str, ...] = ("ef", "kron")
+    loss: NamedLoss | None = None
 
 
 @dataclass
@@ -130,8 +127,6 @@ class CheckpointProfiler:
     # ------------------------------------------------------------------ in-process
 
     def _measure(self, model: nn.Module, directory: Path) -> Profile:
-        from workers.curvature import profile_model
-
         assert self.inputs is not None and self.targets is not None
         target, loss = measured_model(model, directory)
         s = self.settings
@@ -143,6 +138,7 @@ class CheckpointProfiler:
                     self.inputs,
                     self.targets,
                     loss=s.loss or loss,
+                    micro_batch_size=s.micro_batch_size,
                     top_k=s.top_k,
                     lanczos_steps=s.lanczos_steps,
                     dtype=torch.float64 if s.dtype == "float64" else torch.float32,
@@ -165,15 +161,9 @@ class CheckpointProfiler:
         checkpoint = self.client.upload_checkpoint(directory / "model.safetensors", config)
         s = self.settings
         spec: dict[str, Any] = {
+            **s.model_dump(mode="json"),
             "checkpoint_id": checkpoint.id,
             "loss": s.loss or "cross_entropy",
-            "top_k": s.top_k,
-            "lanczos_steps": s.lanczos_steps,
-            "dtype": s.dtype,
-            "layers": s.layers,
-            "seed": s.seed,
-            "hvp_diagnostics": s.hvp_diagnostics,
-            "variants": list(s.variants),
             "name": self.name,
             "tags": self.tags,
             "step": step,
@@ -207,8 +197,6 @@ def save_model(model: nn.Module, directory: Path) -> Path:
     """Write the checkpoint of ``model`` into ``directory`` (see the module docstring)."""
     directory.mkdir(parents=True, exist_ok=True)
     if isinstance(getattr(model, "curvprof_config", None), dict):
-        from workers.intake.checkpoints import save_checkpoint
-
         return save_checkpoint(model, directory)
     if is_hugging_face(model):
         model.save_pretrained(str(directory), safe_serialization=True)  # type: ignore[operator]
@@ -224,8 +212,6 @@ def measured_model(model: nn.Module, directory: Path) -> tuple[nn.Module, str]:
     """The module to profile and its default loss: a Hugging Face model reloaded from its
     saved directory (the engine's wrapper, eager attention), any other the model itself."""
     if is_hugging_face(model) and not isinstance(getattr(model, "curvprof_config", None), dict):
-        from workers.intake.checkpoints import load_checkpoint
-
         loaded = load_checkpoint(str(directory))
         return loaded.model, loaded.default_loss or "cross_entropy"
     return model, "cross_entropy"

@@ -28,7 +28,7 @@ def healthz() -> dict[str, str]:
     },
 )
 async def readyz(services: ServicesDep) -> JSONResponse:
-    from workers.execution import ray_ready
+    from workers.execution import ray_ready  # imports Ray: on the first probe, not at start-up
 
     database = await run_in_threadpool(db.ping, services.engine)
     ray_ok = await run_in_threadpool(ray_ready)

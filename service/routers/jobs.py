@@ -4,44 +4,37 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query, Response
+from fastapi import APIRouter, Header, HTTPException, Query
 from sqlalchemy.orm import Session
 
-from api_schemas import Job, JobLogLine, JobLogs, JobPreconditioner, JobSpec, JobState, Page
+from api_schemas import (
+    ACTIVE_STATES,
+    TERMINAL_STATES,
+    Job,
+    JobLogLine,
+    JobLogs,
+    JobPreconditioner,
+    JobSpec,
+    JobState,
+    Page,
+)
 from api_schemas.wire import INT64_MAX
-from service.artifacts import ZOO_PREFIX, ArtifactRejected, check_zoo_config
-from service.deps import ReadAuth, ServicesDep, SessionDep, WriteAuth
+from service.deps import (
+    ReadAuth,
+    ServicesDep,
+    SessionDep,
+    SubmissionDep,
+    WriteAuth,
+    submission_route,
+)
 from service.problems import problems
 from service.routers.layers import split_csv
 from service.store import logs as job_logs_store
-from service.store import queries, repo
+from service.store import queries, repo, submit
 from service.store.labels import JobLabelFilters
-from service.store.models import CheckpointRow, DatasetRow, JobRow
-from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
+from service.store.models import JobRow
 
 router = APIRouter(tags=["jobs"], responses=problems(401, 422, 503))
-
-
-def check_references(
-    session: Session, spec: JobSpec, limits: IntakeLimits = DEFAULT_LIMITS
-) -> str | None:
-    """422 unless the checkpoint and dataset exist (and a zoo config is within ``limits``);
-    returns the architecture."""
-    arch: str | None
-    if spec.checkpoint_id.startswith(ZOO_PREFIX):
-        config = {"arch": spec.checkpoint_id[len(ZOO_PREFIX) :], **(spec.zoo_config or {})}
-        try:
-            arch = check_zoo_config(config, limits)["arch"]
-        except ArtifactRejected as exc:
-            raise HTTPException(422, exc.message) from exc
-    else:
-        ckpt = session.get(CheckpointRow, spec.checkpoint_id)
-        if ckpt is None:
-            raise HTTPException(422, f"checkpoint {spec.checkpoint_id} does not exist")
-        arch = ckpt.arch
-    if spec.dataset_id is not None and session.get(DatasetRow, spec.dataset_id) is None:
-        raise HTTPException(422, f"dataset {spec.dataset_id} does not exist")
-    return arch
 
 
 def load_job(session: Session, job_id: str) -> JobRow:
@@ -51,35 +44,17 @@ def load_job(session: Session, job_id: str) -> JobRow:
     return row
 
 
-@router.post(
-    "/jobs",
-    response_model=Job,
-    status_code=201,
-    dependencies=[WriteAuth],
-    responses={
-        200: {
-            "model": Job,
-            "description": "the job of an earlier request with this "
-            "Idempotency-Key and the same body",
-        },
-        **problems(400, 409),
-    },
-)
+@router.post("/jobs", **submission_route(Job))
 def submit_job(
     spec: JobSpec,
-    response: Response,
-    services: ServicesDep,
-    session: SessionDep,
+    submission: SubmissionDep,
     idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
 ) -> Job:
     """Queue one profiling job; a retried request with the same Idempotency-Key returns the
     same job (200)."""
-    arch = check_references(session, spec, services.settings.intake_limits)
-    row, created = repo.create_job(session, spec, arch=arch, idempotency_key=idempotency_key)
-    if not created:
-        response.status_code = 200
-    elif services.runner is not None:
-        services.runner.notify()
+    session, limits = submission.session, submission.services.settings.intake_limits
+    row, created = submit.submit_job(session, spec, limits=limits, idempotency_key=idempotency_key)
+    submission.answered(created)
     return repo.job_model(session, row)
 
 
@@ -134,12 +109,12 @@ def cancel_job(job_id: str, services: ServicesDep, session: SessionDep) -> Job:
     """Cancel a queued or running job (running Ray tasks are cancelled); 409 if finished."""
     row = load_job(session, job_id)
     state: JobState = row.state  # type: ignore[assignment]
-    if state in ("succeeded", "failed"):
+    if state in TERMINAL_STATES and state != "cancelled":  # cancelling twice is no error
         raise HTTPException(409, f"job {job_id} already {state}")
     if services.runner is not None:
         services.runner.cancel(job_id)
     else:
-        repo.set_job_state(session, job_id, "cancelled", only_from=["queued", "running"])
+        repo.set_job_state(session, job_id, "cancelled", only_from=ACTIVE_STATES)
     session.expire_all()
     return repo.job_model(session, load_job(session, job_id))
 

@@ -24,13 +24,12 @@ from prometheus_client import generate_latest as render_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from api_schemas.jobs import JobState
+from api_schemas.enums import JOB_STATES
 from service.problems import problems
 from service.store import repo
 
 router = APIRouter(tags=["health"], responses=problems(422, 503))
 
-JOB_STATES: tuple[JobState, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
 NextHandler = Callable[[Request], Awaitable[Response]]
 WALL_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select, update
@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api_schemas import (
+    TERMINAL_STATES,
     Checkpoint,
     Dataset,
     Job,
@@ -20,6 +21,7 @@ from api_schemas import (
     JobTimings,
     LayerProfile,
     LayerProgress,
+    Page,
     ProfileSettings,
     Provenance,
 )
@@ -62,18 +64,11 @@ def checkpoint_model(row: CheckpointRow) -> Checkpoint:
 
 
 def dataset_model(row: DatasetRow) -> Dataset:
-    return Dataset(
-        id=row.id,
-        sha256=row.sha256,
-        format=row.format,  # type: ignore[arg-type]
-        filename=row.filename,
-        size=row.size,
-        n_examples=row.n_examples,
-        created_at=row.created_at,
-    )
+    return Dataset.model_validate(row, from_attributes=True)  # the columns are its fields
 
 
 ArtifactT = TypeVar("ArtifactT", CheckpointRow, DatasetRow)
+WireT = TypeVar("WireT", Checkpoint, Dataset)
 
 
 def add_or_get(session: Session, row: ArtifactT) -> ArtifactT:
@@ -102,36 +97,39 @@ def page_by_created(
     return [row[0] for row in rows], next_cursor
 
 
+def artifact_page(
+    session: Session,
+    model: type[ArtifactT],
+    to_wire: Callable[[ArtifactT], WireT],
+    cursor: str | None,
+    limit: int,
+) -> Page[WireT]:
+    """One page of a listing of artifacts, newest first, as wire models."""
+    rows, next_cursor = page_by_created(session, model, cursor, limit)
+    return Page[WireT](items=[to_wire(row) for row in rows], next_cursor=next_cursor)
+
+
 # ---------------------------------------------------------------------------------- jobs
 
 
-def _spec_json(spec: JobSpec) -> str:
+def spec_json(spec: JobSpec) -> str:
+    """The JSON of a validated spec (what was asked, however it was spelt)."""
     return spec.model_dump_json()
 
 
-def create_job(
+def add_job(
     session: Session,
     spec: JobSpec,
     *,
     arch: str | None,
     idempotency_key: str | None = None,
     batch_id: str | None = None,
-) -> tuple[JobRow, bool]:
-    """Queue a job; with an Idempotency-Key already used, return that job (created=False).
-
-    The key is unique in the table, so of concurrent requests with one key exactly one
-    insert commits; every other request then reads that job and compares its stored request
-    (the validated spec, in canonical JSON: the same request however it was spelt) with its
-    own: equal, it gets the job; different, a :class:`Conflict` (409)."""
-    spec_json = _spec_json(spec)
-    if idempotency_key:
-        existing = _job_by_key(session, idempotency_key)
-        if existing is not None:
-            return _same_request(existing, spec_json), False
+) -> JobRow:
+    """Add a queued job and its tags to the session; the caller commits."""
     row = JobRow(
         id=uuid.uuid4().hex,
         state="queued",
-        spec_json=spec_json,
+        spec_json=spec_json(spec),
         checkpoint_id=spec.checkpoint_id,
         dataset_ref=spec.dataset_id or f"builtin:{spec.dataset}",
         arch=arch,
@@ -144,6 +142,27 @@ def create_job(
     )
     session.add(row)
     session.add_all(JobTagRow(job_id=row.id, tag=tag) for tag in spec.tags)
+    return row
+
+
+def create_job(
+    session: Session,
+    spec: JobSpec,
+    *,
+    arch: str | None,
+    idempotency_key: str | None = None,
+) -> tuple[JobRow, bool]:
+    """Queue a job; with an Idempotency-Key already used, return that job (created=False).
+
+    The key is unique in the table, so of concurrent requests with one key exactly one
+    insert commits; every other request then reads that job and compares its stored request
+    (``same_request``) with its own: equal, it gets the job; different, a :class:`Conflict`
+    (409)."""
+    if idempotency_key:
+        existing = _job_by_key(session, idempotency_key)
+        if existing is not None:
+            return same_request(existing, spec), False
+    row = add_job(session, spec, arch=arch, idempotency_key=idempotency_key)
     try:
         session.commit()
     except IntegrityError:
@@ -151,7 +170,7 @@ def create_job(
         existing = _job_by_key(session, idempotency_key) if idempotency_key else None
         if existing is None:
             raise
-        return _same_request(existing, spec_json), False
+        return same_request(existing, spec), False
     return row, True
 
 
@@ -159,8 +178,11 @@ def _job_by_key(session: Session, key: str) -> JobRow | None:
     return session.scalar(select(JobRow).where(JobRow.idempotency_key == key))
 
 
-def _same_request(existing: JobRow, spec_json: str) -> JobRow:
-    if existing.spec_json != spec_json:
+def same_request(existing: JobRow, spec: JobSpec) -> JobRow:
+    """``existing`` if it was queued by this request, else a Conflict. The stored spec is
+    read back before the comparison, so a field added since (with its default) or a change
+    in field order does not make a repeated request look different."""
+    if job_spec(existing) != spec:
         raise Conflict("Idempotency-Key was already used with a different request body")
     return existing
 
@@ -307,7 +329,7 @@ def set_job_state(
     changes: dict[str, Any] = {"state": state, **values}
     if error is not None:
         changes["error"] = error
-    if state in ("succeeded", "failed", "cancelled"):
+    if state in TERMINAL_STATES:
         changes["finished_at"] = now
     stmt = update(JobRow).where(JobRow.id == job_id)
     if only_from is not None:

@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, jvp
 
+from api_schemas import LayerKind
 from tests.zoo.conftest import TINY, example_batch
 from workers.intake.errors import IntakeError
 from workers.zoo import ARCHS, build_model
@@ -27,18 +28,7 @@ def test_defaults_build_and_carry_metadata(arch: str) -> None:
     modules = dict(model.named_modules())
     for name, kind in model.curvprof_kinds.items():
         assert isinstance(modules[name.removesuffix(".weight")].weight, torch.nn.Parameter)
-        assert kind in {
-            "conv",
-            "attn_q",
-            "attn_k",
-            "attn_v",
-            "attn_o",
-            "attn_qkv",
-            "mlp_up",
-            "mlp_down",
-            "head",
-            "linear",
-        }
+        assert kind in get_args(LayerKind)
     assert list(model.curvprof_kinds.values()).count("head") == 1
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from api_schemas import (
+    PRECONDITIONER_MODES,
     Decomposition,
     LanczosSummary,
     LayerProfile,
@@ -330,7 +331,7 @@ def _profile_one(
             PreconditionerParams(
                 **preconditioner_params(s_np, fit.alpha, fit.alpha_intercept, mode)
             )
-            for mode in ("paper", "newton", "normalized")
+            for mode in PRECONDITIONER_MODES
         ],
         flags=flags,
     )

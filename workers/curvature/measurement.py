@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("cross_entropy", "mse", "lm")
+from api_schemas.enums import OUTPUT_LOSSES
+
+LOSSES = OUTPUT_LOSSES
 IGNORE_INDEX = -100
 CUSTOM_LOSS = "custom"
 MODEL_LOSS = "model"

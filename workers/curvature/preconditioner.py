@@ -17,10 +17,12 @@ Modes (§11.1, CHOICE):
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple, TypedDict, cast
+from typing import NamedTuple, TypedDict, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+from api_schemas.enums import PRECONDITIONER_MODES, PreconditionerMode
 
 __all__ = [
     "MODES",
@@ -32,8 +34,8 @@ __all__ = [
     "spectral_coefficients",
 ]
 
-Mode = Literal["paper", "newton", "normalized"]
-MODES: tuple[Mode, ...] = ("paper", "newton", "normalized")
+Mode = PreconditionerMode
+MODES = PRECONDITIONER_MODES
 
 
 class PreconditionerDict(TypedDict):

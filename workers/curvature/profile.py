@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from api_schemas import Profile, ProfileSettings, Provenance
+from api_schemas import DEFAULT_VARIANTS, Profile, ProfileSettings, Provenance
 from workers.curvature.custom_loss import check_loss_callable
 from workers.curvature.engine import Progress, list_layer_names, profile_layers
 from workers.curvature.finite import check_finite
@@ -35,7 +35,7 @@ def profile_model(
     *,
     batch_size: int | None = None,
     micro_batch_size: int | None = None,
-    variants: Sequence[str] = ("ef", "kron"),
+    variants: Sequence[str] = DEFAULT_VARIANTS,
     hvp_diagnostics: bool = True,
     attention_mask: torch.Tensor | None = None,
     progress: Progress | None = None,

@@ -8,11 +8,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from api_schemas.enums import NAMED_LOSSES
 from workers.curvature.measurement import draw_indices, set_train_mode
 from workers.curvature.static_batch import batch_range_of, static_batch_of
 from workers.errors import IntakeError
 
-LOSSES = ("cross_entropy", "mse", "lm", "model")
+LOSSES = NAMED_LOSSES
 
 
 @dataclass

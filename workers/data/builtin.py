@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from api_schemas.enums import BUILTIN_DATASETS
 from workers.data.batch import Dataset
 from workers.errors import IntakeError
 
@@ -53,16 +54,11 @@ def load_builtin(name: str, *, seed: int = 0, split: str = "train", **kw: Any) -
     (``task``, ``n``, ``dim``, ``classes``, ``hidden``, ``noise``), split ``train``/``test``."""
     if split not in ("train", "test"):
         raise IntakeError(f"unknown split {split!r}; expected train or test")
-    loaders: dict[str, Callable[..., Dataset]] = {
-        "digits": _digits,
-        "text": _text,
-        "synthetic": _synthetic,
-    }
-    if name not in loaders:
+    if name not in BUILTIN_DATASETS:
         raise IntakeError(
-            f"unknown built-in data set {name!r}; expected one of {', '.join(loaders)}"
+            f"unknown built-in data set {name!r}; expected one of {', '.join(BUILTIN_DATASETS)}"
         )
-    loader = loaders[name]
+    loader: Callable[..., Dataset] = globals()[f"_{name}"]  # each set's loader is _<name>
     try:
         inspect.signature(loader).bind(seed=seed, split=split, **kw)
     except TypeError as exc:

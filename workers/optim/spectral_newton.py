@@ -32,7 +32,8 @@ import torch
 from torch import nn
 from torch.optim.optimizer import ParamsT
 
-from api_schemas.profile import LayerProfile, Profile
+from api_schemas.enums import PRECONDITIONER_MODES, PreconditionerMode
+from api_schemas.profile import LayerProfile, Profile, ProfileSettings
 from workers.curvature.graph import example_forward
 from workers.curvature.inventory import layer_inventory
 from workers.optim.defaults import SN_KINDS, default_alpha
@@ -45,10 +46,11 @@ from workers.optim.directions import (
 
 __all__ = ["MODES", "LayerAssignment", "SNMode", "SpectralNewton", "load_profile"]
 
-SNMode = Literal["paper", "newton", "normalized"]
-MODES: tuple[SNMode, ...] = ("paper", "newton", "normalized")
-RANK_CUTOFF = 1e-6
-NEWTON_TOP_K = 20
+SNMode = PreconditionerMode
+MODES = PRECONDITIONER_MODES
+# newton mode's median window is the α-fit window of a profile with the default settings
+RANK_CUTOFF: float = ProfileSettings.model_fields["rank_cutoff"].default
+NEWTON_TOP_K: int = ProfileSettings.model_fields["top_k"].default
 
 
 @dataclass(frozen=True)

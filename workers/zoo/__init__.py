@@ -7,6 +7,7 @@ Every model carries ``curvprof_config`` (the full config, defaults filled in, JS
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -15,11 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from api_schemas.enums import ARCHITECTURES
 from workers.errors import IntakeError
 from workers.intake.limits import DEFAULT_LIMITS, over_limit
-from workers.zoo import gpt, mlp, resnet, vgg, vit
 
-ARCHS: dict[str, ModuleType] = {"mlp": mlp, "vgg": vgg, "resnet": resnet, "vit": vit, "gpt": gpt}
+ARCHS: dict[str, ModuleType] = {
+    arch: importlib.import_module(f"workers.zoo.{arch}") for arch in ARCHITECTURES
+}
 
 _LINEAR_KINDS = {
     "q_proj": "attn_q",

@@ -1,30 +1,39 @@
-"""Content-addressed artifact store and the format checks run before an upload is accepted.
-
-Layout: ``<data_dir>/artifacts/sha256/ab/abcdef….<ext>``; temp files in ``artifacts/tmp``
-(same file system, so the final rename is atomic). Same bytes -> same path -> same id.
-"""
+"""The checks an upload passes before it is accepted, through ``workers.intake`` and
+``workers.data`` (the loaders a job uses), without running any of its code."""
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.upload import ReceivedUpload, remove_stale_uploads
+from service.artifacts.store import known_suffix
+from service.hf_archive import ArchiveRejected, extract_archive
+from workers.data.files import load_data_file
 from workers.intake.archive import check_pt2
+from workers.intake.checkpoints import load_checkpoint, load_zoo
 from workers.intake.errors import IntakeError
 from workers.intake.isolated import probe_program
 from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
 from workers.intake.safetensors_header import read_safetensors_header
+from workers.zoo import check_model_size, resolve_config
 
 ZOO_PREFIX = "zoo:"
-BUILTIN_DATASETS = ("digits", "text", "synthetic")
+"""A checkpoint reference ``zoo:<arch>`` names a zoo architecture, built with fresh weights."""
+
+
+def zoo_reference(
+    checkpoint_id: str, overrides: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
+    """The zoo config a ``zoo:<arch>`` reference asks for (``overrides`` on top of the
+    arch), or None for the id of a stored checkpoint."""
+    if not checkpoint_id.startswith(ZOO_PREFIX):
+        return None
+    return {"arch": checkpoint_id[len(ZOO_PREFIX) :], **(overrides or {})}
 
 
 class ArtifactRejected(Exception):
@@ -36,61 +45,30 @@ class ArtifactRejected(Exception):
         self.status = status
 
 
-class ArtifactStore:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.tmp_dir = root / "tmp"
-
-    def path_for(self, sha256: str, suffix: str) -> Path:
-        return self.root / "sha256" / sha256[:2] / f"{sha256}{suffix}"
-
-    def commit_directory(self, directory: Path, sha256: str) -> Path:
-        """Move an unpacked archive into place beside its archive (kept if already there)."""
-        final = self.path_for(sha256, ".hf")
-        if final.exists():
-            shutil.rmtree(directory, ignore_errors=True)
-            return final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(directory, final)
-        return final
-
-    def commit(self, upload: ReceivedUpload, suffix: str) -> Path:
-        """Move a validated temp file into place (a no-op if the same bytes are stored)."""
-        final = self.path_for(upload.sha256, suffix)
-        if final.exists():
-            upload.discard()
-            return final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(upload.tmp_path, final)
-        upload.release()
-        return final
-
-    def remove_stale_uploads(self) -> int:
-        """Start-up: delete temp uploads a killed server left (none a live request holds)."""
-        return remove_stale_uploads(self.tmp_dir) if self.tmp_dir.is_dir() else 0
-
-
-KNOWN_SUFFIXES = (".safetensors", ".pt2", ".npz", ".zip")
-
-
-def known_suffix(filename: str | None) -> str:
-    """The upload's format suffix if it is one this service reads, else ``""``."""
-    name = (filename or "").lower()
-    return next((ext for ext in KNOWN_SUFFIXES if name.endswith(ext)), "")
-
-
 def _suffix(filename: str | None) -> str:
     """``known_suffix``, else the name's own suffix (for the error message), bounded."""
     return known_suffix(filename) or Path((filename or "").lower()).suffix[:40]
 
 
-@dataclass
-class CheckpointInfo:
+@dataclass(kw_only=True)
+class ArtifactInfo:
+    """What validation found out about an upload: its format and the suffix it is stored
+    with, and an unpacked directory that is stored beside it (a Hugging Face archive)."""
+
     format: str
     suffix: str
+    directory: Path | None = None
+
+
+@dataclass(kw_only=True)
+class CheckpointInfo(ArtifactInfo):
     arch: str | None
     config: dict[str, Any] | None
-    directory: Path | None = None  # an unpacked Hugging Face archive, committed beside it
+
+
+@dataclass(kw_only=True)
+class DatasetInfo(ArtifactInfo):
+    n_examples: int
 
 
 @contextlib.contextmanager
@@ -120,8 +98,6 @@ def parse_config(text: str | None) -> dict[str, Any] | None:
 
 def resolve_zoo_config(config: dict[str, Any]) -> dict[str, Any]:
     """Validate a zoo config (known arch, known keys) and fill in its defaults."""
-    from workers.zoo import resolve_config
-
     with rejecting():
         return resolve_config(config)
 
@@ -129,8 +105,6 @@ def resolve_zoo_config(config: dict[str, Any]) -> dict[str, Any]:
 def check_zoo_config(config: dict[str, Any], limits: IntakeLimits) -> dict[str, Any]:
     """``resolve_zoo_config`` plus the model's size, computed on the meta device (nothing is
     allocated), against ``limits.max_model_parameters``."""
-    from workers.zoo import check_model_size
-
     resolved = resolve_zoo_config(config)
     with rejecting():
         check_model_size(resolved, limits.max_model_parameters)
@@ -166,8 +140,10 @@ def validate_checkpoint(
             )
         config = check_zoo_config(config, limits)
         with rejecting(path, filename):
-            loaded = load_zoo_checkpoint(path, config, limits)
-        return CheckpointInfo("safetensors", suffix, loaded.arch, loaded.config)
+            loaded = load_zoo(config, path, limits)
+        return CheckpointInfo(
+            format="safetensors", suffix=suffix, arch=loaded.arch, config=loaded.config
+        )
     if suffix == ".pt2":
         if not allow_pickle:
             raise ArtifactRejected(
@@ -178,7 +154,8 @@ def validate_checkpoint(
         with rejecting(path, filename):
             check_pt2(path, limits)
             probe_program(path, limits=limits, timeout_s=probe_timeout_s)
-        return CheckpointInfo("pt2", suffix, "pt2", config or {"arch": "pt2", "file": path.name})
+        config = config or {"arch": "pt2", "file": path.name}
+        return CheckpointInfo(format="pt2", suffix=suffix, arch="pt2", config=config)
     if suffix == ".zip":
         return validate_hf_archive(path, filename, limits)
     raise ArtifactRejected(
@@ -194,9 +171,6 @@ def validate_hf_archive(
     """A ``.zip`` of a Hugging Face directory (``service.hf_archive``): checked member by
     member, unpacked beside the upload, its safetensors header bounds-checked, then loaded
     (safetensors only, nothing unpickled) so that a bad config or weights are refused now."""
-    from service.hf_archive import ArchiveRejected, extract_archive
-    from workers.intake.checkpoints import load_checkpoint
-
     directory = path.with_name(path.name + ".hf")
     try:
         extract_archive(path, directory)
@@ -219,41 +193,21 @@ def validate_hf_archive(
     except BaseException:
         shutil.rmtree(directory, ignore_errors=True)
         raise
-    return CheckpointInfo("hf", ".zip", loaded.arch, config, directory=directory)
+    return CheckpointInfo(
+        format="hf", suffix=".zip", arch=loaded.arch, config=config, directory=directory
+    )
 
 
-def discard_directory(info: CheckpointInfo | None) -> None:
-    """Remove the unpacked directory of a checkpoint that was not committed."""
+def discard_directory(info: ArtifactInfo | None) -> None:
+    """Remove the unpacked directory of an upload that was not committed."""
     if info is not None and info.directory is not None:
         shutil.rmtree(info.directory, ignore_errors=True)
-
-
-def load_zoo_checkpoint(
-    weights: Path, config: dict[str, Any], limits: IntakeLimits = DEFAULT_LIMITS
-) -> Any:
-    """``workers.intake`` LoadedModel for zoo weights + config (strict, NaN-checked)."""
-    from workers.intake.checkpoints import load_checkpoint
-
-    with tempfile.TemporaryDirectory(prefix="curvprof-cfg-") as tmp:
-        cfg_path = Path(tmp) / "config.json"
-        cfg_path.write_text(json.dumps(config))
-        with rejecting():
-            return load_checkpoint(cfg_path, weights=weights, limits=limits)
-
-
-@dataclass
-class DatasetInfo:
-    format: str
-    suffix: str
-    n_examples: int
 
 
 def validate_dataset(
     path: Path, filename: str | None, limits: IntakeLimits = DEFAULT_LIMITS
 ) -> DatasetInfo:
     """Load the dataset as a job would (``load_data_file``: bounded before it is read)."""
-    from workers.data.files import load_data_file
-
     suffix = _suffix(filename)
     if suffix not in (".npz", ".safetensors"):
         raise ArtifactRejected(
@@ -263,4 +217,4 @@ def validate_dataset(
         )
     with rejecting(path, filename):
         ds = load_data_file(path, limits)
-    return DatasetInfo(suffix.lstrip("."), suffix, len(ds))
+    return DatasetInfo(format=suffix.lstrip("."), suffix=suffix, n_examples=len(ds))
