@@ -106,7 +106,7 @@ def collect_projections(
             def grad_hook(g: torch.Tensor) -> None:
                 grads[path] = g
 
-            output.register_hook(grad_hook)
+            output.register_hook(grad_hook)  # type: ignore[no-untyped-call]  # torch: unannotated
 
         handles.append(modules[path].register_forward_hook(hook))
     result = {s.name: Projections() for s, _, _ in layers}
