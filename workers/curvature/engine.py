@@ -268,7 +268,8 @@ def _profile_one(
     fit = fitting.fit_exponents(
         sigma.numpy(),
         h.numpy(),
-        eigenvalues=eigs if lz is not None else None,
+        eigenvalues=lz.eigenvalues if lz is not None else None,
+        converged=lz.converged if lz is not None else None,
         h_floor=h_floor,
         min_points=settings.min_fit_points,
         seed=settings.seed,
