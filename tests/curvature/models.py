@@ -110,3 +110,20 @@ class MLPWith(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.between(torch.relu(self.fc1(x)))
         return self.head(torch.relu(self.fc2(x)))
+
+
+# A tiny tanh classifier and its data, for the tests of whole-profile entry points.
+N, D, C = 12, 5, 3
+FAST = {"top_k": 4, "lanczos_steps": 3, "dtype": torch.float64}
+
+
+def tanh_classifier() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(D, 6), nn.Tanh(), nn.Linear(6, C)).double()
+
+
+def classification_data() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(N, D, generator=gen, dtype=torch.float64), torch.randint(
+        0, C, (N,), generator=gen
+    )

@@ -1,4 +1,5 @@
-"""A user's loss callable and a DataLoader as the measurement set, in ``profile_model``."""
+"""A user's loss callable (``custom_loss.check_loss_callable``) in ``profile_model``: against
+autograd's dense Hessian of exactly that function, and the callables it refuses."""
 
 from __future__ import annotations
 
@@ -6,25 +7,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, SubsetRandomSampler, TensorDataset
 
+from tests.curvature.models import FAST, classification_data, tanh_classifier
 from workers.curvature import profile_model
-
-N, D, C = 12, 5, 3
-FAST = {"top_k": 4, "lanczos_steps": 3, "dtype": torch.float64}
-
-
-def _model() -> nn.Module:
-    torch.manual_seed(0)
-    return nn.Sequential(nn.Linear(D, 6), nn.Tanh(), nn.Linear(6, C)).double()
-
-
-def _data() -> tuple[torch.Tensor, torch.Tensor]:
-    gen = torch.Generator().manual_seed(1)
-    return torch.randn(N, D, generator=gen, dtype=torch.float64), torch.randint(
-        0, C, (N,), generator=gen
-    )
 
 
 def _smoothed(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -34,7 +19,7 @@ def _smoothed(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 def test_custom_loss_matches_a_dense_hessian_in_micro_batches() -> None:
     """Label-smoothed cross-entropy: no built-in name, so the reference is autograd's
     Hessian of exactly this function on the whole batch; micro-batches of 5, 5, 2."""
-    model, (x, y) = _model(), _data()
+    model, (x, y) = tanh_classifier(), classification_data()
     profile = profile_model(model, x, y, loss=_smoothed, micro_batch_size=5, **FAST)
     assert profile.settings.loss == "custom"
     layer = next(entry for entry in profile.layers if entry.name == "0")
@@ -60,7 +45,7 @@ def test_custom_loss_matches_a_dense_hessian_in_micro_batches() -> None:
 
 
 def test_callable_equal_to_a_named_loss_gives_the_same_profile() -> None:
-    model, (x, y) = _model(), _data()
+    model, (x, y) = tanh_classifier(), classification_data()
     named = profile_model(model, x, y, loss="cross_entropy", **FAST)
     custom = profile_model(model, x, y, loss=lambda o, t: F.cross_entropy(o, t), **FAST)
     for a, b in zip(named.layers, custom.layers, strict=True):
@@ -79,29 +64,6 @@ def test_callable_equal_to_a_named_loss_gives_the_same_profile() -> None:
     ],
 )
 def test_unfit_loss_callables_are_refused(loss: object, message: str) -> None:
-    model, (x, y) = _model(), _data()
+    model, (x, y) = tanh_classifier(), classification_data()
     with pytest.raises(ValueError, match=message):
         profile_model(model, x, y, loss=loss, **FAST)  # type: ignore[arg-type]
-
-
-def test_data_loader_is_one_measurement_set_in_micro_batches() -> None:
-    model, (x, y) = _model(), _data()
-    whole = profile_model(model, x, y, **FAST)
-    loader = DataLoader(TensorDataset(x, y), batch_size=4, shuffle=False)
-    batched = profile_model(model, loader, **FAST)
-    assert batched.settings.micro_batch_size == 4
-    assert batched.provenance.data_indices == list(range(N))
-    for a, b in zip(whole.layers, batched.layers, strict=True):
-        np.testing.assert_allclose(a.sigma, b.sigma, rtol=1e-10)
-        np.testing.assert_allclose(a.h, b.h, rtol=1e-10, atol=1e-14)
-
-
-def test_a_subset_sampler_records_its_indices() -> None:
-    model, (x, y) = _model(), _data()
-    chosen = [9, 2, 7, 4, 0, 11]
-    loader = DataLoader(TensorDataset(x, y), batch_size=3, sampler=SubsetRandomSampler(chosen))
-    profile = profile_model(model, loader, **FAST)
-    assert profile.provenance.data_indices == sorted(chosen)
-    reference = profile_model(model, x[sorted(chosen)], y[sorted(chosen)], **FAST)
-    for a, b in zip(reference.layers, profile.layers, strict=True):
-        np.testing.assert_allclose(a.sigma, b.sigma, rtol=1e-10)
