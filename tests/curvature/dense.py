@@ -3,6 +3,8 @@ Hessian by ``torch.autograd.functional.hessian``, and the small models they are 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch.func import functional_call
 
@@ -44,3 +46,15 @@ CASES = {
         3,
     ),
 }
+
+
+def dense_top_directions(
+    loss: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor, k: int
+) -> tuple[torch.Tensor, list[float]]:
+    """(σ, h) of ``loss`` at ``weight`` (m, n): the singular values of its gradient G and
+    h_k = vec(u_k v_kᵀ)ᵀ H vec(u_k v_kᵀ) for the top k, from autograd's dense Hessian."""
+    grad = torch.autograd.functional.jacobian(loss, weight)
+    hessian = torch.autograd.functional.hessian(loss, weight).reshape(weight.numel(), -1)
+    U, S, Vh = torch.linalg.svd(grad)
+    directions = [torch.outer(U[:, j], Vh[j]).reshape(-1) for j in range(k)]
+    return S, [float(v @ hessian @ v) for v in directions]

@@ -127,3 +127,12 @@ def classification_data() -> tuple[torch.Tensor, torch.Tensor]:
     return torch.randn(N, D, generator=gen, dtype=torch.float64), torch.randint(
         0, C, (N,), generator=gen
     )
+
+
+def tanh_mlp_batch() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A float64 tanh MLP 4-5-3 in eval mode, 10 inputs and class targets (fixed seeds)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    model = MLP((4, 5, 3), "tanh").double().eval()
+    x = torch.randn(10, 4, generator=g, dtype=torch.float64)
+    return model, x, torch.randint(0, 3, (10,), generator=g)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.curvature.dense import dense_top_directions
 from tests.curvature.models import FAST, classification_data, tanh_classifier
 from workers.curvature import profile_model
 
@@ -28,17 +29,7 @@ def test_custom_loss_matches_a_dense_hessian_in_micro_batches() -> None:
     def loss(w: torch.Tensor) -> torch.Tensor:
         return _smoothed(model[2](torch.tanh(F.linear(x, w, model[0].bias))), y)
 
-    grad = torch.autograd.functional.jacobian(loss, weight)
-    hessian = torch.autograd.functional.hessian(loss, weight).reshape(weight.numel(), -1)
-    U, S, Vh = torch.linalg.svd(grad)
-    h = [
-        float(
-            torch.outer(U[:, k], Vh[k]).reshape(-1)
-            @ hessian
-            @ torch.outer(U[:, k], Vh[k]).reshape(-1)
-        )
-        for k in range(layer.k)
-    ]
+    S, h = dense_top_directions(loss, weight, layer.k)
     np.testing.assert_allclose(layer.sigma, S[: layer.k].numpy(), rtol=1e-10, atol=1e-14)
     np.testing.assert_allclose(layer.h, h, rtol=1e-10, atol=1e-14)
     assert "ggn_unavailable" not in layer.flags  # ggn is not among the default variants

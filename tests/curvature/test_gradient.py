@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.curvature.dense import dense_reference
-from tests.curvature.models import MLP
+from tests.curvature.models import tanh_mlp_batch
 from workers.curvature.gradient import gradient_svd, layer_gradients
 from workers.curvature.inventory import layer_inventory
 from workers.curvature.measurement import make_batch
@@ -15,13 +15,7 @@ from workers.curvature.measurement import make_batch
 
 @pytest.mark.parametrize("micro", [None, 4])
 def test_layer_gradients_equal_autograd_in_micro_batches(micro: int | None) -> None:
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(1)
-    model = MLP((4, 5, 3), "tanh").double().eval()
-    x, y = (
-        torch.randn(10, 4, generator=g, dtype=torch.float64),
-        torch.randint(0, 3, (10,), generator=g),
-    )
+    model, x, y = tanh_mlp_batch()
     specs = layer_inventory(model)[0]
     batch = make_batch(x, y, "cross_entropy", dtype=torch.float64)
     grads, _ = layer_gradients(model, batch.split(micro), specs)

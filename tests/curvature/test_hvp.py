@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.curvature.dense import dense_reference
-from tests.curvature.models import MLP
+from tests.curvature.models import tanh_mlp_batch
 from workers.curvature.gradient import gradient_svd
 from workers.curvature.hvp import (
     BlockHessian,
@@ -22,13 +22,7 @@ from workers.curvature.measurement import make_batch
 
 
 def _setup(micro: int | None = None):
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(1)
-    model = MLP((4, 5, 3), "tanh").double().eval()
-    x, y = (
-        torch.randn(10, 4, generator=g, dtype=torch.float64),
-        torch.randint(0, 3, (10,), generator=g),
-    )
+    model, x, y = tanh_mlp_batch()
     spec = next(s for s in layer_inventory(model)[0] if s.name == "net.0")
     G, H = dense_reference(model, x, y, "cross_entropy", spec)
     for p in model.parameters():

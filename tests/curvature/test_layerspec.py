@@ -7,15 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from workers.curvature.layerspec import (
-    KINDS,
-    ConvGeometry,
-    LayerSpec,
-    conv2d_geometry,
-    is_layer_kind,
-    mha_specs,
-    split_qkv,
-)
+from workers.curvature import layerspec
+from workers.curvature.layerspec import ConvGeometry, LayerSpec, conv2d_geometry
 
 
 def _spec(**kw: object) -> LayerSpec:
@@ -52,15 +45,15 @@ def test_matrix_and_embed_are_inverse(kw: dict[str, object], param: tuple[int, .
 
 def test_qkv_row_blocks_and_their_embedding() -> None:
     fused = _spec(kind="attn_qkv", shape=(6, 4))
-    q, k, v, whole = split_qkv(fused, ("x",))
+    q, k, v, whole = layerspec.split_qkv(fused, ("x",))
     assert [s.kind for s in (q, k, v)] == ["attn_q", "attn_k", "attn_v"] and whole is fused
     assert [s.rows for s in (q, k, v)] == [(0, 2), (2, 4), (4, 6)] and q.shape == (2, 4)
     t = torch.arange(24.0).reshape(6, 4)
     torch.testing.assert_close(k.matrix(t), t[2:4])
     emb = k.embed(torch.ones(2, 4))
     assert float(emb[2:4].sum()) == 8.0 and float(emb.sum()) == 8.0  # zero outside the block
-    assert split_qkv(_spec(shape=(5, 4)), ()) == [_spec(shape=(5, 4))]
-    specs = mha_specs("attn", nn.MultiheadAttention(4, 2))
+    assert layerspec.split_qkv(_spec(shape=(5, 4)), ()) == [_spec(shape=(5, 4))]
+    specs = layerspec.mha_specs("attn", nn.MultiheadAttention(4, 2))
     assert [s.name for s in specs] == [
         "attn.in_proj:q",
         "attn.in_proj:k",
@@ -78,6 +71,5 @@ def test_conv_geometry_and_kinds() -> None:
     )
     assert conv2d_geometry(nn.Conv2d(2, 3, 2, padding="same")) is None  # odd total padding
     assert conv2d_geometry(nn.Conv2d(2, 3, 3, padding=1, padding_mode="reflect")) is None
-    assert (
-        all(is_layer_kind(k) for k in KINDS) and not is_layer_kind("attn") and not is_layer_kind(3)
-    )
+    assert all(layerspec.is_layer_kind(k) for k in layerspec.KINDS)
+    assert not layerspec.is_layer_kind("attn") and not layerspec.is_layer_kind(3)
