@@ -6,8 +6,10 @@ commit: ``python -m tests.curvature.golden_profiles``."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import pytest
+import torch
 
 from tests.curvature.golden_profiles import (
     CONFIGS,
@@ -18,6 +20,15 @@ from tests.curvature.golden_profiles import (
     measure,
 )
 from workers.zoo import ARCHS
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """Recorded on one intra-op thread; more threads may sum in another order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_every_zoo_architecture_has_a_recording() -> None:
