@@ -48,7 +48,7 @@ H_ONLY = "curvprof h-only (hvp_diagnostics=False)"
 def curvprof_method(s: Setup) -> Callable[[], torch.Tensor]:
     def run() -> torch.Tensor:
         block = BlockHessian(s.model, [s.batch], s.spec.parameter)
-        out = directional_curvature(block, s.spec, s.U, s.V)["h"]
+        out = directional_curvature(block, s.spec, s.U, s.V).h
         block.release()
         return out
 
@@ -63,7 +63,7 @@ def curvprof_h_only_method(s: Setup) -> Callable[[], torch.Tensor]:
         out = output_space_curvature(s.model, [s.batch], s.spec, s.U, s.V)
         if out is None:
             block = BlockHessian(s.model, [s.batch], s.spec.parameter)
-            out = directional_curvature(block, s.spec, s.U, s.V)["h"]
+            out = directional_curvature(block, s.spec, s.U, s.V).h
             block.release()
         return out
 

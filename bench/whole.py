@@ -19,6 +19,7 @@ import torch
 
 from bench import peers
 from bench.cases import DTYPE, K, Setup, paired
+from workers.curvature.fits import eigenvalue_exponent, ols_loglog
 from workers.curvature.gradient import gradient_svd, layer_gradients
 from workers.curvature.profile import profile_model
 
@@ -53,12 +54,10 @@ def _fits(sigma: np.ndarray, h: np.ndarray, eigs: np.ndarray) -> dict[str, float
     ok = h > 0
     out = {"alpha": float("nan"), "gamma": float("nan"), "s": float("nan"), "s_eig": float("nan")}
     if ok.sum() >= 2:
-        out["alpha"] = float(np.polyfit(np.log(sigma[ok]), np.log(h[ok]), 1)[0])
-        out["s"] = float(-np.polyfit(np.log(k[ok]), np.log(h[ok]), 1)[0])
-    out["gamma"] = float(-np.polyfit(np.log(k), np.log(sigma), 1)[0])
-    pos = eigs[eigs > 0]
-    if pos.size >= 2:
-        out["s_eig"] = float(-np.polyfit(np.log(np.arange(1, pos.size + 1)), np.log(pos), 1)[0])
+        out["alpha"] = ols_loglog(sigma[ok], h[ok]).slope
+        out["s"] = -ols_loglog(k[ok], h[ok]).slope
+    out["gamma"] = -ols_loglog(k, sigma).slope
+    out["s_eig"] = -eigenvalue_exponent(eigs).slope
     return out
 
 

@@ -10,7 +10,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 from service.integrations.training import CheckpointProfiler
 
 
-class CurvprofCallback(TrainerCallback):  # type: ignore[misc]
+class CurvprofCallback(TrainerCallback):
     """After each optimiser step that is due (``global_step`` a multiple of ``every``), save
     the model and profile it with ``profiler`` (in-process or through the service)."""
 

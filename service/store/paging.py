@@ -75,7 +75,7 @@ def _refuse_constant(name: str) -> Any:
 
 
 def _python_type(column: InstrumentedAttribute[Any]) -> type:
-    return column.type.python_type  # type: ignore[no-any-return]
+    return column.type.python_type
 
 
 def _to_wire(value: Any) -> Any:

@@ -110,3 +110,29 @@ class MLPWith(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.between(torch.relu(self.fc1(x)))
         return self.head(torch.relu(self.fc2(x)))
+
+
+# A tiny tanh classifier and its data, for the tests of whole-profile entry points.
+N, D, C = 12, 5, 3
+FAST = {"top_k": 4, "lanczos_steps": 3, "dtype": torch.float64}
+
+
+def tanh_classifier() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(D, 6), nn.Tanh(), nn.Linear(6, C)).double()
+
+
+def classification_data() -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(N, D, generator=gen, dtype=torch.float64), torch.randint(
+        0, C, (N,), generator=gen
+    )
+
+
+def tanh_mlp_batch() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A float64 tanh MLP 4-5-3 in eval mode, 10 inputs and class targets (fixed seeds)."""
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(1)
+    model = MLP((4, 5, 3), "tanh").double().eval()
+    x = torch.randn(10, 4, generator=g, dtype=torch.float64)
+    return model, x, torch.randint(0, 3, (10,), generator=g)

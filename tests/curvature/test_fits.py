@@ -12,7 +12,9 @@ from workers.curvature.fits import (
     MIN_EIGENVALUES,
     bic_compare,
     clusters,
+    eigenvalue_exponent,
     fit_exponents,
+    ols,
     ols_loglog,
     rank_cutoff_count,
     slope,
@@ -295,6 +297,64 @@ def test_t8_sorting_steepens_without_gaps() -> None:
         assert f.s >= f.s_unsorted - 1e-12
         if np.all(np.diff(h) < 0):
             assert f.s == pytest.approx(f.s_unsorted, abs=1e-12)
+
+
+def test_ols_is_the_closed_form_and_agrees_with_polyfit() -> None:
+    x = np.array([0.0, 1.0, 3.0, 4.0])
+    exact = ols(x, 2.0 - 0.5 * x)
+    assert (exact.slope, exact.intercept, exact.r2, exact.se, exact.n) == (-0.5, 2.0, 1.0, 0.0, 4)
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        X, Y = rng.normal(size=12), rng.normal(size=12)
+        b, a = np.polyfit(X, Y, 1)
+        fit = ols(X, Y)
+        assert fit.slope == pytest.approx(b, rel=1e-12, abs=1e-15)
+        assert fit.intercept == pytest.approx(a, rel=1e-12, abs=1e-15)
+    for X, Y in (([1.0], [2.0]), ([1.0, 1.0], [1.0, 2.0]), ([1.0, math.nan], [1.0, 2.0])):
+        assert math.isnan(ols(X, Y).slope)
+    with pytest.raises(ValueError, match="differ in length"):
+        ols([1.0, 2.0], [1.0])
+
+
+@pytest.mark.parametrize("s", [0.5, 1.0, 1.81, 3.0])
+def test_s_eig_of_an_exact_power_law_is_its_exponent(s: float) -> None:
+    lam = 2.5 * np.arange(1, 16, dtype=float) ** -s
+    fit = eigenvalue_exponent(lam)
+    assert -fit.slope == pytest.approx(s, abs=1e-12) and fit.r2 == pytest.approx(1.0)
+    assert fit.intercept == pytest.approx(math.log(2.5), abs=1e-12) and fit.n == 15
+    shuffled = np.random.default_rng(0).permutation(lam)
+    assert -eigenvalue_exponent(shuffled).slope == pytest.approx(s, abs=1e-12)  # ranks by value
+
+
+@pytest.mark.parametrize("s", [0.7, 1.81])
+def test_s_eig_keeps_each_value_at_its_rank_in_the_whole_spectrum(s: float) -> None:
+    """Unconverged Ritz values (here perturbed, as they are before convergence) leave the fit
+    but keep their ranks, so λ_k = c k^−s still gives s exactly; re-ranking the survivors
+    1..n, the other convention, would not."""
+    k = np.arange(1, 21, dtype=float)
+    lam = 3.0 * k**-s
+    converged = np.ones(20, bool)
+    converged[[1, 4, 5, 11]] = False
+    ritz = np.where(converged, lam, lam * 0.97)
+    with_negative = np.append(ritz, -0.1)  # a negative Ritz value ranks last, never fitted
+    fit = eigenvalue_exponent(with_negative, np.append(converged, True))
+    assert -fit.slope == pytest.approx(s, abs=1e-12) and fit.n == 16
+    reranked = ols(np.log(np.arange(1, 17.0)), np.log(lam[converged]))
+    assert abs(-reranked.slope - s) > 1e-3  # off by ~1%: ranks that moved
+    stored = fit_exponents(
+        k**-1.0, k**-2.0, eigenvalues=with_negative, converged=np.append(converged, True)
+    )
+    assert stored.s_eig == pytest.approx(s, abs=1e-12) and stored.r2_s_eig == pytest.approx(1.0)
+
+
+def test_s_eig_edge_cases() -> None:
+    assert math.isnan(eigenvalue_exponent([1.0]).slope)
+    assert math.isnan(eigenvalue_exponent([1.0, -1.0, 0.5, 0.2, 0.1]).slope)  # 4 positive
+    five = np.arange(1, 6, dtype=float) ** -2.0
+    assert -eigenvalue_exponent(five).slope == pytest.approx(2.0, abs=1e-12)
+    assert eigenvalue_exponent(five, [True] * 4 + [False]).n == 4  # too few converged
+    with pytest.raises(ValueError, match="converged must match"):
+        eigenvalue_exponent(five, [True])
 
 
 @pytest.mark.parametrize("n", [0, 2, 4, 5, 9])

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.curvature.dense import dense_reference
 from tests.curvature.models import MLP, PiecewiseLinearCNN
-from tests.curvature.test_engine_dense import dense_reference
 from workers.curvature import layer_inventory
 from workers.curvature.ggn_route import ggn_products, numerically_ggn
 from workers.curvature.gradient import gradient_svd

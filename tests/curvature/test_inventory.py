@@ -192,7 +192,7 @@ MODELS = {
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_matrices_the_name_inventory_missed_match_the_dense_hessian(name: str) -> None:
-    from tests.curvature.test_engine_dense import dense_reference
+    from tests.curvature.dense import dense_reference
     from workers.curvature import profile_model
     from workers.curvature.graph import example_forward
 

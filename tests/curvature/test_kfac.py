@@ -13,6 +13,7 @@ from workers.curvature import fit_exponents, layer_inventory, profile_model
 from workers.curvature.engine import list_layer_names, profile_layers
 from workers.curvature.graph import example_forward
 from workers.curvature.kfac import (
+    KroneckerQuantities,
     Projections,
     _accumulate,
     alpha_decomposition,
@@ -28,7 +29,7 @@ def _orthonormal(rows: int, cols: int, g: torch.Generator) -> torch.Tensor:
 
 def _constructed(
     delta: torch.Tensor, acts: torch.Tensor, K: int
-) -> tuple[dict, torch.Tensor, Projections]:
+) -> tuple[KroneckerQuantities, torch.Tensor, Projections]:
     B = delta.shape[0]
     G = delta.T @ acts / B
     U, S, Vh = torch.linalg.svd(G, full_matrices=False)
@@ -47,11 +48,11 @@ def test_t3_perfect_alignment_gives_alpha_two() -> None:
     acts = Z @ torch.diag(target.sqrt()) @ V.T
     q, sigma, _ = _constructed(delta, acts, r)
     np.testing.assert_allclose(sigma.numpy(), target.numpy(), rtol=1e-12)
-    np.testing.assert_allclose(q["cosines"].numpy(), 1.0, rtol=1e-12)
-    np.testing.assert_allclose(q["phi"].numpy(), 1.0, rtol=1e-10)
-    fit = fit_exponents(sigma.numpy(), q["h_kron"].numpy(), min_points=3)
+    np.testing.assert_allclose(q.cosines.numpy(), 1.0, rtol=1e-12)
+    np.testing.assert_allclose(q.phi.numpy(), 1.0, rtol=1e-10)
+    fit = fit_exponents(sigma.numpy(), q.h_kron.numpy(), min_points=3)
     assert fit.alpha == pytest.approx(2.0, abs=1e-12)
-    assert q["flags"] == []
+    assert q.flags == ()
 
 
 @pytest.mark.parametrize("alpha", [0.8, 1.0, 1.5, 2.5, 3.0])
@@ -72,20 +73,20 @@ def test_t4_misalignment_gives_any_alpha(alpha: float) -> None:
     acts = W @ V.T
     q, measured, _ = _constructed(delta, acts, r)
     np.testing.assert_allclose(measured.numpy(), sigma.numpy(), rtol=1e-10)
-    np.testing.assert_allclose(q["cosines"].numpy(), c.numpy(), rtol=1e-10)
-    np.testing.assert_allclose(q["phi_paper"].numpy(), 1.0, rtol=1e-8)
-    fit = fit_exponents(measured.numpy(), q["h_kron"].numpy(), min_points=3)
+    np.testing.assert_allclose(q.cosines.numpy(), c.numpy(), rtol=1e-10)
+    np.testing.assert_allclose(q.phi_paper.numpy(), 1.0, rtol=1e-8)
+    fit = fit_exponents(measured.numpy(), q.h_kron.numpy(), min_points=3)
     assert fit.alpha == pytest.approx(alpha, abs=1e-10)
     dec = alpha_decomposition(
         measured.numpy(),
-        q["h_kron"].numpy(),
-        q["h_kron"].numpy(),
-        q["cosines"].numpy(),
-        Lambda=q["Lambda"].numpy(),
-        phi_paper=q["phi_paper"].numpy(),
+        q.h_kron.numpy(),
+        q.h_kron.numpy(),
+        q.cosines.numpy(),
+        Lambda=q.Lambda.numpy(),
+        phi_paper=q.phi_paper.numpy(),
     )
-    assert dec["beta"] == pytest.approx(alpha, abs=1e-8)  # the paper assigns it all to beta
-    assert dec["alpha_kron"] == pytest.approx(2 - 2 * dec["cosine_slope"], abs=1e-12)
+    assert dec.beta == pytest.approx(alpha, abs=1e-8)  # the paper assigns it all to beta
+    assert dec.alpha_kron == pytest.approx(2 - 2 * dec.cosine_slope, abs=1e-12)
 
 
 def test_t11_empirical_fisher_identity_with_per_example_gradients() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from tests.curvature.test_engine_dense import CASES, dense_reference
+from tests.curvature.dense import CASES, dense_reference
 from workers.curvature import layer_inventory, profile_model
 from workers.curvature.gradient import gradient_svd, layer_gradients
 from workers.curvature.graph import example_forward

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from api_schemas import Provenance
+from tests.curvature.dense import dense_reference
 from tests.curvature.models import MLP
-from tests.curvature.test_engine_dense import dense_reference
 from workers.curvature import profile_model
 from workers.curvature.graph import example_forward
 from workers.curvature.inventory import layer_inventory

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.curvature.dense import dense_reference
 from tests.curvature.models import MLP, MLPWith, PiecewiseLinearCNN
-from tests.curvature.test_engine_dense import dense_reference
 from workers.curvature import layer_inventory, profile_model
 
 CASES = {

@@ -28,9 +28,15 @@ from workers.curvature import fits as fitting
 from workers.curvature.ggn import ggn_curvature
 from workers.curvature.gradient import GradientSVD, gradient_svd, layer_gradients
 from workers.curvature.graph import Forward
-from workers.curvature.hvp import BlockHessian, compressed_diagnostics, layer_matvec
+from workers.curvature.hvp import (
+    BlockHessian,
+    CompressedDiagnostics,
+    compressed_diagnostics,
+    layer_matvec,
+)
 from workers.curvature.inventory import LayerSpec, layer_inventory, select_layers
 from workers.curvature.kfac import (
+    KroneckerQuantities,
     Projections,
     alpha_decomposition,
     collect_projections,
@@ -52,7 +58,7 @@ from workers.curvature.participation import (
     zeta_prediction,
 )
 from workers.curvature.preconditioner import preconditioner_params
-from workers.curvature.routes import routed_curvature
+from workers.curvature.routes import RoutedCurvature, routed_curvature
 from workers.curvature.static_batch import (
     batch_range_of,
     ranged_micro_batch,
@@ -207,7 +213,7 @@ def _lanczos(
     tol = 1e-8 if settings.dtype == "float64" else 1e-4
     k = min(settings.top_k, steps)
     return lanczos(
-        matvec,  # type: ignore[arg-type]
+        matvec,
         dim,
         steps=steps,
         k=k,
@@ -234,47 +240,37 @@ def _profile_one(
 ) -> LayerProfile:
     flags = list(spec.flags) + list(svd.flags)
     sigma = svd.sigma.cpu()
-    base = {
-        "name": spec.name,
-        "kind": spec.kind,
-        "parameter": spec.parameter,
-        "shape": spec.shape,
-        "rows": spec.rows,
-        "rank_num": svd.rank_num,
-        "k": svd.k,
-        "sigma": _as_list(sigma),
-    }
     block = BlockHessian(model, micro, spec.parameter)
-    extra: dict[str, object] = {}
     h = torch.zeros(0, dtype=torch.float64)
+    curv: RoutedCurvature | None = None
+    diagnostics: CompressedDiagnostics | None = None
+    h_ggn: list[float] = []
+    kron = mc = None
     if svd.k > 0:
         curv = routed_curvature(
             model, micro, spec, svd.U, svd.V, block=block, diagnostics=settings.hvp_diagnostics
         )
         h = curv.h
-        extra.update(route=curv.route, route_reason=curv.reason)
         if curv.M is not None and curv.hv_norms is not None:
-            extra.update(compressed_diagnostics(curv.M.cpu(), h, curv.hv_norms.cpu()))
+            diagnostics = compressed_diagnostics(curv.M.cpu(), h, curv.hv_norms.cpu())
         if "ggn" in settings.variants:
             try:
-                extra["h_ggn"] = _as_list(ggn_curvature(model, micro, spec, svd.U, svd.V))
+                h_ggn = _as_list(ggn_curvature(model, micro, spec, svd.U, svd.V))
             except (RuntimeError, NotImplementedError):
                 flags.append("ggn_unavailable")
-        extra.update(_kron_fields(spec, svd, h, projections, micro[0].n_examples, flags))
+        kron, mc = _kronecker(spec, svd, projections, micro[0].n_examples, flags)
     lz = _lanczos(block, spec, settings)
     block.release()
-    positions = int(extra.pop("positions", 1))  # type: ignore[call-overload]
-    decomposition = extra.pop("decomposition", None)
-    assert decomposition is None or isinstance(decomposition, Decomposition)
-    noise = extra.get("hvp_noise")
-    h_floor = 10.0 * noise if isinstance(noise, float) and math.isfinite(noise) else 0.0
+    noise = diagnostics.hvp_noise if diagnostics is not None else None
+    h_floor = 10.0 * noise if noise is not None and math.isfinite(noise) else 0.0
     eigs = np.array([], dtype=float)
     if lz is not None:
         eigs = lz.eigenvalues[lz.converged & (lz.eigenvalues > 0)]
     fit = fitting.fit_exponents(
         sigma.numpy(),
         h.numpy(),
-        eigenvalues=eigs if lz is not None else None,
+        eigenvalues=lz.eigenvalues if lz is not None else None,
+        converged=lz.converged if lz is not None else None,
         h_floor=h_floor,
         min_points=settings.min_fit_points,
         seed=settings.seed,
@@ -283,11 +279,32 @@ def _profile_one(
     mask = np.asarray(fit.fit_mask, dtype=bool)
     h_np = h.numpy()
     s_np = sigma.numpy()
+    decomposition = _decomposition(svd, h, kron)
     return LayerProfile(
-        **base,  # type: ignore[arg-type]
-        positions=positions,
+        name=spec.name,
+        kind=spec.kind,
+        parameter=spec.parameter,
+        shape=spec.shape,
+        rows=spec.rows,
+        rank_num=svd.rank_num,
+        k=svd.k,
+        sigma=_as_list(sigma),
+        positions=kron.positions if kron is not None else 1,
         h=_as_list(h),
-        **extra,  # type: ignore[arg-type]
+        route=curv.route if curv is not None else None,
+        route_reason=curv.reason if curv is not None else None,
+        hvp_noise=noise,
+        eps_off=diagnostics.eps_off if diagnostics is not None else None,
+        residuals=diagnostics.residuals if diagnostics is not None else [],
+        compressed=diagnostics.compressed if diagnostics is not None else [],
+        h_ggn=h_ggn,
+        h_ef=_as_list(kron.h_ef) if kron is not None else [],
+        h_kron_ef=_as_list(kron.h_kron) if kron is not None else [],
+        phi=_as_list(kron.phi) if kron is not None else [],
+        cosines=_as_list(kron.cosines) if kron is not None else [],
+        chi=_as_list(h / kron.h_kron.clamp_min(1e-300)) if kron is not None else [],
+        h_mc=_as_list(mc.h_ef) if mc is not None else [],
+        h_kron_mc=_as_list(mc.h_kron) if mc is not None else [],
         eigenvalues=_as_list(lz.eigenvalues) if lz is not None else [],
         lanczos=_lanczos_summary(lz),
         n_valid=fit.n_valid,
@@ -337,55 +354,44 @@ def _profile_one(
     )
 
 
-def _kron_fields(
+def _kronecker(
     spec: LayerSpec,
     svd: GradientSVD,
-    h: torch.Tensor,
     projections: dict[str, dict[str, Projections]],
     n_examples: int,
     flags: list[str],
-) -> dict[str, object]:
+) -> tuple[KroneckerQuantities | None, KroneckerQuantities | None]:
+    """The quantities with the true labels and with sampled (``mc``) labels, where measured;
+    their flags (or ``kfac_unavailable``) are added to ``flags``."""
     true = projections.get("true", {}).get(spec.name)
     if true is None:
         if projections and "kfac_unavailable" not in flags:
             flags.append("kfac_unavailable")
-        return {}
-    q = _on_cpu(kronecker_quantities(true, svd.sigma, n_examples))
-    flags.extend(f for f in q["flags"] if f not in flags)  # type: ignore[attr-defined]
-    h_kron: torch.Tensor = q["h_kron"]  # type: ignore[assignment]
-    out: dict[str, object] = {
-        "h_ef": _as_list(q["h_ef"]),  # type: ignore[arg-type]
-        "h_kron_ef": _as_list(h_kron),
-        "phi": _as_list(q["phi"]),  # type: ignore[arg-type]
-        "cosines": _as_list(q["cosines"]),  # type: ignore[arg-type]
-        "chi": _as_list(h / h_kron.clamp_min(1e-300)),
-        "positions": q["positions"],
-    }
+        return None, None
+    kron = kronecker_quantities(true, svd.sigma, n_examples).cpu()
+    flags.extend(f for f in kron.flags if f not in flags)
     mc = projections.get("mc", {}).get(spec.name)
-    if mc is not None:
-        qm = _on_cpu(kronecker_quantities(mc, svd.sigma, n_examples))
-        out["h_mc"] = _as_list(qm["h_ef"])  # type: ignore[arg-type]
-        out["h_kron_mc"] = _as_list(qm["h_kron"])  # type: ignore[arg-type]
-    dec = alpha_decomposition(
+    return kron, None if mc is None else kronecker_quantities(mc, svd.sigma, n_examples).cpu()
+
+
+def _decomposition(
+    svd: GradientSVD, h: torch.Tensor, kron: KroneckerQuantities | None
+) -> Decomposition | None:
+    if kron is None:
+        return None
+    return alpha_decomposition(
         svd.sigma.cpu().numpy(),
         h.numpy(),
-        h_kron.numpy(),
-        q["cosines"].numpy(),  # type: ignore[attr-defined]
-        Lambda=q["Lambda"].numpy() if "Lambda" in q else None,  # type: ignore[attr-defined]
-        phi_paper=q["phi_paper"].numpy() if "phi_paper" in q else None,  # type: ignore[attr-defined]
-        h_ef=q["h_ef"].numpy(),  # type: ignore[attr-defined]
+        kron.h_kron.numpy(),
+        kron.cosines.numpy(),
+        Lambda=None if kron.Lambda is None else kron.Lambda.numpy(),
+        phi_paper=None if kron.phi_paper is None else kron.phi_paper.numpy(),
+        h_ef=kron.h_ef.numpy(),
     )
-    if dec:
-        out["decomposition"] = Decomposition(**dec)
-    return out
 
 
 def _defined(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
-
-
-def _on_cpu(values: dict[str, object]) -> dict[str, object]:
-    return {k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in values.items()}
 
 
 def _lanczos_summary(lz: LanczosResult | None) -> LanczosSummary | None:

@@ -5,9 +5,12 @@ Conventions reproduce the paper's frozen JSON to ~1e-15 (docs/engine.md):
 * α = slope(log h_k ~ log σ_k) over F = {k : h_k > h_floor, σ_k > 0 (and above the cut-off)},
 * γ = −slope(log σ_k ~ log k) over the σ window (all given σ_k > 0, or σ_k > τσ_1),
 * s (= s_dir) = −slope(log h_(j) ~ log j), h sorted descending over F, j = 1..|F|,
+* s_eig = −slope(log λ_j ~ log j) over the converged positive Ritz values, j the value's
+  rank among all the Ritz values (``eigenvalue_exponent``),
 * triangle_relative_error = |s − αγ| / |s|.
 
-Everything undefined is NaN; no function here raises on degenerate data.
+Every slope is the one OLS, :func:`ols` (docs/engine.md, "Conventions"). Everything undefined
+is NaN; no function here raises on degenerate data.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ __all__ = [
     "LogLogFit",
     "bic_compare",
     "clusters",
+    "eigenvalue_exponent",
     "fit_exponents",
+    "ols",
     "ols_loglog",
     "rank_cutoff_count",
     "slope",
@@ -47,18 +52,35 @@ class LogLogFit:
     n: int
 
 
-def _ols(X: FloatArray, Y: FloatArray) -> LogLogFit:
-    """OLS of Y on X (already logged): §6 reference code, NaN where undefined."""
-    n = int(X.size)
-    if n < 2 or np.ptp(X) == 0.0:
+def _slopes(X: FloatArray, Y: FloatArray) -> FloatArray:
+    """b = Σ(X−X̄)(Y−Ȳ) / Σ(X−X̄)² along the last axis (one fit, or one per row)."""
+    xc = X - X.mean(axis=-1, keepdims=True)
+    yc = Y - Y.mean(axis=-1, keepdims=True)
+    return np.asarray(np.sum(xc * yc, axis=-1) / np.sum(xc * xc, axis=-1), dtype=np.float64)
+
+
+def ols(X: ArrayLike, Y: ArrayLike) -> LogLogFit:
+    """The OLS fit Y = a + bX (X, Y already logged where a log-log fit is meant).
+
+    b = Σ(X−X̄)(Y−Ȳ) / Σ(X−X̄)², a = Ȳ − bX̄, R² = 1 − var(e)/var(Y) with e = Y − a − bX
+    (NaN when var(Y) = 0), SE(b) = √(eᵀe/(n−2) / Σ(X−X̄)²) (NaN when n < 3). Every field but
+    ``n`` is NaN when n < 2 or var(X) = 0, and NaN propagates (no masking here).
+    """
+    Xa = np.asarray(X, dtype=np.float64).ravel()
+    Ya = np.asarray(Y, dtype=np.float64).ravel()
+    n = int(Xa.size)
+    if Ya.size != n:
+        raise ValueError(f"X and Y differ in length: {n} != {Ya.size}")
+    if n < 2 or not np.ptp(Xa) > 0.0:
         return LogLogFit(NAN, NAN, NAN, NAN, n)
-    b, a = np.polyfit(X, Y, 1)
-    e = Y - (a + b * X)
-    var_y = float(Y.var())
+    b = float(_slopes(Xa, Ya))
+    a = float(Ya.mean()) - b * float(Xa.mean())
+    e = Ya - (a + b * Xa)
+    var_y = float(Ya.var())
     r2 = 1.0 - float(e.var()) / var_y if var_y > 0.0 else NAN
-    sxx = float(np.sum((X - X.mean()) ** 2))
+    sxx = float(np.sum((Xa - Xa.mean()) ** 2))
     se = math.sqrt(float(e @ e) / (n - 2) / sxx) if n >= 3 else NAN
-    return LogLogFit(float(b), float(a), r2, se, n)
+    return LogLogFit(b, a, r2, se, n)
 
 
 def ols_loglog(x: ArrayLike, y: ArrayLike) -> LogLogFit:
@@ -71,23 +93,42 @@ def ols_loglog(x: ArrayLike, y: ArrayLike) -> LogLogFit:
     xa = np.asarray(x, dtype=np.float64).ravel()
     ya = np.asarray(y, dtype=np.float64).ravel()
     ok = np.isfinite(xa) & np.isfinite(ya) & (xa > 0) & (ya > 0)
-    return _ols(np.log(xa[ok]), np.log(ya[ok]))
+    return ols(np.log(xa[ok]), np.log(ya[ok]))
 
 
 def slope(x: ArrayLike, y: ArrayLike) -> float:
-    """Plain OLS slope Σ(x−x̄)(y−ȳ)/Σ(x−x̄)² of y on x; NaN if n < 2, var(x) = 0 or any
+    """The :func:`ols` slope of y on x; NaN if the lengths differ, n < 2, var(x) = 0 or any
     value is non-finite (no silent masking, so slopes on one index set stay additive)."""
     xa = np.asarray(x, dtype=np.float64).ravel()
     ya = np.asarray(y, dtype=np.float64).ravel()
-    if xa.size != ya.size or xa.size < 2:
+    if xa.size != ya.size or not (np.all(np.isfinite(xa)) and np.all(np.isfinite(ya))):
         return NAN
-    if not (np.all(np.isfinite(xa)) and np.all(np.isfinite(ya))):
-        return NAN
-    xc = xa - xa.mean()
-    sxx = float(xc @ xc)
-    if np.ptp(xa) == 0.0 or sxx == 0.0:
-        return NAN
-    return float(xc @ (ya - ya.mean())) / sxx
+    return ols(xa, ya).slope
+
+
+def eigenvalue_exponent(eigenvalues: ArrayLike, converged: ArrayLike | None = None) -> LogLogFit:
+    """s_eig as the fit log λ_j = c − s_eig·log j: returns the :func:`ols` fit (slope −s_eig).
+
+    The convention (docs/engine.md, "Conventions"): the values are sorted descending with
+    their ``converged`` flags (all converged when None) and j is a value's rank among *all*
+    of them; only the converged, finite, positive values enter the fit, each with that rank.
+    By Poincaré separation (Cauchy interlacing) the j-th Ritz value is at most the j-th
+    eigenvalue, so a converged value of rank j has at least j eigenvalues at or above it:
+    re-ranking after dropping an unconverged value above it would understate its index. Fewer than
+    ``MIN_EIGENVALUES`` fitted values: a NaN fit (a slope through two or three Ritz values
+    is not an exponent); ``n`` counts the values fitted.
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64).ravel()
+    ok = np.ones(lam.shape, bool) if converged is None else np.asarray(converged, bool).ravel()
+    if ok.shape != lam.shape:
+        raise ValueError("converged must match eigenvalues in shape")
+    order = np.argsort(-lam, kind="stable")
+    lam, ok = lam[order], ok[order]
+    rank = np.arange(1, lam.size + 1, dtype=np.float64)
+    sel = ok & np.isfinite(lam) & (lam > 0)
+    if int(sel.sum()) < MIN_EIGENVALUES:
+        return LogLogFit(NAN, NAN, NAN, NAN, int(sel.sum()))
+    return ols(np.log(rank[sel]), np.log(lam[sel]))
 
 
 def rank_cutoff_count(sigma: ArrayLike, tau: float = 1e-6) -> int:
@@ -133,7 +174,7 @@ def _bic_on(k: FloatArray, log_s: FloatArray) -> dict[str, dict[str, float]]:
         if n <= p or rank < p:
             out[name] = {"valid": False, "n": n, "rss": NAN, "bic": NAN, "aic": NAN}
             continue
-        c = np.linalg.lstsq(X, log_s, rcond=None)[0]
+        c = np.linalg.lstsq(X, log_s, rcond=None)[0]  # least squares in 2-3 unknowns
         rss = float(np.sum((log_s - X @ c) ** 2))
         with np.errstate(divide="ignore"):
             ll = n * math.log(rss / n) if rss > 0 else -math.inf
@@ -221,10 +262,7 @@ def _boot_ci(X: FloatArray, Y: FloatArray, draws: int, seed: int) -> tuple[float
     ok = np.ptp(Xb, axis=1) > 0
     if np.count_nonzero(ok) < 2:
         return NAN_PAIR
-    xc = Xb[ok] - Xb[ok].mean(axis=1, keepdims=True)
-    yc = Yb[ok] - Yb[ok].mean(axis=1, keepdims=True)
-    b = np.sum(xc * yc, axis=1) / np.sum(xc * xc, axis=1)
-    lo, hi = np.percentile(b, [2.5, 97.5])
+    lo, hi = np.percentile(_slopes(Xb[ok], Yb[ok]), [2.5, 97.5])
     return (float(lo), float(hi))
 
 
@@ -241,6 +279,7 @@ def fit_exponents(
     h: ArrayLike,
     *,
     eigenvalues: ArrayLike | None = None,
+    converged: ArrayLike | None = None,
     h_floor: float = 0.0,
     rank_cutoff: float | None = None,
     min_points: int = 8,
@@ -253,7 +292,9 @@ def fit_exponents(
     F = {k ∈ W : h_k > max(h_floor, 0)}; α, s, s_unsorted, γ_F are fitted on F and are NaN
     (flag ``few_points``) when |F| < ``min_points``. Never fits on |h|. ``eigenvalues`` are
     the converged ones: s_eig is NaN (flag ``few_eigenvalues``) with fewer than
-    ``MIN_EIGENVALUES`` positive. Raises only if σ and h differ in length.
+    ``MIN_EIGENVALUES`` positive (:func:`eigenvalue_exponent`, with ``converged`` its flags:
+    give all the Ritz values, so that ranks count the unconverged ones too). Raises only if
+    σ and h (or the eigenvalues and their flags) differ in length.
     """
     sig = np.asarray(sigma, dtype=np.float64).ravel()
     hh = np.asarray(h, dtype=np.float64).ravel()
@@ -276,7 +317,7 @@ def fit_exponents(
         flags.append("sigma_not_sorted")
 
     log_k, log_s = np.log(k), np.log(np.where(window, sig, 1.0))
-    g = _ols(log_k[window], log_s[window])
+    g = ols(log_k[window], log_s[window])
     gamma = -g.slope
 
     groups = [[int(np.flatnonzero(window)[i]) for i in c] for c in clusters(sig[window])]
@@ -291,7 +332,7 @@ def fit_exponents(
         flags.append("few_points")
     else:
         X, Y = log_s[F], np.log(hh[F])
-        a = _ols(X, Y)
+        a = ols(X, Y)
         ci_t = _t_ci(a)
         ci_b = _boot_ci(X, Y, bootstrap, seed)
         if a.n >= 2 and np.ptp(X) > 0:
@@ -302,22 +343,19 @@ def fit_exponents(
                 flags.append("theilsen_disagrees")
         F1 = F.copy()
         F1[:1] = False
-        a_x1 = _ols(log_s[F1], np.log(hh[F1])).slope
+        a_x1 = ols(log_s[F1], np.log(hh[F1])).slope
         a_m = _merged_alpha(sig, hh, groups, max(h_floor, 0.0), min_points)
         j = np.arange(1, nF + 1, dtype=np.float64)
-        s_dir = _ols(np.log(j), np.sort(Y)[::-1])
-        s_uns = _ols(log_k[F], Y)
-        g_F = _ols(log_k[F], X)
+        s_dir = ols(np.log(j), np.sort(Y)[::-1])
+        s_uns = ols(log_k[F], Y)
+        g_F = ols(log_k[F], X)
 
     alpha, s, s_u, gamma_F = a.slope, -s_dir.slope, -s_uns.slope, -g_F.slope
     pred = alpha * gamma
     s_e = LogLogFit(NAN, NAN, NAN, NAN, 0)
     if eigenvalues is not None:
-        lam = np.asarray(eigenvalues, dtype=np.float64).ravel()
-        lam = np.sort(lam[np.isfinite(lam) & (lam > 0)])[::-1]
-        if lam.size >= MIN_EIGENVALUES:
-            s_e = _ols(np.log(np.arange(1, lam.size + 1, dtype=np.float64)), np.log(lam))
-        else:
+        s_e = eigenvalue_exponent(eigenvalues, converged)
+        if s_e.n < MIN_EIGENVALUES:
             flags.append("few_eigenvalues")
     s_eig = -s_e.slope
     bound = math.sqrt((1 - a.r2) * (1 - g_F.r2) / s_uns.r2) if s_uns.r2 > 0 else NAN
@@ -371,4 +409,4 @@ def _merged_alpha(
     if len(pts) < min_points:
         return NAN
     arr = np.log(np.asarray(pts))
-    return _ols(arr[:, 0], arr[:, 1]).slope
+    return ols(arr[:, 0], arr[:, 1]).slope

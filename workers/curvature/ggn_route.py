@@ -78,7 +78,8 @@ def _loss_hessian_products(batch: Batch, out: torch.Tensor, tangents: torch.Tens
     out = out.detach()
 
     def one(t: torch.Tensor) -> torch.Tensor:
-        return jvp(grad_loss, (out,), (t,))[1]
+        tangent_out: torch.Tensor = jvp(grad_loss, (out,), (t,))[1]
+        return tangent_out
 
     return vmap(one)(tangents)
 

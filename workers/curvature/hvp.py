@@ -9,6 +9,10 @@ add exactly: H[X] = Σ_j H_j[X].
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+
 import torch
 from torch import nn
 
@@ -62,8 +66,18 @@ class BlockHessian:
         self._graphs.clear()
 
 
-def layer_matvec(block: BlockHessian, spec: LayerSpec) -> tuple[int, object]:
-    """The (dimension, matvec) pair Lanczos needs: vec(X) ↦ vec(H[X]) on the (m, n) block."""
+class LayerMatvec(NamedTuple):
+    """The layer block as the operator Lanczos needs: vec(X) ↦ vec(H[X]) on R^{m·n}.
+
+    A pair so that callers unpack it as ``dim, matvec = layer_matvec(block, spec)``.
+    """
+
+    dim: int  # m · n
+    matvec: Callable[[torch.Tensor], torch.Tensor]  # float64 vec(X) → float64 vec(H[X])
+
+
+def layer_matvec(block: BlockHessian, spec: LayerSpec) -> LayerMatvec:
+    """vec(X) ↦ vec(H[X]) on the (m, n) matrix of ``spec`` (embedded in its parameter)."""
     m, n = spec.shape
     dtype, device = block.weight.dtype, block.weight.device
 
@@ -72,17 +86,27 @@ def layer_matvec(block: BlockHessian, spec: LayerSpec) -> tuple[int, object]:
         (hx,) = block.products([x])
         return spec.matrix(hx).reshape(-1).to(torch.float64)
 
-    return m * n, matvec
+    return LayerMatvec(m * n, matvec)
+
+
+@dataclass(frozen=True)
+class DirectionalCurvature:
+    """Curvature of the layer block along K rank-one directions V_k = u_k v_kᵀ, float64.
+
+    h_k = ⟨V_k, H[V_k]⟩ (K,), the compressed matrix M_jk = ⟨V_j, H[V_k]⟩ (K, K, column k from
+    the product H[V_k]) with h = diag M, and ‖H[V_k]‖_F (K,).
+    """
+
+    h: torch.Tensor
+    M: torch.Tensor
+    hv_norms: torch.Tensor
 
 
 def directional_curvature(
     block: BlockHessian, spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
-) -> dict[str, torch.Tensor]:
-    """h_k = ⟨u_k v_kᵀ, H[u_k v_kᵀ]⟩ for the K paired columns of U (m,K), V (n,K), float64.
-
-    Also returns the compressed matrix M_jk = ⟨V_j, H[V_k]⟩ (K x K), whose asymmetry
-    median_{j<k} |M_jk − M_kj| estimates the HVP noise, and ‖H[V_k]‖_F.
-    """
+) -> DirectionalCurvature:
+    """h_k = ⟨u_k v_kᵀ, H[u_k v_kᵀ]⟩ for the K paired columns of U (m,K), V (n,K), with M and
+    ‖H[V_k]‖_F; M's asymmetry median_{j<k} |M_jk − M_kj| estimates the HVP noise."""
     K = U.shape[1]
     dtype = block.weight.dtype
     directions = [spec.embed(torch.outer(U[:, k], V[:, k]).to(dtype)) for k in range(K)]
@@ -93,14 +117,32 @@ def directional_curvature(
         H_k = spec.matrix(hx).to(torch.float64)
         M[:, k] = ((U.T @ H_k) * V.T).sum(dim=1)  # u_jᵀ H_k v_j for every j
         norms[k] = torch.linalg.norm(H_k)
-    return {"h": torch.diagonal(M).clone(), "M": M, "hv_norms": norms}
+    return DirectionalCurvature(torch.diagonal(M).clone(), M, norms)
+
+
+@dataclass(frozen=True)
+class CompressedDiagnostics:
+    """What the K x K compressed matrix M_jk = ⟨V_j, H[V_k]⟩ says about the measured h_k.
+
+    * ``hvp_noise`` ε = median_{j<k} |M_jk − M_kj| (H is symmetric: the asymmetry is noise);
+    * ``eps_off`` ε_off = ‖M − diag M‖_F / ‖M‖_F, the mass off the diagonal (0 when the V_k
+      are eigen-directions of H);
+    * ``residuals`` r_k = √(1 − h_k² / ‖H[V_k]‖²) = ‖H[V_k] − h_k V_k‖ / ‖H[V_k]‖;
+    * ``compressed`` M itself, row j, column k.
+
+    ε and ε_off are NaN for K < 2.
+    """
+
+    hvp_noise: float
+    eps_off: float
+    residuals: list[float]
+    compressed: list[list[float]]
 
 
 def compressed_diagnostics(
     M: torch.Tensor, h: torch.Tensor, hv_norms: torch.Tensor
-) -> dict[str, float | list[float] | list[list[float]]]:
-    """HVP noise ε = median_{j<k}|M_jk − M_kj|, off-diagonal mass ε_off = ‖M − diag M‖_F / ‖M‖_F,
-    per-direction residuals √(1 − h_k² / ‖H[V_k]‖²), and M itself (row j, column k)."""
+) -> CompressedDiagnostics:
+    """The diagnostics of M (K, K), its diagonal h (K,) and ‖H[V_k]‖_F (K,)."""
     K = M.shape[0]
     if K >= 2:
         iu = torch.triu_indices(K, K, offset=1)
@@ -113,9 +155,4 @@ def compressed_diagnostics(
         noise, eps_off = float("nan"), float("nan")
     ratio = torch.where(hv_norms > 0, h / hv_norms.clamp_min(1e-300), torch.zeros_like(h))
     residuals = torch.sqrt(torch.clamp(1.0 - ratio**2, min=0.0))
-    return {
-        "hvp_noise": noise,
-        "eps_off": eps_off,
-        "residuals": residuals.tolist(),
-        "compressed": M.tolist(),
-    }
+    return CompressedDiagnostics(noise, eps_off, residuals.tolist(), M.tolist())

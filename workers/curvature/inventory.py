@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Sequence
-from typing import get_args
 
 from torch import nn
 
 from api_schemas import LayerKind
 from workers.curvature.graph import MATRIX_ROLES, Forward, ForwardGraph, WeightUse, trace_forward
 from workers.curvature.layerspec import (
+    KINDS,
     ConvGeometry,
     LayerSpec,
     conv2d_geometry,
+    is_layer_kind,
     mha_specs,
     split_qkv,
 )
@@ -32,8 +33,16 @@ from workers.curvature.structure import Structure, analyse
 
 __all__ = ["KINDS", "ConvGeometry", "LayerSpec", "layer_inventory", "select_layers"]
 
-KINDS: tuple[str, ...] = get_args(LayerKind)
-_KIND_ORDER = ("head", "attn_qkv", "attn_q", "attn_k", "attn_v", "attn_o", "mlp_up", "mlp_down")
+_KIND_ORDER: tuple[LayerKind, ...] = (
+    "head",
+    "attn_qkv",
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_o",
+    "mlp_up",
+    "mlp_down",
+)
 
 
 def layer_inventory(
@@ -45,8 +54,9 @@ def layer_inventory(
     the first that runs is traced; see :func:`~workers.curvature.graph.example_forward`);
     without it, names decide.
     """
-    explicit: dict[str, str] = dict(getattr(model, "curvprof_kinds", {}) or {})
-    unknown = sorted({kind for kind in explicit.values() if kind not in KINDS})
+    given: dict[str, object] = dict(getattr(model, "curvprof_kinds", {}) or {})
+    explicit = {name: kind for name, kind in given.items() if is_layer_kind(kind)}
+    unknown = sorted({str(kind) for kind in given.values() if not is_layer_kind(kind)})
     if unknown:
         raise ValueError(f"curvprof_kinds names an unknown layer kind {unknown[0]!r}")
     if example is None:
@@ -55,7 +65,7 @@ def layer_inventory(
 
 
 def graph_inventory(
-    model: nn.Module, graph: ForwardGraph, explicit: dict[str, str]
+    model: nn.Module, graph: ForwardGraph, explicit: dict[str, LayerKind]
 ) -> tuple[list[LayerSpec], dict[str, str]]:
     """The inventory of ``model`` from its traced forward ``graph``."""
     structure = analyse(graph)
@@ -99,7 +109,7 @@ def _matrix_specs(
     matrix: list[WeightUse],
     module: nn.Module | None,
     structure: Structure,
-    explicit: dict[str, str],
+    explicit: dict[str, LayerKind],
 ) -> list[LayerSpec]:
     first = matrix[0]
     path = first.module if first.module is not None else pname.removesuffix(".weight")
@@ -141,7 +151,7 @@ def _matrix_specs(
     return split_qkv(spec, spec.flags) if thirds else [spec]
 
 
-def _structural_kind(structure: Structure, matrix: list[WeightUse]) -> str:
+def _structural_kind(structure: Structure, matrix: list[WeightUse]) -> LayerKind:
     kinds = {structure.kinds.get(u.node, "linear") for u in matrix}
     return next((k for k in _KIND_ORDER if k in kinds), "linear")
 

@@ -15,13 +15,14 @@ distribution per example (per token for ``lm``; y = f + N(0, I) for ``mse``).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from api_schemas import Decomposition
 from workers.curvature.fits import slope
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import IGNORE_INDEX, Batch, grad_only_for, parameter_by_name
@@ -105,7 +106,7 @@ def collect_projections(
             def grad_hook(g: torch.Tensor) -> None:
                 grads[path] = g
 
-            output.register_hook(grad_hook)
+            output.register_hook(grad_hook)  # type: ignore[no-untyped-call]  # torch: unannotated
 
         handles.append(modules[path].register_forward_hook(hook))
     result = {s.name: Projections() for s, _, _ in layers}
@@ -161,10 +162,49 @@ def _accumulate(
         acc.S = d2.T @ d2 if acc.S is None else acc.S + d2.T @ d2
 
 
+@dataclass(frozen=True)
+class KroneckerQuantities:
+    """The Kronecker/EF quantities of one layer over its K directions (each (K,), float64).
+
+    With the sums of the module docstring over i = 1..B, t = 1..T:
+
+    * ``h_ef`` h_k^EF = (1/B) Σ_i x_{i,k}², the empirical Fisher along u_k v_kᵀ;
+    * ``h_kron`` h_k^Kron = (u_kᵀ S u_k)(v_kᵀ A v_k), the K-FAC expansion;
+    * ``cosines`` c_k = Σ p q / √(Σ p² Σ q²);
+    * ``phi`` Φ_k^Kron = h_k^Kron / σ_k², which is 1/(T c_k²) ≥ 1/T;
+    * ``positions`` T; ``sigma_check_rel`` max_k |(1/B) Σ p q − σ_k| / σ_k (the hooks' check);
+    * ``Lambda`` Λ_k = λ_k(S) λ_k(A) and ``phi_paper`` Φ_k^paper = (u_kᵀSu_k/λ_k(S))·
+      (v_kᵀAv_k/λ_k(A)), the paper's split h^Kron = Λ Φ^paper (None without the factors);
+    * ``flags``: ``kron_normalisation_violation`` (some Φ < 1/T), ``hook_sigma_mismatch``.
+    """
+
+    h_ef: torch.Tensor
+    h_kron: torch.Tensor
+    cosines: torch.Tensor
+    phi: torch.Tensor
+    positions: int
+    sigma_check_rel: float
+    flags: tuple[str, ...]
+    Lambda: torch.Tensor | None = None
+    phi_paper: torch.Tensor | None = None
+
+    def cpu(self) -> KroneckerQuantities:
+        """The same quantities with every tensor on the CPU."""
+        return replace(
+            self,
+            h_ef=self.h_ef.cpu(),
+            h_kron=self.h_kron.cpu(),
+            cosines=self.cosines.cpu(),
+            phi=self.phi.cpu(),
+            Lambda=None if self.Lambda is None else self.Lambda.cpu(),
+            phi_paper=None if self.phi_paper is None else self.phi_paper.cpu(),
+        )
+
+
 def kronecker_quantities(
     proj: Projections, sigma: torch.Tensor, n_examples: int
-) -> dict[str, object]:
-    """h^EF, h^Kron, cosines c_k, Φ^Kron, the σ check, and the paper's Φ and Λ (docs/engine.md)."""
+) -> KroneckerQuantities:
+    """The Kronecker/EF quantities of ``proj`` for the K gradient singular values ``sigma``."""
     B = float(n_examples)
     T = proj.positions
     assert proj.sum_p2 is not None and proj.sum_q2 is not None and proj.sum_pq is not None
@@ -186,25 +226,16 @@ def kronecker_quantities(
     )
     if sigma_rel > 1e-4:
         flags.append("hook_sigma_mismatch")
-    out: dict[str, object] = {
-        "h_ef": h_ef,
-        "h_kron": h_kron,
-        "cosines": cos,
-        "phi": phi,
-        "positions": T,
-        "sigma_check_rel": sigma_rel,
-        "flags": flags,
-    }
+    Lambda = phi_paper = None
     if proj.S is not None and proj.A is not None:
         lam_d = torch.linalg.eigvalsh(proj.S / B).flip(0)
         lam_a = torch.linalg.eigvalsh(proj.A / (B * T)).flip(0)
         K = sigma.numel()
         Lambda = lam_d[:K] * lam_a[:K]
-        out["Lambda"] = Lambda
-        out["phi_paper"] = (s_delta / lam_d[:K].clamp_min(1e-300)) * (
-            s_act / lam_a[:K].clamp_min(1e-300)
-        )
-    return out
+        phi_paper = (s_delta / lam_d[:K].clamp_min(1e-300)) * (s_act / lam_a[:K].clamp_min(1e-300))
+    return KroneckerQuantities(
+        h_ef, h_kron, cos, phi, T, sigma_rel, tuple(flags), Lambda=Lambda, phi_paper=phi_paper
+    )
 
 
 def alpha_decomposition(
@@ -217,20 +248,20 @@ def alpha_decomposition(
     phi_paper: np.ndarray | None = None,
     h_ef: np.ndarray | None = None,
     h_ggn: np.ndarray | None = None,
-) -> dict[str, float]:
+) -> Decomposition | None:
     """The additive slope decomposition of α over one index set F (docs/engine.md).
 
     α_exact = 2 + slope(log Φ^Kron ~ log σ) + slope(log χ ~ log σ)
             = 2 − 2 slope(log c) + slope(log χ),
     α_Kron = β + φ_paper with β = slope(log Λ), and α_exact = α_GGN + slope(log h/h^GGN).
-    F = {k : every quantity used is > 0}; slopes are OLS on log σ.
+    F = {k : every quantity used is > 0}; slopes are OLS on log σ. None when |F| < 3.
     """
     arrays = [sigma, h_exact, h_kron, cosines] + [
         a for a in (Lambda, phi_paper, h_ef, h_ggn) if a is not None
     ]
     mask = np.all([np.isfinite(a) & (a > 0) for a in arrays], axis=0)
     if mask.sum() < 3:
-        return {}
+        return None
     ls = np.log(sigma[mask])
 
     def sl(values: np.ndarray) -> float:
@@ -250,4 +281,4 @@ def alpha_decomposition(
         out["alpha_ef"] = sl(h_ef)
     if h_ggn is not None:
         out["alpha_ggn"] = sl(h_ggn)
-    return out
+    return Decomposition(**out)

@@ -2,8 +2,8 @@
 
 Single-vector Lanczos with full reorthogonalisation applied twice ("twice is enough"),
 a float64 Krylov basis whatever the matvec dtype, and breakdown restarts; a growing-basis
-driver for the top-k values; block Lanczos for exact multiplicities (T14); and the
-eigenvalue power-law exponent s_eig.
+driver for the top-k values; and block Lanczos for exact multiplicities (T14). The
+eigenvalue power-law exponent s_eig is ``fits.eigenvalue_exponent``.
 
 Semantics shared by all solvers:
 
@@ -31,8 +31,6 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from workers.curvature.fits import MIN_EIGENVALUES
-
 MatVec = Callable[[torch.Tensor], torch.Tensor]
 _F64 = torch.float64
 _BREAKDOWN = 1e-12
@@ -43,7 +41,6 @@ __all__ = [
     "block_lanczos",
     "lanczos",
     "lanczos_top",
-    "power_law_exponent",
 ]
 
 
@@ -381,35 +378,3 @@ def block_lanczos(
         restarts=restarts,
         return_vectors=return_vectors,
     )
-
-
-def power_law_exponent(
-    eigenvalues: np.ndarray | torch.Tensor | list[float],
-    converged: np.ndarray | list[bool] | None = None,
-) -> tuple[float, float]:
-    """s_eig and R² of the OLS fit log λ_j = c − s_eig·log j.
-
-    Values are sorted descending (with their flags); j is the rank in that full order, so
-    dropping an unconverged value does not shift later ranks. Only converged, finite,
-    positive values enter the fit; (NaN, NaN) with fewer than ``fits.MIN_EIGENVALUES`` (5):
-    a slope through two or three Ritz values is not an exponent.
-    """
-    lam = np.asarray(
-        eigenvalues.detach().cpu() if isinstance(eigenvalues, torch.Tensor) else eigenvalues,
-        dtype=np.float64,
-    ).ravel()
-    ok = np.ones(lam.shape, bool) if converged is None else np.asarray(converged, bool).ravel()
-    if ok.shape != lam.shape:
-        raise ValueError("converged must match eigenvalues in shape")
-    order = np.argsort(-lam, kind="stable")
-    lam, ok = lam[order], ok[order]
-    rank = np.arange(1, lam.size + 1, dtype=np.float64)
-    sel = ok & np.isfinite(lam) & (lam > 0)
-    if sel.sum() < MIN_EIGENVALUES:
-        return float("nan"), float("nan")
-    x, y = np.log(rank[sel]), np.log(lam[sel])
-    xc, yc = x - x.mean(), y - y.mean()
-    sxx, syy = float(xc @ xc), float(yc @ yc)
-    slope = float(xc @ yc) / sxx
-    r2 = 1.0 if syy == 0.0 else float((xc @ yc) ** 2 / (sxx * syy))
-    return -slope, r2

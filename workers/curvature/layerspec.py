@@ -11,9 +11,19 @@ QKV parameters are split into row blocks (and also reported fused).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypeGuard, get_args
 
 import torch
 from torch import nn
+
+from api_schemas import LayerKind
+
+KINDS: tuple[LayerKind, ...] = get_args(LayerKind)
+_QKV_PARTS: tuple[tuple[str, LayerKind], ...] = (("q", "attn_q"), ("k", "attn_k"), ("v", "attn_v"))
+
+
+def is_layer_kind(value: object) -> TypeGuard[LayerKind]:
+    return value in KINDS
 
 
 @dataclass(frozen=True)
@@ -31,7 +41,7 @@ class LayerSpec:
     """One analysable matrix: where it lives in the model and how to view it as (m, n)."""
 
     name: str
-    kind: str
+    kind: LayerKind
     parameter: str
     module: str
     shape: tuple[int, int]
@@ -71,7 +81,7 @@ def split_qkv(spec: LayerSpec, flags: tuple[str, ...]) -> list[LayerSpec]:
     out = [
         LayerSpec(
             name=f"{spec.name}:{part}",
-            kind=f"attn_{part}",
+            kind=kind,
             parameter=spec.parameter,
             module=spec.module,
             shape=(d, n),
@@ -82,7 +92,7 @@ def split_qkv(spec: LayerSpec, flags: tuple[str, ...]) -> list[LayerSpec]:
             flags=flags,
             uses=spec.uses,
         )
-        for i, part in enumerate(("q", "k", "v"))
+        for i, (part, kind) in enumerate(_QKV_PARTS)
     ]
     return [*out, spec]
 

@@ -10,6 +10,7 @@ import re
 
 from torch import nn
 
+from api_schemas import LayerKind
 from workers.curvature.layerspec import LayerSpec, conv2d_geometry, mha_specs, split_qkv
 
 _Q = {"q", "q_proj", "query", "wq", "to_q", "q_lin"}
@@ -24,7 +25,7 @@ _ATTN_PARENT = re.compile(r"(attn|attention|self_attn|mha)", re.IGNORECASE)
 _MLP_PARENT = re.compile(r"(mlp|ffn|feed_forward|feedforward)", re.IGNORECASE)
 
 
-def _kind_of_linear(module_path: str, is_last: bool) -> str:
+def _kind_of_linear(module_path: str, is_last: bool) -> LayerKind:
     parts = module_path.split(".")
     leaf = parts[-1].lower()
     parent = ".".join(parts[:-1])
@@ -57,7 +58,7 @@ def _kind_of_linear(module_path: str, is_last: bool) -> str:
 
 
 def names_inventory(
-    model: nn.Module, explicit: dict[str, str]
+    model: nn.Module, explicit: dict[str, LayerKind]
 ) -> tuple[list[LayerSpec], dict[str, str]]:
     """Matrices by module type and kinds by name, for a model without an example forward
     (``explicit`` kinds win); the softmax rank bound is left to untied heads."""
@@ -127,7 +128,7 @@ def names_inventory(
     return specs, skipped
 
 
-def _flat_inventory(model: nn.Module, explicit: dict[str, str]) -> list[LayerSpec]:
+def _flat_inventory(model: nn.Module, explicit: dict[str, LayerKind]) -> list[LayerSpec]:
     """Fallback for flattened programs (``torch.export``): matrices by parameter shape and name."""
     params = [(n, p) for n, p in model.named_parameters() if n.endswith("weight")]
     two_d = [n for n, p in params if p.ndim == 2]

@@ -17,7 +17,7 @@ Modes (§11.1, CHOICE):
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, TypedDict, cast
+from typing import NamedTuple, TypedDict
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -110,7 +110,7 @@ def preconditioner_params(
     elif mode == "normalized":
         scale = float(np.max(s)) if s.size and np.isfinite(s).all() else math.nan
     out: PreconditionerDict = {
-        "mode": cast(Mode, mode),
+        "mode": mode,
         "alpha": float(alpha) if math.isfinite(alpha) else math.nan,
         "kappa": kappa,
         "damping": lam,

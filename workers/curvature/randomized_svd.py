@@ -55,7 +55,8 @@ def _orth_against(block: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
             block = block - basis @ (basis.T @ block)
     q, r = torch.linalg.qr(block)
     keep = r.diagonal().abs() > 1e-12 * max(float(r.diagonal().abs().max()), 1e-300)
-    return q[:, keep]
+    kept: torch.Tensor = q[:, keep]
+    return kept
 
 
 def _ritz_triplets(

@@ -84,6 +84,4 @@ def routed_curvature(
         if fast is not None:
             return RoutedCurvature(fast.cpu(), "output_double_backward", reason=reason)
     curv = directional_curvature(block, spec, U, V)
-    return RoutedCurvature(
-        curv["h"].cpu(), "weight_double_backward", curv["M"], curv["hv_norms"], reason
-    )
+    return RoutedCurvature(curv.h.cpu(), "weight_double_backward", curv.M, curv.hv_norms, reason)

@@ -50,7 +50,7 @@ def batch_range_of(model: nn.Module) -> tuple[int, int | None] | None:
     """The (min, max) batch sizes a ``torch.export`` program with a bounded dynamic batch
     accepts, or None."""
     bounds = getattr(model, BATCH_RANGE_ATTR, None)
-    return tuple(bounds) if isinstance(bounds, (tuple, list)) else None  # type: ignore[return-value]
+    return (bounds[0], bounds[1]) if isinstance(bounds, (tuple, list)) else None
 
 
 def ranged_micro_batch(

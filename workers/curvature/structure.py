@@ -21,6 +21,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from api_schemas import LayerKind
 from workers.curvature.graph import MATRIX_ROLES, ForwardGraph, OpNode, WeightUse
 
 _SHAPE = frozenset(
@@ -90,7 +91,7 @@ _WALK_LIMIT = 64
 class Structure:
     """Kinds by the node of each matrix use, and which head uses produce the logits."""
 
-    kinds: dict[int, str] = field(default_factory=dict)
+    kinds: dict[int, LayerKind] = field(default_factory=dict)
     logits: set[int] = field(default_factory=set)
     qkv_thirds: set[int] = field(default_factory=set)  # fused qkv outputs split in 3 blocks
 
@@ -186,7 +187,12 @@ def _attention(
             out.kinds[n] = "attn_qkv"
             if _split_in_thirds(graph, n):
                 out.qkv_thirds.add(n)
-        for side, kind in ((q, "attn_q"), (k, "attn_k"), (v, "attn_v")):
+        sides: tuple[tuple[set[int], LayerKind], ...] = (
+            (q, "attn_q"),
+            (k, "attn_k"),
+            (v, "attn_v"),
+        )
+        for side, kind in sides:
             for m in side - fused:
                 out.kinds.setdefault(m, kind)
         readers = graph.children.get(product, [])

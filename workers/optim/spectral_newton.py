@@ -141,18 +141,29 @@ class SpectralNewton(torch.optim.Optimizer):
         alphas: Mapping[str, float] | None = None,
         kappas: Mapping[str, float] | None = None,
         example_inputs: torch.Tensor | None = None,
+        profile: Profile | None = None,
         **options: Any,
     ) -> SpectralNewton:
         """SN on the hidden conv/linear matrices of ``model`` with α by layer kind
-        (:data:`~workers.optim.defaults.DEFAULT_ALPHA`), AdamW (``adamw_lr``) on the rest.
+        (:data:`~workers.optim.defaults.DEFAULT_ALPHA`), AdamW (``adamw_lr``) on the rest:
+        one SN group per hidden matrix, one AdamW group for everything else.
 
-        ``alphas``/``kappas`` map parameter names to overrides. ``options`` go to
-        :class:`SpectralNewton` (``weight_decay`` also applies to AdamW unless
-        ``adamw_weight_decay`` is given). With ``example_inputs`` (a batch the model takes),
-        kinds come from the structure of one traced forward, otherwise from module names.
+        ``alphas``/``kappas`` map parameter names to overrides; a ``profile`` gives α per
+        parameter (see :meth:`from_profile`). ``options`` go to :class:`SpectralNewton`
+        (``weight_decay`` also applies to AdamW unless ``adamw_weight_decay`` is given). With
+        ``example_inputs`` (a batch the model takes), kinds come from the structure of one
+        traced forward, otherwise from module names.
         """
         return cls._build(
-            model, lr, adamw_lr, adamw_weight_decay, None, alphas, kappas, options, example_inputs
+            model,
+            lr,
+            adamw_lr,
+            adamw_weight_decay,
+            profile,
+            alphas,
+            kappas,
+            options,
+            example_inputs,
         )
 
     @classmethod
@@ -161,23 +172,14 @@ class SpectralNewton(torch.optim.Optimizer):
         model: nn.Module,
         profile: Profile | Mapping[str, Any] | str | Path,
         lr: float = 0.02,
-        *,
-        adamw_lr: float = 3e-3,
-        adamw_weight_decay: float | None = None,
-        alphas: Mapping[str, float] | None = None,
-        kappas: Mapping[str, float] | None = None,
-        example_inputs: torch.Tensor | None = None,
-        **options: Any,
+        **keywords: Any,
     ) -> SpectralNewton:
-        """As :meth:`for_model`, with α per parameter from a curvprof profile (object, dict or
-        JSON path), matched on ``LayerProfile.parameter``; a layer with α undefined (or
-        absent) falls back to its kind default. In ``newton`` mode κ = exp(alpha_intercept)
-        where α came from the profile, else κ = 1.
+        """As :meth:`for_model` (which takes the same ``keywords``), with α per parameter from
+        a curvprof profile (object, dict or JSON path), matched on ``LayerProfile.parameter``;
+        a layer with α undefined (or absent) falls back to its kind default. In ``newton``
+        mode κ = exp(alpha_intercept) where α came from the profile, else κ = 1.
         """
-        prof = load_profile(profile)
-        return cls._build(
-            model, lr, adamw_lr, adamw_weight_decay, prof, alphas, kappas, options, example_inputs
-        )
+        return cls.for_model(model, lr, profile=load_profile(profile), **keywords)
 
     @classmethod
     def _build(
@@ -192,7 +194,6 @@ class SpectralNewton(torch.optim.Optimizer):
         options: dict[str, Any],
         example_inputs: torch.Tensor | None = None,
     ) -> SpectralNewton:
-        """Groups: one SN group per hidden matrix, one AdamW group for everything else."""
         example = None if example_inputs is None else example_forward(example_inputs)
         specs, _ = layer_inventory(model, example)
         kinds = {s.parameter: s.kind for s in specs if s.rows is None}

@@ -5,47 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.func import functional_call
 
-from tests.curvature.models import MLP, SmallCNN, TinyTransformer
+from tests.curvature.dense import CASES, dense_reference
+from tests.curvature.models import MLP, SmallCNN
 from workers.curvature import layer_inventory, profile_model
-from workers.curvature.measurement import make_batch, output_tensor
-
-
-def dense_reference(model, x, y, loss, spec):
-    """(G as m x n, dense block Hessian in the matrix's row-major vec order), float64."""
-    model = model.double().eval()
-    batch = make_batch(x, y, loss, dtype=torch.float64)
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    W = params[spec.parameter]
-
-    def loss_of(w_flat: torch.Tensor) -> torch.Tensor:
-        p = {**params, spec.parameter: w_flat.reshape(W.shape)}
-        return batch.loss_of_output(output_tensor(functional_call(model, p, (batch.inputs,))))
-
-    flat = W.reshape(-1).clone()
-    H = torch.autograd.functional.hessian(loss_of, flat)
-    g = torch.func.grad(loss_of)(flat)
-    m, n = spec.shape
-    if spec.rows is not None:
-        r0, r1 = spec.rows
-        sl = slice(r0 * n, r1 * n)
-        return g[sl].reshape(m, n), H[sl, sl]
-    return g.reshape(m, n), H
-
-
-CASES = {
-    "mlp_tanh": (lambda: MLP((5, 7, 6, 3), "tanh"), lambda g: torch.randn(40, 5, generator=g), 3),
-    "mlp_relu": (lambda: MLP((5, 7, 6, 3), "relu"), lambda g: torch.randn(40, 5, generator=g), 3),
-    "mlp_gelu": (lambda: MLP((5, 7, 6, 3), "gelu"), lambda g: torch.randn(40, 5, generator=g), 3),
-    "cnn": (lambda: SmallCNN(4), lambda g: torch.randn(24, 1, 6, 6, generator=g), 4),
-    "attention": (lambda: TinyTransformer(4, 3), lambda g: torch.randn(16, 5, 4, generator=g), 3),
-    "attention_fused": (
-        lambda: TinyTransformer(4, 3, fused=True),
-        lambda g: torch.randn(16, 5, 4, generator=g),
-        3,
-    ),
-}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
