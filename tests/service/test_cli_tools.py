@@ -147,9 +147,7 @@ def test_commands_and_json(served, tmp_path: Path, capsys: pytest.CaptureFixture
         assert main([*argv, *url]) == 0, argv
         return capsys.readouterr().out
 
-    with pytest.raises(SystemExit) as version:
-        main(["--version"])
-    assert version.value.code == 0 and capsys.readouterr().out.startswith("curvprof ")
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("curvprof ")
     # the README's own line, with a dashed sort value
     lines = run("layers", "--kind", "conv", "--alpha-min", "2.0", "--sort", "-alpha").splitlines()
     assert [line.split()[1] for line in lines[1:4]] == ["conv148", "conv147", "conv146"]
@@ -245,11 +243,25 @@ def test_local_progress_is_plain_lines_off_a_terminal() -> None:
     from service.cli.output import LayerProgressView
 
     stream = StringIO()
-    view = LayerProgressView(stream=stream)
+    view = LayerProgressView(stream=stream, total=2)
+    for phase in ("gradients", "SVD"):
+        view.on_phase(phase)
     for done, name in enumerate(("a", "b"), start=1):
+        for phase in ("h_k", "Lanczos", "fits"):
+            view.on_phase(phase)
         view(name, done, 2)
     view.close()
-    assert stream.getvalue() == "profiling 1/2 layers: a\nprofiling 2/2 layers: b\n"
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
+    assert lines[:5] == [
+        "profiling: gradients (all 2 layers)",
+        "profiling: SVD (all 2 layers)",
+        "profiling: h_k (layer 1 of 2)",
+        "profiling: Lanczos (layer 1 of 2)",
+        "profiling: fits (layer 1 of 2)",
+    ]
+    assert lines[5].startswith("profiling 1/2 layers: a (eta 0:00:0")
+    assert lines[6:] == ["profiling 2/2 layers: b (eta 0:00:00)"]
     quiet = StringIO()
     LayerProgressView(quiet=True, stream=quiet)("a", 1, 1)
     assert quiet.getvalue() == ""

@@ -1,0 +1,94 @@
+"""The Typer application: the root options (``--version``, shell completion) and every
+command module's commands, run with one-line errors and the exit codes of ``service.cli``."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Annotated
+
+import typer
+from typer._click import exceptions as click_exceptions
+
+from service.cli import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, error, version
+
+PROG = "curvprof"
+# each module exposes ``register(app)``; a module whose extra is missing is left out
+COMMAND_MODULES = (
+    "service.cli.local",
+    "service.cli.demo",
+    "service.cli.reproduce",
+    "service.cli.remote",
+    "service.cli.browse",
+    "service.cli.db",
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"{PROG} {version()}")
+        raise typer.Exit(0)
+
+
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_show_version, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Curvature profiling of neural networks."""
+
+
+def build_app() -> typer.Typer:
+    app = typer.Typer(
+        name=PROG,
+        epilog=EXIT_CODES_HELP,
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
+    for module_name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                continue
+            raise
+        module.register(app)
+    return app
+
+
+def usage_message(exc: click_exceptions.UsageError) -> str:
+    """A bad command line in one line, with the command whose help tells more."""
+    if isinstance(exc, click_exceptions.NoSuchOption):
+        text = f"unrecognized arguments: {exc.option_name}"
+        if exc.possibilities:
+            text += f" (did you mean {' or '.join(sorted(exc.possibilities))}?)"
+    else:
+        text = " ".join(exc.format_message().split())
+    where = exc.ctx.command_path if exc.ctx is not None else PROG
+    return f"{text}; see '{where} --help'"
+
+
+def run(argv: list[str]) -> int:
+    """The command's exit status; a bad command line is one line on stderr and status 2."""
+    command = typer.main.get_command(build_app())
+    try:
+        result = command.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:  # Rich has printed the help already
+        if exc.format_message().strip():
+            print(exc.format_message())
+        return EXIT_BAD_INPUT
+    except click_exceptions.UsageError as exc:
+        error(usage_message(exc))
+        return EXIT_BAD_INPUT
+    except click_exceptions.ClickException as exc:
+        error(" ".join(exc.format_message().split()))
+        return EXIT_BAD_INPUT
+    except typer.Abort:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return int(result or 0)
