@@ -13,7 +13,8 @@ from typer._click import exceptions as click_exceptions
 from service.cli import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, error, version
 
 PROG = "curvprof"
-# each module exposes ``register(app)``; a module whose extra is missing is left out
+# each module exposes its ``COMMANDS`` or a sub-command ``GROUP``; a module whose extra is
+# missing is left out
 COMMAND_MODULES = (
     "service.cli.local",
     "service.cli.demo",
@@ -47,6 +48,7 @@ def build_app() -> typer.Typer:
         epilog=EXIT_CODES_HELP,
         no_args_is_help=True,
         pretty_exceptions_enable=False,
+        rich_markup_mode="markdown",  # a docstring's lines are one paragraph
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     app.callback()(_root)
@@ -57,7 +59,10 @@ def build_app() -> typer.Typer:
             if exc.name == module_name:
                 continue
             raise
-        module.register(app)
+        for command in getattr(module, "COMMANDS", ()):
+            app.command()(command)
+        if hasattr(module, "GROUP"):
+            app.add_typer(module.GROUP)
     return app
 
 

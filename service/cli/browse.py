@@ -11,7 +11,7 @@ import typer
 
 from api_schemas import TERMINAL_STATES
 from service.cli import CliError
-from service.cli.output import exit_code, fmt, print_json, print_table
+from service.cli.output import emit, exit_code, fmt, print_json, print_table
 from service.cli.params import ClientOptions, JobArgument, JobLabels, MeasureOptions, options
 from service.cli.remote import (
     CHECKPOINT_HELP,
@@ -24,15 +24,6 @@ from service.cli.remote import (
 )
 
 JobIds = Annotated[list[str] | None, typer.Option(help="job id or prefix (repeatable)")]
-
-
-def register(app: typer.Typer) -> None:
-    app.command(help="Submit many checkpoints (a series) as one batch.")(batch)
-    app.command(help="Alpha, gamma, s by layer kind over jobs.")(summary)
-    app.command(help="Write a PNG: one layer, or s vs alpha*gamma (--identity).")(plot)
-    app.command(help="A job's T(sigma; alpha) parameters.")(preconditioner)
-    app.command(help="List uploaded checkpoints.")(checkpoints)
-    app.command(help="A job's log lines (-f: until it finishes).")(logs)
 
 
 def parse_steps(text: str | None, n: int) -> list[int] | None:
@@ -61,6 +52,7 @@ def batch(
     idempotency_key: IdempotencyKey = None,
     wait: Annotated[bool, typer.Option(help="follow every job until it is done")] = False,
 ) -> int:
+    """Submit many checkpoints (a series) as one batch."""
     step_list = parse_steps(steps, len(checkpoints))
     with connect(client) as api:
         spec = job_request(measure, labels, api, checkpoints[0])
@@ -81,6 +73,7 @@ def batch(
 
 @options(client=ClientOptions)
 def summary(client: ClientOptions, job_id: JobIds = None) -> int:
+    """Alpha, gamma, s by layer kind over jobs (all jobs if none is given)."""
     with connect(client) as api:
         result = api.summary([api.resolve_job_id(j) for j in job_id or []] or None)
     if client.json:
@@ -117,6 +110,7 @@ def plot(
     job_id: JobIds = None,
     kind: Annotated[str | None, typer.Option(help="layer kinds for --identity")] = None,
 ) -> int:
+    """Write a PNG: one layer, or s vs alpha*gamma (--identity)."""
     if identity == (layer_id is not None):
         raise CliError("give a layer id or --identity (with --job-id), not both")
     with connect(client) as api:
@@ -126,15 +120,13 @@ def plot(
             png = api.layer_plot(layer_id)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_bytes(png)
-    if client.json:
-        print_json({"output": str(output), "bytes": len(png)})
-    else:
-        print(f"wrote {output}")
+    emit({"output": str(output), "bytes": len(png)}, client.json, f"wrote {output}")
     return 0
 
 
 @options(client=ClientOptions)
 def preconditioner(job: JobArgument, client: ClientOptions) -> int:
+    """A job's T(sigma; alpha) parameters, per layer and mode."""
     with connect(client) as api:
         result = api.preconditioner(api.resolve_job_id(job))
     if client.json:
@@ -162,6 +154,7 @@ def preconditioner(job: JobArgument, client: ClientOptions) -> int:
 
 @options(client=ClientOptions)
 def checkpoints(client: ClientOptions) -> int:
+    """List uploaded checkpoints (every page)."""
     with connect(client) as api:
         items = list(api.iter_checkpoints())
     if client.json:
@@ -194,8 +187,8 @@ def logs(
     ] = False,
     poll: Annotated[float, typer.Option(help="seconds between polls with -f")] = 1.0,
 ) -> int:
-    """Print the lines; with ``-f`` keep polling until the job is finished and every line
-    is printed, then exit with the job's state (1 if failed or cancelled)."""
+    """A job's log lines; with -f, until the job finishes and every line is printed, then
+    the exit status follows its state (1 if failed or cancelled)."""
     with connect(client) as api:
         job_id = api.resolve_job_id(job)
         after: int | None = None
@@ -214,3 +207,14 @@ def logs(
                 return exit_code(page.state)
             if not page.lines:
                 time.sleep(poll)
+
+
+# the commands, in the order `curvprof --help` lists them (service.cli.app registers them)
+COMMANDS = (
+    batch,
+    summary,
+    plot,
+    preconditioner,
+    checkpoints,
+    logs,
+)

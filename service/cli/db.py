@@ -9,12 +9,6 @@ import typer
 from service.cli.params import JsonFlag, service_settings
 
 
-def register(app: typer.Typer) -> None:
-    db = typer.Typer(help="Database maintenance.", no_args_is_help=True)
-    db.command(help="Apply all migrations (alembic upgrade head).")(upgrade)
-    app.add_typer(db, name="db")
-
-
 def upgrade(
     db_url: Annotated[
         str | None,
@@ -25,14 +19,16 @@ def upgrade(
     ] = None,
     as_json: JsonFlag = False,
 ) -> int:
-    from service.cli.output import print_json
+    """Apply all migrations (alembic upgrade head)."""
+    from service.cli.output import emit
     from service.store import db
 
     settings = service_settings(db_url=db_url, data_dir=data_dir)
     db.upgrade(settings.database_url)
     where = settings.database_url.split("@")[-1]  # no credentials in the output
-    if as_json:
-        print_json({"database": where, "at_head": True})
-    else:
-        print(f"database at head: {where}")
+    emit({"database": where, "at_head": True}, as_json, f"database at head: {where}")
     return 0
+
+
+GROUP = typer.Typer(name="db", help="Database maintenance.", no_args_is_help=True)
+GROUP.command()(upgrade)

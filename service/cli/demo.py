@@ -21,13 +21,6 @@ from service.cli.params import JobLabels, MeasureOptions, choice_of, digits_arch
 DEFAULT_PORT = 8000
 
 
-def register(app: typer.Typer) -> None:
-    app.command(
-        help="Train, serve, profile and query: the main job. --quick for a first look on a "
-        "CPU; --serve keeps the service (and its dashboard) up afterwards until Ctrl-C."
-    )(demo)
-
-
 @options(measure=MeasureOptions)
 def demo(
     measure: MeasureOptions,
@@ -46,6 +39,8 @@ def demo(
         bool, typer.Option("--json", help="the job and its stored layers as JSON on stdout")
     ] = False,
 ) -> int:
+    """Train, serve, profile and query: the main job. --quick for a first look on a CPU;
+    --serve keeps the service (and its dashboard) up afterwards until Ctrl-C."""
     from service.cli.output import JobProgressView, print_json, print_profile_table
     from service.cli.remote import job_request
     from service.embedded import EmbeddedServer, free_port
@@ -178,3 +173,7 @@ def _stderr(*parts: Any) -> None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
+
+
+# the commands, in the order `curvprof --help` lists them (service.cli.app registers them)
+COMMANDS = (demo,)

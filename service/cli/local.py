@@ -14,15 +14,6 @@ from service.cli import CliError
 from service.cli.params import JsonFlag, MeasureOptions, choice_of, options, zoo_archs
 
 
-def register(app: typer.Typer) -> None:
-    app.command(help="Train a zoo model on built-in data (CPU).")(train)
-    app.command(
-        help="Profile a model's layers on one machine. Progress shows the engine's phase "
-        "(gradients, SVD, K-FAC, then h_k, Lanczos and the fits of each layer) and an ETA; "
-        "--quick is a fast first look on a CPU."
-    )(profile)
-
-
 def train(
     arch: Annotated[
         str, typer.Argument(**choice_of(zoo_archs, "architecture", "workers.zoo.ARCHS"))
@@ -36,6 +27,7 @@ def train(
     lr: float | None = None,
     as_json: JsonFlag = False,
 ) -> int:
+    """Train a zoo model on built-in data (CPU)."""
     from workers.train import DATA_FOR
     from workers.train import train as train_model
 
@@ -75,6 +67,9 @@ def profile(
         bool, typer.Option("--json", help="the profile JSON on stdout instead of the table")
     ] = False,
 ) -> int:
+    """Profile a model's layers on one machine. Progress shows the engine's phase
+    (gradients, SVD, K-FAC, then h_k, Lanczos and the fits of each layer) and an ETA;
+    --quick is a fast first look on a CPU."""
     import torch
 
     from api_schemas import ProfileSettings
@@ -82,7 +77,7 @@ def profile(
     from service.cli.phases import engine_phases
     from service.settings import Settings
     from workers.curvature import profile_model
-    from workers.execution.prepare import DataSource, ModelSource, prepare
+    from workers.execution.prepare import DataSource, ModelSource, prepare, profile_keywords
 
     if measure.data is None:
         raise CliError("profile needs --data (a data file or a built-in set)")
@@ -97,7 +92,7 @@ def profile(
         device=device,
         limits=limits,
     )
-    batch, chosen = prepared.batch, prepared.settings
+    batch = prepared.batch
     progress = LayerProgressView(quiet=quiet, total=len(prepared.names))
     try:
         with engine_phases(progress.on_phase):
@@ -105,15 +100,7 @@ def profile(
                 prepared.model,
                 batch.inputs,
                 batch.targets,
-                loss=chosen.loss,
-                top_k=chosen.top_k,
-                lanczos_steps=chosen.lanczos_steps,
-                dtype=torch.float64 if chosen.dtype == "float64" else torch.float32,
-                layers=chosen.layers,
-                seed=chosen.seed,
-                micro_batch_size=chosen.micro_batch_size,
-                variants=chosen.variants,
-                hvp_diagnostics=chosen.hvp_diagnostics,
+                **profile_keywords(prepared.settings),
                 attention_mask=batch.attention_mask,
                 progress=progress,
                 provenance=prepared.provenance,
@@ -154,3 +141,10 @@ def _write_atomically(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# the commands, in the order `curvprof --help` lists them (service.cli.app registers them)
+COMMANDS = (
+    train,
+    profile,
+)

@@ -79,6 +79,14 @@ def print_json(value: BaseModel | dict[str, Any] | list[Any]) -> None:
         print(json.dumps(value, default=str))
 
 
+def emit(value: BaseModel | dict[str, Any], as_json: bool, text: str) -> None:
+    """``value`` as one JSON line with ``--json``, else ``text``."""
+    if as_json:
+        print_json(value)
+    else:
+        print(text)
+
+
 def exit_code(state: str) -> int:
     """0 for a job that succeeded or is still queued or running; 1 for failed or cancelled."""
     return 1 if state in ("failed", "cancelled") else 0
