@@ -51,8 +51,15 @@ def complete(words: str, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> list[s
 def test_shell_completion_script_and_protocol(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    script = curvprof("--show-completion", "bash")
-    assert script.returncode == 0
+    # Typer detects the shell it runs in (here bash) and prints that shell's script
+    script = subprocess.run(
+        ["bash", "-c", f"{sys.executable} -m service.cli --show-completion bash"],
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert script.returncode == 0, script.stderr
     assert "_CURVPROF_COMPLETE=complete_bash" in script.stdout
     assert "complete -o default -F" in script.stdout and "curvprof" in script.stdout
     assert complete("curvprof lay", monkeypatch, capsys) == ["layers"]

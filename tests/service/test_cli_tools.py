@@ -87,6 +87,15 @@ def test_cli_in_a_real_process(served) -> None:  # type: ignore[no-untyped-def]
     )
     assert json.loads(piped.stdout)["name"] == LONG_NAME
     assert piped.stderr == ""
+    table = subprocess.run(  # the same for the Rich table
+        f"{sys.executable} -m service.cli layers --limit 1000 --url {server.url} | head -n 2",
+        shell=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert table.stdout.splitlines()[1].split()[1] == LONG_NAME and table.stderr == ""
     # the state decides the exit status; a 12-character prefix names the job
     failed = run_cli("status", bad[:12], "--no-follow", *url)
     assert failed.returncode == 1
