@@ -9,6 +9,7 @@ Ctrl-C; without it, the last lines are the commands that query the stored result
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from pathlib import Path
@@ -47,7 +48,7 @@ def demo(
     from service.settings import Settings
     from workers.execution import init_ray, shutdown_ray
 
-    say = _stderr if as_json else print
+    say = _stderr if as_json else _stdout  # flushed: a log shows the address while it waits
     data_dir = data_dir.resolve()
     checkpoint = _trained_checkpoint(arch, epochs, measure.seed, data_dir, say)
     settings = Settings(data_dir=data_dir)
@@ -112,11 +113,16 @@ def _serve_until_interrupted(url: str, job_id: str, say: Any) -> None:
     say(f"\nthe service is up: dashboard {url}/ui/jobs/{job_id}, API {url}/v1/docs")
     say(f"query it from another shell: curvprof layers --url {url} --job-id {job_id[:12]}")
     say("Ctrl-C stops it")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops it the same way
     try:
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         say("stopped")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _next_steps(data_dir: Path, job_id: str, say: Any) -> None:
@@ -165,6 +171,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
     data: dict[str, Any] = json.loads(path.read_text())
     return data
+
+
+def _stdout(*parts: Any) -> None:
+    print(*parts, flush=True)
 
 
 def _stderr(*parts: Any) -> None:
