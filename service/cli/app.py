@@ -9,10 +9,12 @@ from typing import Annotated
 
 import typer
 from typer._click import exceptions as click_exceptions
+from typer.completion import Shells, completion_init, get_completion_script, install
 
 from service.cli import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, error, version
 
 PROG = "curvprof"
+COMPLETE_VAR = "_CURVPROF_COMPLETE"  # Typer's protocol: the shell sets it to complete a word
 # each module exposes its ``COMMANDS`` or a sub-command ``GROUP``; a module whose extra is
 # missing is left out
 COMMAND_MODULES = (
@@ -31,6 +33,19 @@ def _show_version(value: bool) -> None:
         raise typer.Exit(0)
 
 
+def _show_completion(shell: Shells | None) -> None:
+    if shell is not None:
+        print(get_completion_script(prog_name=PROG, complete_var=COMPLETE_VAR, shell=shell.value))
+        raise typer.Exit(0)
+
+
+def _install_completion(shell: Shells | None) -> None:
+    if shell is not None:
+        chosen, path = install(shell=shell.value, prog_name=PROG, complete_var=COMPLETE_VAR)
+        print(f"{chosen} completion installed in {path}; it takes effect in a new shell")
+        raise typer.Exit(0)
+
+
 def _root(
     show_version: Annotated[
         bool,
@@ -38,6 +53,24 @@ def _root(
             "--version", is_eager=True, callback=_show_version, help="print the version and exit"
         ),
     ] = False,
+    install_completion: Annotated[
+        Shells | None,
+        typer.Option(
+            metavar="SHELL",
+            is_eager=True,
+            callback=_install_completion,
+            help="install shell completion for SHELL",
+        ),
+    ] = None,
+    show_completion: Annotated[
+        Shells | None,
+        typer.Option(
+            metavar="SHELL",
+            is_eager=True,
+            callback=_show_completion,
+            help="print SHELL's completion script (to install it yourself)",
+        ),
+    ] = None,
 ) -> None:
     """Curvature profiling of neural networks."""
 
@@ -47,10 +80,12 @@ def build_app() -> typer.Typer:
         name=PROG,
         epilog=EXIT_CODES_HELP,
         no_args_is_help=True,
+        add_completion=False,  # our own options: the shell named, never guessed
         pretty_exceptions_enable=False,
         rich_markup_mode="markdown",  # a docstring's lines are one paragraph
         context_settings={"help_option_names": ["-h", "--help"]},
     )
+    completion_init()  # the shells' completion classes (Typer registers them with its options)
     app.callback()(_root)
     for module_name in COMMAND_MODULES:
         try:
