@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from typer._click import exceptions as click_exceptions
@@ -15,6 +15,7 @@ from service.cli import EXIT_BAD_INPUT, EXIT_CODES_HELP, EXIT_INTERRUPTED, error
 
 PROG = "curvprof"
 COMPLETE_VAR = "_CURVPROF_COMPLETE"  # Typer's protocol: the shell sets it to complete a word
+SHELL_OPTION: dict[str, Any] = {"metavar": "SHELL", "is_eager": True}  # shell completion
 # each module exposes its ``COMMANDS`` or a sub-command ``GROUP``; a module whose extra is
 # missing is left out
 COMMAND_MODULES = (
@@ -56,20 +57,12 @@ def _root(
     install_completion: Annotated[
         Shells | None,
         typer.Option(
-            metavar="SHELL",
-            is_eager=True,
-            callback=_install_completion,
-            help="install shell completion for SHELL",
+            callback=_install_completion, help="install completion for SHELL", **SHELL_OPTION
         ),
     ] = None,
     show_completion: Annotated[
         Shells | None,
-        typer.Option(
-            metavar="SHELL",
-            is_eager=True,
-            callback=_show_completion,
-            help="print SHELL's completion script (to install it yourself)",
-        ),
+        typer.Option(callback=_show_completion, help="print the completion script", **SHELL_OPTION),
     ] = None,
 ) -> None:
     """Curvature profiling of neural networks."""

@@ -40,6 +40,18 @@ def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
     )
 
 
+def run_piped(command: str) -> subprocess.CompletedProcess[str]:
+    """``curvprof COMMAND`` in a shell, for pipelines."""
+    return subprocess.run(
+        f"{sys.executable} -m service.cli {command}",
+        shell=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def store_layers(server: Any, job_id: str, profiles: list[Any]) -> None:
     engine = db.make_engine(server.settings.database_url)
     with db.make_session_factory(engine)() as session:
@@ -75,26 +87,11 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedS
 def test_cli_in_a_real_process(served) -> None:  # type: ignore[no-untyped-def]
     server, good, bad = served
     url = ["--url", server.url]
-    # a reader that leaves early: quiet, no traceback
-    piped = subprocess.run(
-        f"{sys.executable} -m service.cli layers --json --limit 1000 --full "
-        f"--url {server.url} | head -n 1",
-        shell=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    # a reader that leaves early: quiet, no traceback (JSON lines, and the Rich table)
+    piped = run_piped(f"layers --json --limit 1000 --full --url {server.url} | head -n 1")
     assert json.loads(piped.stdout)["name"] == LONG_NAME
     assert piped.stderr == ""
-    table = subprocess.run(  # the same for the Rich table
-        f"{sys.executable} -m service.cli layers --limit 1000 --url {server.url} | head -n 2",
-        shell=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    table = run_piped(f"layers --limit 1000 --url {server.url} | head -n 2")
     assert table.stdout.splitlines()[1].split()[1] == LONG_NAME and table.stderr == ""
     # the state decides the exit status; a 12-character prefix names the job
     failed = run_cli("status", bad[:12], "--no-follow", *url)
