@@ -1,10 +1,5 @@
 """The ``curvprof`` command line (Typer + Rich; the ``[cli]`` extra): one module per command
-group (``service.cli.app`` lists them), one entry point with the exit codes below.
-
-Exit codes: 0 done (a job that succeeded, or is still queued or running); 1 a job that
-failed or was cancelled; 2 bad input, a refused request or a bad command line; 3 an
-unexpected error (``CURVPROF_DEBUG=1`` shows its traceback); 130 interrupted; 141 the
-reader of the output left (``curvprof layers | head``).
+group (``service.cli.app`` lists them), one entry point, the exit codes of ``EXIT_CODES_HELP``.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api_schemas import Job, LayerProfile
+from service.cli import EXIT_JOB_FAILED, EXIT_OK
 
 # columns holding names and ids: never wrapped, never cut, on any terminal width
 WHOLE_COLUMNS = frozenset({"id", "name", "layer", "layer_id", "checkpoint", "filename", "kind"})
@@ -89,7 +90,7 @@ def emit(value: BaseModel | dict[str, Any], as_json: bool, text: str) -> None:
 
 def exit_code(state: str) -> int:
     """0 for a job that succeeded or is still queued or running; 1 for failed or cancelled."""
-    return 1 if state in ("failed", "cancelled") else 0
+    return EXIT_JOB_FAILED if state in ("failed", "cancelled") else EXIT_OK
 
 
 def job_line(job: Job) -> str:
