@@ -150,10 +150,17 @@ class JobProgressView:
         if state == "running" and self.eta.started is None:
             self.eta.start()
         if self.bar is not None and self.task is not None:
-            description = f"{self.label} {state}"
-            eta = self.eta.left(done, total) if state == "running" else ""
-            self.bar.update(self.task, total=total or None, completed=done, eta=eta)
-            self.bar.update(self.task, description=description)
+            running = [layer.name for layer in job.progress.layers if layer.state == "running"]
+            at = f": {running[0]}" if running else ""
+            at += f" +{len(running) - 1}" if len(running) > 1 else ""
+            self.bar.update(
+                self.task,
+                description=f"{self.label} {state}{at}",
+                total=total or None,
+                completed=done,
+                eta=self.eta.left(done, total) if state == "running" else "",
+                refresh=True,  # each poll's state is drawn, not only the last
+            )
         elif (state, done, total) != self.last:
             print(f"{self.label} {state} {done}/{total} layers", file=self.stream, flush=True)
         self.last = (state, done, total)

@@ -183,16 +183,17 @@ def test_live_progress_on_a_terminal() -> None:
 
 
 def test_job_progress_is_a_live_bar_on_a_terminal() -> None:
-    from api_schemas import Job, JobProgress, JobSpec, JobTimings
+    from api_schemas import Job, JobProgress, JobSpec, JobTimings, LayerProgress
     from service.cli.output import JobProgressView
 
     screen = Terminal()
     view = JobProgressView("abc", screen)
     spec = JobSpec(checkpoint_id="zoo:mlp", dataset="digits")
     timings = JobTimings(created_at="2026-01-01T00:00:00")  # type: ignore[arg-type]
+    layers = [LayerProgress(name="features.3", state="running")]
     for state, done in (("queued", 0), ("running", 1), ("succeeded", 3)):
-        progress = JobProgress(done=done, total=3)
+        progress = JobProgress(done=done, total=3, layers=layers if state == "running" else [])
         view.show(Job(id="abc", state=state, spec=spec, timings=timings, progress=progress))  # type: ignore[arg-type]
     view.close()
     assert "\x1b[" in screen.getvalue() and "abc succeeded" in screen.getvalue()
-    assert "3/3" in screen.getvalue()
+    assert "3/3" in screen.getvalue() and "abc running: features.3" in screen.getvalue()
