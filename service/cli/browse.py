@@ -3,60 +3,27 @@ batch), ``summary``, ``plot``, ``preconditioner``, ``checkpoints`` and ``logs``.
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated
+
+import typer
 
 from api_schemas import TERMINAL_STATES
 from service.cli import CliError
-from service.cli.output import exit_code, fmt, print_json, print_table
+from service.cli.output import emit, exit_code, fmt, print_json, print_table
+from service.cli.params import ClientOptions, JobArgument, JobLabels, MeasureOptions, options
 from service.cli.remote import (
-    _client,
-    add_job_options,
-    client_parser,
+    CHECKPOINT_HELP,
+    ConfigOption,
+    IdempotencyKey,
+    connect,
     follow,
     job_request,
     upload_if_file,
 )
 
-
-def register(subparsers: Any) -> None:
-    batch = client_parser(subparsers, "batch", "submit many checkpoints (a series) as one batch")
-    batch.add_argument("checkpoints", nargs="+", help="checkpoint ids, zoo:<arch>, files or dirs")
-    batch.add_argument("--config", help="architecture config JSON for uploaded weight files")
-    add_job_options(batch)
-    batch.add_argument(
-        "--steps", help="training step of each checkpoint, comma-separated, in the same order"
-    )
-    batch.add_argument("--idempotency-key")
-    batch.add_argument("--wait", action="store_true", help="follow every job until it is done")
-    batch.set_defaults(func=_batch)
-
-    summary = client_parser(subparsers, "summary", "alpha, gamma, s by layer kind over jobs")
-    summary.add_argument("--job-id", action="append", default=[], help="repeatable (all if none)")
-    summary.set_defaults(func=_summary)
-
-    plot = client_parser(subparsers, "plot", "write a PNG: one layer, or s vs alpha*gamma")
-    plot.add_argument("layer_id", nargs="?", type=int, help="a stored layer id")
-    plot.add_argument("--identity", action="store_true", help="s vs alpha*gamma of --job-id")
-    plot.add_argument("--job-id", action="append", default=[], help="repeatable, for --identity")
-    plot.add_argument("--kind", help="layer kinds for --identity, comma-separated")
-    plot.add_argument("--output", "-o", required=True, type=Path, help="the PNG file to write")
-    plot.set_defaults(func=_plot)
-
-    precond = client_parser(subparsers, "preconditioner", "a job's T(sigma; alpha) parameters")
-    precond.add_argument("job", help="job id or a unique prefix of it")
-    precond.set_defaults(func=_preconditioner)
-
-    checkpoints = client_parser(subparsers, "checkpoints", "list uploaded checkpoints")
-    checkpoints.set_defaults(func=_checkpoints)
-
-    logs = client_parser(subparsers, "logs", "a job's log lines")
-    logs.add_argument("job", help="job id or a unique prefix of it")
-    logs.add_argument("-f", "--follow", action="store_true", help="until the job finishes")
-    logs.add_argument("--poll", type=float, default=1.0, help="seconds between polls with -f")
-    logs.set_defaults(func=_logs)
+JobIds = Annotated[list[str] | None, typer.Option(help="job id or prefix (repeatable)")]
 
 
 def parse_steps(text: str | None, n: int) -> list[int] | None:
@@ -71,30 +38,46 @@ def parse_steps(text: str | None, n: int) -> list[int] | None:
     return steps
 
 
-def _batch(args: argparse.Namespace) -> int:
-    steps = parse_steps(args.steps, len(args.checkpoints))
-    with _client(args) as client:
-        spec = job_request(args, client)
-        spec["checkpoint_ids"] = [upload_if_file(client, c, args.config) for c in args.checkpoints]
-        spec["steps"] = steps
-        batch = client.batch(spec, idempotency_key=args.idempotency_key)
-        if args.json and not args.wait:
-            print_json(batch)
+@options(client=ClientOptions, measure=MeasureOptions, labels=JobLabels)
+def batch(
+    checkpoints: Annotated[list[str], typer.Argument(help=CHECKPOINT_HELP)],
+    client: ClientOptions,
+    measure: MeasureOptions,
+    labels: JobLabels,
+    config: ConfigOption = None,
+    steps: Annotated[
+        str | None,
+        typer.Option(help="training step of each checkpoint, comma-separated, in order"),
+    ] = None,
+    idempotency_key: IdempotencyKey = None,
+    wait: Annotated[bool, typer.Option(help="follow every job until it is done")] = False,
+) -> int:
+    """Submit many checkpoints (a series) as one batch."""
+    step_list = parse_steps(steps, len(checkpoints))
+    with connect(client) as api:
+        spec = job_request(measure, labels, api, checkpoints[0])
+        spec["checkpoint_ids"] = [upload_if_file(api, c, config) for c in checkpoints]
+        spec["steps"] = step_list
+        created = api.batch(spec, idempotency_key=idempotency_key)
+        if client.json and not wait:
+            print_json(created)
             return 0
-        if not args.json:
-            print(batch.id)
-            for job in batch.jobs:
+        if not client.json:
+            print(created.id)
+            for job in created.jobs:
                 print(f"  {job.id} {job.spec.checkpoint_id} step {fmt(job.step)}", flush=True)
-        if not args.wait:
+        if not wait:
             return 0
-        return max(follow(client, job.id, as_json=args.json) for job in batch.jobs)
+        return max(follow(api, job.id, as_json=client.json) for job in created.jobs)
 
 
-def _summary(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        summary = client.summary([client.resolve_job_id(j) for j in args.job_id] or None)
-    if args.json:
-        print_json(summary)
+@options(client=ClientOptions)
+def summary(client: ClientOptions, job_id: JobIds = None) -> int:
+    """Alpha, gamma, s by layer kind over jobs (all jobs if none is given)."""
+    with connect(client) as api:
+        result = api.summary([api.resolve_job_id(j) for j in job_id or []] or None)
+    if client.json:
+        print_json(result)
         return 0
     print_table(
         ("kind", "n", "alpha", "sd", "n_a", "gamma", "sd", "n_g", "s", "sd", "n_s"),
@@ -112,34 +95,41 @@ def _summary(args: argparse.Namespace) -> int:
                 r.s_sd,
                 r.s_n,
             )
-            for r in summary.rows
+            for r in result.rows
         ),
     )
     return 0
 
 
-def _plot(args: argparse.Namespace) -> int:
-    if args.identity == (args.layer_id is not None):
+@options(client=ClientOptions)
+def plot(
+    client: ClientOptions,
+    output: Annotated[Path, typer.Option("--output", "-o", help="the PNG file to write")],
+    layer_id: Annotated[int | None, typer.Argument(help="a stored layer id")] = None,
+    identity: Annotated[bool, typer.Option(help="s vs alpha*gamma of --job-id")] = False,
+    job_id: JobIds = None,
+    kind: Annotated[str | None, typer.Option(help="layer kinds for --identity")] = None,
+) -> int:
+    """Write a PNG: one layer, or s vs alpha*gamma (--identity)."""
+    if identity == (layer_id is not None):
         raise CliError("give a layer id or --identity (with --job-id), not both")
-    with _client(args) as client:
-        if args.identity:
-            job_ids = [client.resolve_job_id(j) for j in args.job_id]
-            png = client.identity_plot(job_ids, args.kind)
+    with connect(client) as api:
+        if layer_id is None:
+            png = api.identity_plot([api.resolve_job_id(j) for j in job_id or []], kind)
         else:
-            png = client.layer_plot(args.layer_id)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_bytes(png)
-    if args.json:
-        print_json({"output": str(args.output), "bytes": len(png)})
-    else:
-        print(f"wrote {args.output}")
+            png = api.layer_plot(layer_id)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_bytes(png)
+    emit({"output": str(output), "bytes": len(png)}, client.json, f"wrote {output}")
     return 0
 
 
-def _preconditioner(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        result = client.preconditioner(client.resolve_job_id(args.job))
-    if args.json:
+@options(client=ClientOptions)
+def preconditioner(job: JobArgument, client: ClientOptions) -> int:
+    """A job's T(sigma; alpha) parameters, per layer and mode."""
+    with connect(client) as api:
+        result = api.preconditioner(api.resolve_job_id(job))
+    if client.json:
         print_json(result)
         return 0
     print_table(
@@ -162,10 +152,12 @@ def _preconditioner(args: argparse.Namespace) -> int:
     return 0
 
 
-def _checkpoints(args: argparse.Namespace) -> int:
-    with _client(args) as client:
-        items = list(client.iter_checkpoints())
-    if args.json:
+@options(client=ClientOptions)
+def checkpoints(client: ClientOptions) -> int:
+    """List uploaded checkpoints (every page)."""
+    with connect(client) as api:
+        items = list(api.iter_checkpoints())
+    if client.json:
         for item in items:
             print_json(item)
         return 0
@@ -186,24 +178,43 @@ def _checkpoints(args: argparse.Namespace) -> int:
     return 0
 
 
-def _logs(args: argparse.Namespace) -> int:
-    """Print the lines; with ``-f`` keep polling until the job is finished and every line
-    is printed, then exit with the job's state (1 if failed or cancelled)."""
-    with _client(args) as client:
-        job_id = client.resolve_job_id(args.job)
+@options(client=ClientOptions)
+def logs(
+    job: JobArgument,
+    client: ClientOptions,
+    follow_job: Annotated[
+        bool, typer.Option("--follow", "-f", help="until the job finishes")
+    ] = False,
+    poll: Annotated[float, typer.Option(help="seconds between polls with -f")] = 1.0,
+) -> int:
+    """A job's log lines; with -f, until the job finishes and every line is printed, then
+    the exit status follows its state (1 if failed or cancelled)."""
+    with connect(client) as api:
+        job_id = api.resolve_job_id(job)
         after: int | None = None
         while True:
-            page = client.job_logs(job_id, after=after)
+            page = api.job_logs(job_id, after=after)
             for line in page.lines:
-                if args.json:
+                if client.json:
                     print_json(line)
                 else:
                     at = line.at.isoformat(timespec="seconds")
                     print(f"{at} {line.level:7} {line.message}", flush=True)
                 after = line.id
-            if not args.follow:
+            if not follow_job:
                 return 0
             if page.state in TERMINAL_STATES and not page.lines:
                 return exit_code(page.state)
             if not page.lines:
-                time.sleep(args.poll)
+                time.sleep(poll)
+
+
+# the commands, in the order `curvprof --help` lists them (service.cli.app registers them)
+COMMANDS = (
+    batch,
+    summary,
+    plot,
+    preconditioner,
+    checkpoints,
+    logs,
+)

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import Any
+from typing import Annotated
 
-from service.settings import Settings
+import typer
 
-
-def register(subparsers: Any) -> None:
-    db = subparsers.add_parser("db", help="database maintenance")
-    sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    up = sub.add_parser("upgrade", help="apply all migrations (alembic upgrade head)")
-    up.add_argument(
-        "--db-url", help="database URL (default: CURVPROF_DB_URL or sqlite in data dir)"
-    )
-    up.add_argument("--data-dir", help="data directory (default: ./curvprof-data)")
-    up.set_defaults(func=_upgrade)
+from service.cli.params import JsonFlag, service_settings
 
 
-def _upgrade(args: argparse.Namespace) -> int:
+def upgrade(
+    db_url: Annotated[
+        str | None,
+        typer.Option(help="database URL (default: CURVPROF_DB_URL or sqlite in data dir)"),
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="data directory (default: ./curvprof-data)")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> int:
+    """Apply all migrations (alembic upgrade head)."""
+    from service.cli.output import emit
     from service.store import db
 
-    overrides = {k: v for k, v in (("db_url", args.db_url), ("data_dir", args.data_dir)) if v}
-    settings = Settings(**overrides)
+    settings = service_settings(db_url=db_url, data_dir=data_dir)
     db.upgrade(settings.database_url)
-    print(f"database at head: {settings.database_url.split('@')[-1]}")
+    where = settings.database_url.split("@")[-1]  # no credentials in the output
+    emit({"database": where, "at_head": True}, as_json, f"database at head: {where}")
     return 0
+
+
+GROUP = typer.Typer(name="db", help="Database maintenance.", no_args_is_help=True)
+GROUP.command()(upgrade)

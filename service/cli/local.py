@@ -2,148 +2,133 @@
 
 from __future__ import annotations
 
-import argparse
 import os
+import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from service.cli import CliError
+from service.cli.params import JsonFlag, MeasureOptions, choice_of, options, zoo_archs
 
 
-def register(subparsers: Any) -> None:
-    train = subparsers.add_parser("train", help="train a zoo model on built-in data (CPU)")
-    train.add_argument("arch", choices=["mlp", "vgg", "resnet", "vit", "gpt"])
-    train.add_argument("--data", default=None, help="built-in data (default: digits, text for gpt)")
-    train.add_argument("--epochs", type=int, default=3)
-    train.add_argument("--out", required=True, type=Path, help="checkpoint directory to write")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--lr", type=float, default=None)
-    train.set_defaults(func=_train)
+def train(
+    arch: Annotated[
+        str, typer.Argument(**choice_of(zoo_archs, "architecture", "workers.zoo.ARCHS"))
+    ],
+    out: Annotated[Path, typer.Option(help="checkpoint directory to write")],
+    data: Annotated[
+        str | None, typer.Option(help="built-in data (default: digits, text for gpt)")
+    ] = None,
+    epochs: int = 3,
+    seed: int = 0,
+    lr: float | None = None,
+    as_json: JsonFlag = False,
+) -> int:
+    """Train a zoo model on built-in data (CPU)."""
+    from workers.train import DATA_FOR
+    from workers.train import train as train_model
 
-    profile = subparsers.add_parser("profile", help="profile a model's layers on one machine")
-    profile.add_argument("model", help="train dir, config .json (+ --weights), HF dir or .pt2")
-    profile.add_argument("--weights", help="weights for a config .json (.safetensors, .pt)")
-    profile.add_argument("--data", required=True, help="data file (.npz/.safetensors) or built-in")
-    profile.add_argument(
-        "--tokenizer", help="tokenizer.json for a .txt data file (default: the model directory's)"
+    data = data or DATA_FOR[arch][0]
+    metrics = train_model(
+        arch, data, epochs=epochs, out_dir=out, seed=seed, lr=lr, progress=sys.stderr.isatty()
     )
-    profile.add_argument("--seq-len", type=int, default=128, help="tokens per .txt window")
-    profile.add_argument(
-        "--loss",
-        choices=["cross_entropy", "mse", "lm", "model"],
-        default=None,
-        help="default: the loss that fits the model's head; model: a Hugging Face model's "
-        "own outputs.loss from the labels",
-    )
-    profile.add_argument("--batch-size", type=int, default=2048)
-    profile.add_argument("--micro-batch-size", type=int, default=None)
-    profile.add_argument("--seed", type=int, default=0)
-    profile.add_argument("--top-k", type=int, default=20)
-    profile.add_argument("--lanczos", type=int, default=20, help="Lanczos steps (0: none)")
-    profile.add_argument("--dtype", choices=["float32", "float64"], default="float64")
-    profile.add_argument("--layers", help="fnmatch glob(s) on layer names or kinds")
-    profile.add_argument(
-        "--device", default="auto", help="auto (a GPU when there is one), cpu, cuda"
-    )
-    profile.add_argument("--variants", default="ef,kron", help="of ggn,ef,kron,mc")
-    profile.add_argument(
-        "--h-only",
-        action="store_true",
-        help="h_k without the K x K compressed matrix and residuals (faster on linear layers)",
-    )
-    profile.add_argument("--out", type=Path, help="write the profile JSON here")
-    profile.add_argument("--plots", type=Path, help="write PNG plots into this directory")
-    profile.add_argument("--quiet", action="store_true", help="no progress bar")
-    profile.set_defaults(func=_profile)
+    if as_json:
+        from service.cli.output import print_json
 
-
-def _train(args: argparse.Namespace) -> int:
-    from workers.train import train
-
-    data = args.data or ("text" if args.arch == "gpt" else "digits")
-    metrics = train(
-        args.arch, data, epochs=args.epochs, out_dir=args.out, seed=args.seed, lr=args.lr
-    )
+        print_json({"out": str(out), "arch": arch, "data": data, **metrics})
+        return 0
     test = metrics.get("test_accuracy")
     print(
-        f"wrote {args.out} ({args.arch} on {data}, {args.epochs} epochs"
+        f"wrote {out} ({arch} on {data}, {epochs} epochs"
         + (f", test accuracy {test:.3f})" if isinstance(test, float) else ")")
     )
     return 0
 
 
-def _profile(args: argparse.Namespace) -> int:
+@options(measure=MeasureOptions)
+def profile(
+    model: Annotated[
+        str, typer.Argument(help="train dir, config .json (+ --weights), HF dir or .pt2")
+    ],
+    measure: MeasureOptions,
+    weights: Annotated[
+        str | None, typer.Option(help="weights for a config .json (.safetensors, .pt)")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto (a GPU when there is one), cpu, cuda")] = (
+        "auto"
+    ),
+    out: Annotated[Path | None, typer.Option(help="write the profile JSON here")] = None,
+    plots: Annotated[Path | None, typer.Option(help="write PNG plots into this directory")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="the profile JSON on stdout instead of the table")
+    ] = False,
+) -> int:
+    """Profile a model's layers on one machine. Progress shows the engine's phase
+    (gradients, SVD, K-FAC, then h_k, Lanczos and the fits of each layer) and an ETA;
+    --quick is a fast first look on a CPU."""
     import torch
 
     from api_schemas import ProfileSettings
-    from service.cli.output import LayerProgressView
-    from service.report import format_table
-    from workers.curvature import profile_model
-    from workers.execution.prepare import DataSource, ModelSource, prepare
-
-    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = sorted(set(variants) - {"ggn", "ef", "kron", "mc"})
-    if unknown:
-        raise CliError(f"unknown variant {unknown[0]!r}; choose from ggn, ef, kron, mc")
+    from service.cli.output import LayerProgressView, print_profile_table
+    from service.cli.phases import engine_phases
     from service.settings import Settings
+    from workers.curvature import profile_model
+    from workers.execution.prepare import DataSource, ModelSource, prepare, profile_keywords
 
+    if measure.data is None:
+        raise CliError("profile needs --data (a data file or a built-in set)")
     limits = Settings().intake_limits  # the service's CURVPROF_MAX_* variables, same defaults
-    device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    settings = ProfileSettings(
-        batch_size=args.batch_size,
-        micro_batch_size=args.micro_batch_size,
-        top_k=args.top_k,
-        lanczos_steps=args.lanczos,
-        dtype=args.dtype,
-        seed=args.seed,
-        layers=args.layers,
-        variants=variants,
-        hvp_diagnostics=not args.h_only,
-    )
     prepared = prepare(
-        settings,
-        ModelSource(path=args.model, weights=args.weights, allow_pickle=True),
-        DataSource(args.data, tokenizer=args.tokenizer, seq_len=args.seq_len),
-        loss=args.loss,
+        ProfileSettings(**measure.settings()),
+        ModelSource(path=model, weights=weights, allow_pickle=True),
+        DataSource(measure.data, tokenizer=measure.tokenizer, seq_len=measure.seq_len),
+        loss=measure.loss,
         device=device,
         limits=limits,
     )
-    batch, chosen = prepared.batch, prepared.settings
-    progress = LayerProgressView(quiet=args.quiet)
-
+    batch = prepared.batch
+    progress = LayerProgressView(quiet=quiet, total=len(prepared.names))
     try:
-        profile = profile_model(
-            prepared.model,
-            batch.inputs,
-            batch.targets,
-            loss=chosen.loss,
-            top_k=chosen.top_k,
-            lanczos_steps=chosen.lanczos_steps,
-            dtype=torch.float64 if chosen.dtype == "float64" else torch.float32,
-            layers=chosen.layers,
-            seed=chosen.seed,
-            micro_batch_size=chosen.micro_batch_size,
-            variants=chosen.variants,
-            hvp_diagnostics=chosen.hvp_diagnostics,
-            attention_mask=batch.attention_mask,
-            progress=progress,
-            provenance=prepared.provenance,
-        )
+        with engine_phases(progress.on_phase):
+            result = profile_model(
+                prepared.model,
+                batch.inputs,
+                batch.targets,
+                **profile_keywords(prepared.settings),
+                attention_mask=batch.attention_mask,
+                progress=progress,
+                provenance=prepared.provenance,
+            )
     finally:
         progress.close()
-    print(format_table(profile.layers))
-    if args.out:
-        _write_atomically(args.out, profile.model_dump_json(indent=1).encode())
-        print(f"wrote {args.out}")
-    if args.plots:
+    if as_json:
+        print(result.model_dump_json())
+    else:
+        print_profile_table(result.layers)
+    written = _write_outputs(result, out, plots)
+    if not as_json:
+        for line in written:
+            print(line)
+    return 0
+
+
+def _write_outputs(result: Any, out: Path | None, plots: Path | None) -> list[str]:
+    written: list[str] = []
+    if out:
+        _write_atomically(out, result.model_dump_json(indent=1).encode())
+        written.append(f"wrote {out}")
+    if plots:
         from service.plots import write_plots
 
-        paths = write_plots(profile.layers, args.plots)
-        print(f"wrote {len(paths)} plots to {args.plots}")
-    return 0
+        paths = write_plots(result.layers, plots)
+        written.append(f"wrote {len(paths)} plots to {plots}")
+    return written
 
 
 def _write_atomically(path: Path, payload: bytes) -> None:
@@ -156,3 +141,10 @@ def _write_atomically(path: Path, payload: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+# the commands, in the order `curvprof --help` lists them (service.cli.app registers them)
+COMMANDS = (
+    train,
+    profile,
+)

@@ -3,15 +3,16 @@ as one batch, and build the paper comparison from the store (docs/reproduction.m
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from service.cli import CliError
+from service.cli.params import SETTINGS
 
 # (arch, data, epochs): the paper's families on data that ships with Python and scikit-learn.
 MODELS = (
@@ -24,44 +25,47 @@ MODELS = (
 PAPER_DATA = Path(__file__).resolve().parents[2] / "data" / "paper-data"
 
 
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("reproduce", help="the paper's tables and figure, from the store")
-    p.add_argument(
-        "--url",
-        default=os.environ.get("CURVPROF_URL"),
-        help="a running `curvprof serve` (default: start one in-process)",
-    )
-    p.add_argument("--token", default=os.environ.get("CURVPROF_TOKEN"))
-    p.add_argument("--data-dir", type=Path, default=Path("curvprof-data"))
-    p.add_argument("--out", type=Path, default=Path("docs/reproduction"))
-    p.add_argument("--batch-size", type=int, default=2048)
-    p.add_argument("--text-batch-size", type=int, default=256, help="windows of 64 characters")
-    p.add_argument("--top-k", type=int, default=20)
-    p.add_argument("--lanczos", type=int, default=20)
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_reproduce)
-
-
-def _reproduce(args: argparse.Namespace) -> int:
+def reproduce(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CURVPROF_URL", help="a running `curvprof serve` (default: start one here)"
+        ),
+    ] = None,
+    token: Annotated[str | None, typer.Option(envvar="CURVPROF_TOKEN")] = None,
+    data_dir: Path = Path("curvprof-data"),
+    out: Path = Path("docs/reproduction"),
+    batch_size: int = SETTINGS["batch_size"].default,
+    text_batch_size: Annotated[int, typer.Option(help="windows of 64 characters")] = 256,
+    top_k: int = SETTINGS["top_k"].default,
+    lanczos: Annotated[int, typer.Option("--lanczos", "--lanczos-steps")] = SETTINGS[
+        "lanczos_steps"
+    ].default,
+    seed: int = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="the results JSON on stdout instead of the report")
+    ] = False,
+) -> int:
+    """The paper's tables and figure, from the store (docs/reproduction.md)."""
     from service.reproduce import alpha_by_kind, identity_summary, markdown_report, refit_paper_data
     from workers.train import train
 
-    models_dir = args.data_dir.resolve() / "models"
+    models_dir = data_dir.resolve() / "models"
     checkpoints: dict[str, Path] = {}
     for arch, data, epochs in MODELS:
-        out = models_dir / f"{arch}-{data}-e{epochs}-s{args.seed}"
+        out = models_dir / f"{arch}-{data}-e{epochs}-s{seed}"
         if not (out / "model.safetensors").is_file():
             print(f"training {arch} on {data} ({epochs} epochs)", file=sys.stderr)
-            train(arch, data, epochs=epochs, out_dir=out, seed=args.seed)
+            train(arch, data, epochs=epochs, out_dir=out, seed=seed, progress=sys.stderr.isatty())
         checkpoints[arch] = out
     with ExitStack() as stack:
-        client = stack.enter_context(_connect(args, stack))
+        client = stack.enter_context(_connect(url, token, data_dir, stack))
         ids = {arch: _upload(client, path) for arch, path in checkpoints.items()}
         common = {
-            "top_k": args.top_k,
-            "lanczos_steps": args.lanczos,
+            "top_k": top_k,
+            "lanczos_steps": lanczos,
             "dtype": "float64",
-            "seed": args.seed,
+            "seed": seed,
         }
         vision = [ids[a] for a, data, _ in MODELS if data == "digits"]
         batch = client.batch(
@@ -69,7 +73,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                 "checkpoint_ids": vision,
                 "dataset": "digits",
                 "loss": "cross_entropy",
-                "batch_size": args.batch_size,
+                "batch_size": batch_size,
                 **common,
             }
         )
@@ -78,7 +82,7 @@ def _reproduce(args: argparse.Namespace) -> int:
                 "checkpoint_id": ids["gpt"],
                 "dataset": "text",
                 "loss": "lm",
-                "batch_size": args.text_batch_size,
+                "batch_size": text_batch_size,
                 **common,
             }
         )
@@ -93,28 +97,31 @@ def _reproduce(args: argparse.Namespace) -> int:
     kinds = alpha_by_kind(rows)
     identity = identity_summary(rows)
     refit = refit_paper_data(PAPER_DATA)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "identity.png").write_bytes(identity_png.content)
-    (args.out / "report.md").write_text(markdown_report(kinds, identity, refit, jobs))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "identity.png").write_bytes(identity_png.content)
+    (out / "report.md").write_text(markdown_report(kinds, identity, refit, jobs))
     results = {"jobs": jobs, "alpha_by_kind": kinds, "identity": identity, "refit": refit}
-    (args.out / "results.json").write_text(json.dumps(results, indent=1, default=str))
-    print((args.out / "report.md").read_text())
-    print(f"wrote {args.out}/report.md, results.json, identity.png")
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    if as_json:
+        print(json.dumps(results, default=str))
+    else:
+        print((out / "report.md").read_text())
+        print(f"wrote {out}/report.md, results.json, identity.png")
     return 0
 
 
-def _connect(args: argparse.Namespace, stack: ExitStack) -> Any:
+def _connect(url: str | None, token: str | None, data_dir: Path, stack: ExitStack) -> Any:
     from service.client import CurvprofClient
 
-    if args.url:
-        return CurvprofClient(args.url, token=args.token, timeout=120)
+    if url:
+        return CurvprofClient(url, token=token, timeout=120)
     from service.embedded import EmbeddedServer
     from service.settings import Settings
     from workers.execution import init_ray, shutdown_ray
 
     init_ray(None)
     stack.callback(shutdown_ray)
-    server = stack.enter_context(EmbeddedServer(Settings(data_dir=args.data_dir.resolve())))
+    server = stack.enter_context(EmbeddedServer(Settings(data_dir=data_dir.resolve())))
     print(f"started the service in-process at {server.url}", file=sys.stderr)
     return server.client(timeout=120)
 
@@ -125,13 +132,14 @@ def _upload(client: Any, checkpoint: Path) -> str:
 
 
 def _follow(client: Any, job_id: str) -> Any:
-    from tqdm import tqdm
+    from service.cli.output import JobProgressView
 
-    with tqdm(total=0, unit="layer", file=sys.stderr, desc=job_id[:8]) as bar:
+    view = JobProgressView(job_id[:12])
+    try:
+        return client.wait(job_id, timeout=6 * 3600, poll=1.0, on_progress=view.show)
+    finally:
+        view.close()
 
-        def show(job: Any) -> None:
-            bar.total = job.progress.total
-            bar.set_postfix_str(job.architecture or "")
-            bar.update(job.progress.done - bar.n)
 
-        return client.wait(job_id, timeout=6 * 3600, poll=1.0, on_progress=show)
+# the commands, in the order `curvprof --help` lists them (service.cli.app registers them)
+COMMANDS = (reproduce,)

@@ -1,7 +1,8 @@
-"""The in-process maths with the base install only: a subprocess that sees a copy of
-site-packages without the optional extras' packages (as a base install has them: absent,
-so ``importlib.util.find_spec`` says None) profiles a tiny model, from Python and through the
-``curvprof profile`` command."""
+"""The in-process maths and the local command line with the base install and the ``[cli]``
+extra only: a subprocess that sees a copy of site-packages without the other extras'
+packages (as such an install has them: absent, so ``importlib.util.find_spec`` says None)
+profiles a tiny model, from Python and through the ``curvprof profile`` command. The base
+install alone, in a real fresh venv: ``test_fresh_venv.py``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-# the packages of the [server], [hf], [pandas], [mlflow] and [bench] extras
+# the packages of the [data], [server], [hf], [pandas], [mlflow] and [bench] extras
 EXTRAS_ONLY = (
     "fastapi",
     "starlette",

@@ -40,6 +40,18 @@ def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
     )
 
 
+def run_piped(command: str) -> subprocess.CompletedProcess[str]:
+    """``curvprof COMMAND`` in a shell, for pipelines."""
+    return subprocess.run(
+        f"{sys.executable} -m service.cli {command}",
+        shell=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def store_layers(server: Any, job_id: str, profiles: list[Any]) -> None:
     engine = db.make_engine(server.settings.database_url)
     with db.make_session_factory(engine)() as session:
@@ -75,18 +87,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[EmbeddedS
 def test_cli_in_a_real_process(served) -> None:  # type: ignore[no-untyped-def]
     server, good, bad = served
     url = ["--url", server.url]
-    # a reader that leaves early: quiet, no traceback
-    piped = subprocess.run(
-        f"{sys.executable} -m service.cli layers --json --limit 1000 --full "
-        f"--url {server.url} | head -n 1",
-        shell=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    # a reader that leaves early: quiet, no traceback (JSON lines, and the Rich table)
+    piped = run_piped(f"layers --json --limit 1000 --full --url {server.url} | head -n 1")
     assert json.loads(piped.stdout)["name"] == LONG_NAME
     assert piped.stderr == ""
+    table = run_piped(f"layers --limit 1000 --url {server.url} | head -n 2")
+    assert table.stdout.splitlines()[1].split()[1] == LONG_NAME and table.stderr == ""
     # the state decides the exit status; a 12-character prefix names the job
     failed = run_cli("status", bad[:12], "--no-follow", *url)
     assert failed.returncode == 1
@@ -147,9 +153,7 @@ def test_commands_and_json(served, tmp_path: Path, capsys: pytest.CaptureFixture
         assert main([*argv, *url]) == 0, argv
         return capsys.readouterr().out
 
-    with pytest.raises(SystemExit) as version:
-        main(["--version"])
-    assert version.value.code == 0 and capsys.readouterr().out.startswith("curvprof ")
+    assert main(["--version"]) == 0 and capsys.readouterr().out.startswith("curvprof ")
     # the README's own line, with a dashed sort value
     lines = run("layers", "--kind", "conv", "--alpha-min", "2.0", "--sort", "-alpha").splitlines()
     assert [line.split()[1] for line in lines[1:4]] == ["conv148", "conv147", "conv146"]
@@ -245,11 +249,25 @@ def test_local_progress_is_plain_lines_off_a_terminal() -> None:
     from service.cli.output import LayerProgressView
 
     stream = StringIO()
-    view = LayerProgressView(stream=stream)
+    view = LayerProgressView(stream=stream, total=2)
+    for phase in ("gradients", "SVD"):
+        view.on_phase(phase)
     for done, name in enumerate(("a", "b"), start=1):
+        for phase in ("h_k", "Lanczos", "fits"):
+            view.on_phase(phase)
         view(name, done, 2)
     view.close()
-    assert stream.getvalue() == "profiling 1/2 layers: a\nprofiling 2/2 layers: b\n"
+    lines = stream.getvalue().splitlines()
+    assert "\r" not in stream.getvalue() and "\x1b" not in stream.getvalue()
+    assert lines[:5] == [
+        "profiling: gradients (all 2 layers)",
+        "profiling: SVD (all 2 layers)",
+        "profiling: h_k (layer 1 of 2)",
+        "profiling: Lanczos (layer 1 of 2)",
+        "profiling: fits (layer 1 of 2)",
+    ]
+    assert lines[5].startswith("profiling 1/2 layers: a (eta 0:00:0")
+    assert lines[6:] == ["profiling 2/2 layers: b (eta 0:00:00)"]
     quiet = StringIO()
     LayerProgressView(quiet=True, stream=quiet)("a", 1, 1)
     assert quiet.getvalue() == ""

@@ -87,6 +87,21 @@ class Prepared:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def profile_keywords(settings: ProfileSettings) -> dict[str, Any]:
+    """``workers.curvature.profile_model``'s keyword arguments for ``settings``."""
+    return {
+        "loss": settings.loss,
+        "top_k": settings.top_k,
+        "lanczos_steps": settings.lanczos_steps,
+        "dtype": torch.float64 if settings.dtype == "float64" else torch.float32,
+        "layers": settings.layers,
+        "seed": settings.seed,
+        "micro_batch_size": settings.micro_batch_size,
+        "variants": settings.variants,
+        "hvp_diagnostics": settings.hvp_diagnostics,
+    }
+
+
 def load_model(
     source: ModelSource, seed: int, limits: IntakeLimits = DEFAULT_LIMITS
 ) -> LoadedModel:
