@@ -1,4 +1,8 @@
-"""All FastAPI dependencies: settings, database session, artifact store, runner, auth."""
+"""All FastAPI dependencies: settings, database session, artifact store, runner, auth.
+
+The dependencies that do no I/O are ``async def``: FastAPI runs a sync dependency on a
+worker thread, and each such hop costs a thread switch and a wait for a thread of the
+pool that the endpoints need (docs/reliability.md, "The thread and pool model")."""
 
 from __future__ import annotations
 
@@ -33,12 +37,17 @@ def get_services(request: Request) -> Services:
     return services
 
 
-def get_settings(services: Annotated[Services, Depends(get_services)]) -> Settings:
+async def services_dependency(request: Request) -> Services:
+    """:func:`get_services` as a dependency, on the event loop."""
+    return get_services(request)
+
+
+async def get_settings(services: Annotated[Services, Depends(services_dependency)]) -> Settings:
     return services.settings
 
 
 async def get_session(
-    services: Annotated[Services, Depends(get_services)],
+    services: Annotated[Services, Depends(services_dependency)],
 ) -> AsyncIterator[Session]:
     """A session for the endpoint function only: ``SessionDep`` closes it as the function
     returns, so its connection goes back to the pool before the response is serialised.
@@ -79,7 +88,7 @@ def _unauthorized() -> HTTPException:
     )
 
 
-def require_write(
+async def require_write(
     credentials: Credentials, settings: Annotated[Settings, Depends(get_settings)]
 ) -> None:
     """Every write needs a bearer token when tokens are configured."""
@@ -87,7 +96,7 @@ def require_write(
         raise _unauthorized()
 
 
-def require_read(
+async def require_read(
     credentials: Credentials, settings: Annotated[Settings, Depends(get_settings)]
 ) -> None:
     """Reads are open unless ``open_reads`` is false (then they need a token too)."""
@@ -97,6 +106,6 @@ def require_read(
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-ServicesDep = Annotated[Services, Depends(get_services)]
+ServicesDep = Annotated[Services, Depends(services_dependency)]
 WriteAuth = Depends(require_write)
 ReadAuth = Depends(require_read)
