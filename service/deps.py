@@ -11,6 +11,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Engine
@@ -52,14 +54,20 @@ async def get_session(
     """A session for the endpoint function only: ``SessionDep`` closes it as the function
     returns, so its connection goes back to the pool before the response is serialised.
 
-    An async dependency on purpose: opening and closing the session run on the event loop,
-    not on a worker thread. Were they sync, a full thread pool whose endpoints all wait for
-    a connection would also hold up the closes that give connections back."""
+    Opened on the event loop (no connection is taken until the first query). Closing it
+    ends its transaction: on SQLite an in-process call, made on the loop; on a database
+    server a ROLLBACK round trip, which would stall the loop, so it runs on a thread of its
+    own limiter, never waiting for the endpoints' threads (as FastAPI closes sync
+    dependencies)."""
     session = services.sessions()
     try:
         yield session
     finally:
-        session.close()
+        if services.engine.dialect.name == "sqlite":
+            session.close()
+        else:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
 
 
 bearer = HTTPBearer(
