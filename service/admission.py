@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -32,7 +33,8 @@ class AdmissionGate:
         self.app = app
         self.slots = slots
         self.queue_timeout = queue_timeout
-        self._semaphores: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+        self._semaphores = weakref.WeakKeyDictionary()
         self.waiting = 0
 
     def _semaphore(self) -> asyncio.Semaphore:
