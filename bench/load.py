@@ -47,6 +47,7 @@ import numpy as np
 from bench.store import QUERIES, populate, template_profiles
 
 KINDS = ("jobs", "layers_brief", "layers_full", "submit")
+KEEPALIVE_S = 4.0
 WEIGHTS = (0.3, 0.3, 0.2, 0.2)
 
 
@@ -151,9 +152,13 @@ async def _client(
     import aiohttp
 
     rng = random.Random(seed * 100_003 + client_id)
-    connector = aiohttp.TCPConnector(limit=1)
+    # idle connections are dropped before uvicorn's keep-alive timeout (5 s) closes them,
+    # so no request goes out on a connection the server is closing (a reset, not the app)
+    connector = aiohttp.TCPConnector(limit=1, keepalive_timeout=KEEPALIVE_S)
     timeout = aiohttp.ClientTimeout(total=120)
     async with aiohttp.ClientSession(base_url, connector=connector, timeout=timeout) as http:
+        if think_s:  # users arrive as in the steady state: each one part-way into a pause
+            await asyncio.sleep(rng.expovariate(1 / think_s))
         for i in range(n):
             kind = rng.choices(KINDS, WEIGHTS)[0]
             method, path, body = _request(kind, rng, client_id, i)
