@@ -6,11 +6,20 @@
 The store is filled first (bench.store.populate: 10^5 layer rows over 100 jobs, real
 compressed profiles). The server is ``uvicorn service.app:create_app`` in its own process
 (the job runner off; the load generator must not share its interpreter). Every client is an
-httpx.AsyncClient of its own connection that sends its requests one after another, each
+aiohttp session of its own connection that sends its requests one after another, each
 drawn from the mix: ``GET /v1/jobs``, a filtered ``GET /v1/layers`` (bench.store.QUERIES,
 brief and full views), ``POST /v1/jobs`` (a zoo job with an Idempotency-Key). An error is
 any status >= 500 and any transport failure (refused, reset, timed out); 4xx would be a bug
-of the mix and are counted apart. Latencies are per kind, p50/p99 over every request.
+of the mix and are counted apart. Latencies are per kind, p50/p99 over every request of a
+repeat; the report gives the median of each figure over ``--repeats`` runs against the one
+server.
+
+Where the time goes, per repeat: the mean time each route spent inside the app (the
+server's own ``curvprof_http_request_duration_seconds``, which starts once the admission
+gate lets a request in; the rest of a client's latency is the queue), and the CPU seconds
+of the server process and of this load generator. With no think time (``--think 0``, the
+default) the clients are a closed loop: a client's latency is about clients / throughput,
+whatever the server does, so the server's CPU time per request is the figure to read.
 """
 
 from __future__ import annotations
@@ -20,6 +29,9 @@ import asyncio
 import json
 import os
 import random
+import re
+import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +47,7 @@ import numpy as np
 from bench.store import QUERIES, populate, template_profiles
 
 KINDS = ("jobs", "layers_brief", "layers_full", "submit")
+KEEPALIVE_S = 4.0
 WEIGHTS = (0.3, 0.3, 0.2, 0.2)
 
 
@@ -49,22 +62,69 @@ class KindStats:
 
 
 @dataclass
-class LoadResult:
-    backend: str
-    clients: int
-    requests_per_client: int
-    layers: int
+class Repeat:
+    """One drive of every client against the server."""
+
     seconds: float = 0.0
     requests: int = 0
     errors: int = 0
     error_kinds: dict[str, int] = field(default_factory=dict)
     kinds: dict[str, KindStats] = field(default_factory=dict)
+    in_app_ms: dict[str, float] = field(default_factory=dict)  # mean per route, server-side
+    server_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
     load_average: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    cpus: int = 0
 
     @property
     def layer_p99_ms(self) -> float:
         return max(self.kinds[k].p99_ms or 0.0 for k in ("layers_brief", "layers_full"))
+
+
+@dataclass
+class LoadResult:
+    """Every repeat, and the median of each figure over them (``kinds``, ``seconds``)."""
+
+    backend: str
+    clients: int
+    requests_per_client: int
+    layers: int
+    think_s: float = 0.0
+    seconds: float = 0.0
+    requests: int = 0
+    errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    kinds: dict[str, KindStats] = field(default_factory=dict)
+    repeats: list[Repeat] = field(default_factory=list)
+    load_average_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    cpus: int = 0
+
+    @property
+    def layer_p99_ms(self) -> float:
+        return statistics.median(r.layer_p99_ms for r in self.repeats)
+
+    def add(self, repeat: Repeat) -> None:
+        self.repeats.append(repeat)
+        self.requests += repeat.requests
+        self.errors += repeat.errors
+        for outcome, n in repeat.error_kinds.items():
+            self.error_kinds[outcome] = self.error_kinds.get(outcome, 0) + n
+        self.seconds = statistics.median(r.seconds for r in self.repeats)
+        self.kinds = {kind: _median_stats([r.kinds[kind] for r in self.repeats]) for kind in KINDS}
+
+
+def _median_stats(runs: list[KindStats]) -> KindStats:
+    def median(values: list[float | None]) -> float | None:
+        present = [v for v in values if v is not None]
+        return statistics.median(present) if present else None
+
+    return KindStats(
+        requests=sum(s.requests for s in runs),
+        errors=sum(s.errors for s in runs),
+        client_errors=sum(s.client_errors for s in runs),
+        p50_ms=median([s.p50_ms for s in runs]),
+        p99_ms=median([s.p99_ms for s in runs]),
+        max_ms=median([s.max_ms for s in runs]),
+    )
 
 
 def _request(kind: str, rng: random.Random, client_id: int, i: int) -> tuple[str, str, Any]:
@@ -78,29 +138,48 @@ def _request(kind: str, rng: random.Random, client_id: int, i: int) -> tuple[str
 
 
 async def _client(
-    base_url: str, client_id: int, n: int, seed: int, record: list[tuple[str, float, str]]
+    base_url: str,
+    client_id: int,
+    n: int,
+    seed: int,
+    think_s: float,
+    record: list[tuple[str, float, str]],
 ) -> None:
-    import httpx
+    """One client: one keep-alive connection, its requests one after another. aiohttp (a
+    dependency of ray[default]) rather than httpx: the generator shares the CPUs with the
+    server, and with httpx it spent 0.9 s of CPU on 40 requests that cost the server 0.4 s
+    (aiohttp: about 0.1 s)."""
+    import aiohttp
 
     rng = random.Random(seed * 100_003 + client_id)
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as http:
+    # idle connections are dropped before uvicorn's keep-alive timeout (5 s) closes them,
+    # so no request goes out on a connection the server is closing (a reset, not the app)
+    connector = aiohttp.TCPConnector(limit=1, keepalive_timeout=KEEPALIVE_S)
+    timeout = aiohttp.ClientTimeout(total=120)
+    async with aiohttp.ClientSession(base_url, connector=connector, timeout=timeout) as http:
+        if think_s:  # users arrive as in the steady state: each one part-way into a pause
+            await asyncio.sleep(rng.expovariate(1 / think_s))
         for i in range(n):
             kind = rng.choices(KINDS, WEIGHTS)[0]
             method, path, body = _request(kind, rng, client_id, i)
             headers = {"Idempotency-Key": f"load-{seed}-{client_id}-{i}"} if body else None
             started = time.perf_counter()
             try:
-                response = await http.request(method, path, json=body, headers=headers)
-                outcome = str(response.status_code)
-            except httpx.HTTPError as exc:
+                async with http.request(method, path, json=body, headers=headers) as response:
+                    await response.read()
+                    outcome = str(response.status)
+            except (aiohttp.ClientError, TimeoutError) as exc:
                 outcome = type(exc).__name__
             record.append((kind, time.perf_counter() - started, outcome))
+            if think_s:  # a user reading the answer: exponential pauses of mean think_s
+                await asyncio.sleep(rng.expovariate(1 / think_s))
 
 
-async def _drive(base_url: str, clients: int, n: int, seed: int) -> list[tuple[str, float, str]]:
+async def _drive(
+    base_url: str, clients: int, n: int, seed: int, think_s: float
+) -> list[tuple[str, float, str]]:
     record: list[tuple[str, float, str]] = []
-    await asyncio.gather(*(_client(base_url, c, n, seed, record) for c in range(clients)))
+    await asyncio.gather(*(_client(base_url, c, n, seed, think_s, record) for c in range(clients)))
     return record
 
 
@@ -115,25 +194,66 @@ def _warm_up(base_url: str) -> None:
             http.request(method, path, json=body).raise_for_status()
 
 
-def _summarise(result: LoadResult, record: list[tuple[str, float, str]]) -> None:
-    result.requests = len(record)
+ROUTE_TIME = re.compile(
+    r'curvprof_http_request_duration_seconds_(sum|count)\{method="(\w+)",route="([^"]+)"\} (\S+)'
+)
+
+
+def _route_times(base_url: str) -> dict[tuple[str, str], float]:
+    """The server's own (sum, count) of in-app seconds per route, from /metrics."""
+    import httpx
+
+    out: dict[tuple[str, str], float] = {}
+    for line in httpx.get(base_url + "/metrics", timeout=120).text.splitlines():
+        match = ROUTE_TIME.match(line)
+        if match:
+            out[(match[1], f"{match[2]} {match[3]}")] = float(match[4])
+    return out
+
+
+def _in_app_ms(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float]
+) -> dict[str, float]:
+    routes = {route for kind, route in after if kind == "count" and "/metrics" not in route}
+    out = {}
+    for route in sorted(routes):
+        count = after[("count", route)] - before.get(("count", route), 0.0)
+        if count:
+            total = after[("sum", route)] - before.get(("sum", route), 0.0)
+            out[route] = 1e3 * total / count
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _summarise(repeat: Repeat, record: list[tuple[str, float, str]]) -> None:
+    repeat.requests = len(record)
     for kind in KINDS:
         rows = [(dt, outcome) for k, dt, outcome in record if k == kind]
         stats = KindStats(requests=len(rows))
         for _, outcome in rows:
             if not outcome.isdigit() or int(outcome) >= 500:
                 stats.errors += 1
-                result.error_kinds[outcome] = result.error_kinds.get(outcome, 0) + 1
+                repeat.error_kinds[outcome] = repeat.error_kinds.get(outcome, 0) + 1
             elif int(outcome) >= 400:
                 stats.client_errors += 1
-                result.error_kinds[outcome] = result.error_kinds.get(outcome, 0) + 1
+                repeat.error_kinds[outcome] = repeat.error_kinds.get(outcome, 0) + 1
         if rows:
             ms = np.array([dt for dt, _ in rows]) * 1e3
             stats.p50_ms = float(np.percentile(ms, 50))
             stats.p99_ms = float(np.percentile(ms, 99))
             stats.max_ms = float(ms.max())
-        result.kinds[kind] = stats
-        result.errors += stats.errors
+        repeat.kinds[kind] = stats
+        repeat.errors += stats.errors
 
 
 def _free_port() -> int:
@@ -145,8 +265,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def server_process(db_url: str, data_dir: Path, env: dict[str, str] | None = None) -> Iterator[str]:
-    """``uvicorn service.app:create_app`` in a child process on loopback; yields its URL."""
+def server_process(
+    db_url: str, data_dir: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, int]]:
+    """``uvicorn service.app:create_app`` in a child process on loopback; yields its URL
+    and pid."""
     import httpx
 
     port = _free_port()
@@ -176,7 +299,7 @@ def server_process(db_url: str, data_dir: Path, env: dict[str, str] | None = Non
             if time.monotonic() > deadline:
                 raise RuntimeError("the server did not start")
             time.sleep(0.2)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         try:
@@ -195,30 +318,56 @@ def run_load(
     requests: int,
     layers: int,
     seed: int = 0,
+    repeats: int = 1,
+    think_s: float = 0.0,
 ) -> LoadResult:
-    """Fill ``db_url`` with ``layers`` rows, serve it, and drive the clients once."""
+    """Fill ``db_url`` with ``layers`` rows, serve it, and drive the clients ``repeats``
+    times (each repeat its own Idempotency-Keys)."""
     populate(db_url, layers, template_profiles(), per_job=min(1000, max(1, layers // 100)))
-    result = LoadResult(backend, clients, requests, layers, cpus=os.cpu_count() or 0)
-    with server_process(db_url, data_dir) as url:
+    result = LoadResult(
+        backend, clients, requests, layers, think_s=think_s, cpus=os.cpu_count() or 0
+    )
+    result.load_average_before = os.getloadavg()
+    with server_process(db_url, data_dir) as (url, pid):
         _warm_up(url)
-        started = time.perf_counter()
-        record = asyncio.run(_drive(url, clients, requests, seed))
-        result.seconds = time.perf_counter() - started
-    result.load_average = os.getloadavg()
-    _summarise(result, record)
+        for r in range(repeats):
+            repeat = Repeat()
+            times, server_cpu, own_cpu = _route_times(url), _cpu_seconds(pid), _own_cpu_seconds()
+            started = time.perf_counter()
+            record = asyncio.run(_drive(url, clients, requests, seed * 1000 + r, think_s))
+            repeat.seconds = time.perf_counter() - started
+            repeat.server_cpu_s = _cpu_seconds(pid) - server_cpu
+            repeat.client_cpu_s = _own_cpu_seconds() - own_cpu
+            repeat.in_app_ms = _in_app_ms(times, _route_times(url))
+            repeat.load_average = os.getloadavg()
+            _summarise(repeat, record)
+            result.add(repeat)
     return result
 
 
 def report(result: LoadResult) -> str:
+    n = len(result.repeats)
     lines = [
         f"{result.backend}: {result.clients} clients x {result.requests_per_client} requests "
-        f"on {result.layers} layers in {result.seconds:.1f} s "
-        f"({result.requests / max(result.seconds, 1e-9):.0f} req/s); errors {result.errors}"
-        f"{' ' + str(result.error_kinds) if result.error_kinds else ''}; load average "
-        + " ".join(f"{x:.1f}" for x in result.load_average)
-        + f" on {result.cpus} CPUs",
-        "  kind          requests  errors   4xx   p50 ms   p99 ms   max ms",
+        f"(think {result.think_s:g} s) on {result.layers} layers, {n} repeats; errors "
+        f"{result.errors}{' ' + str(result.error_kinds) if result.error_kinds else ''}; "
+        f"{result.cpus} CPUs, load average before "
+        + " ".join(f"{x:.1f}" for x in result.load_average_before),
     ]
+    for i, r in enumerate(result.repeats):
+        per_request = 1e3 * r.server_cpu_s / max(r.requests, 1)
+        lines.append(
+            f"  repeat {i}: {r.seconds:.1f} s ({r.requests / max(r.seconds, 1e-9):.0f} req/s), "
+            f"errors {r.errors}, layer p99 {r.layer_p99_ms:.0f} ms; server CPU "
+            f"{r.server_cpu_s:.1f} s ({per_request:.1f} ms/request), load generator CPU "
+            f"{r.client_cpu_s:.1f} s; load average " + " ".join(f"{x:.1f}" for x in r.load_average)
+        )
+        lines.append(
+            "    in the app (mean ms): "
+            + ", ".join(f"{route} {ms:.0f}" for route, ms in r.in_app_ms.items())
+        )
+    lines.append(f"  median over repeats: {result.seconds:.1f} s per repeat")
+    lines.append("  kind          requests  errors   4xx   p50 ms   p99 ms   max ms")
     for kind, s in result.kinds.items():
         lines.append(
             f"  {kind:<14}{s.requests:>9}{s.errors:>8}{s.client_errors:>6}"
@@ -234,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=100_000)
     parser.add_argument("--backend", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeats", type=int, default=3, help="drives of every client")
+    parser.add_argument(
+        "--think", type=float, default=0.0, help="mean seconds a client pauses between requests"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="curvprof-load-") as tmp:
@@ -247,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
                 requests=args.requests,
                 layers=args.layers,
                 seed=args.seed,
+                repeats=args.repeats,
+                think_s=args.think,
             )
         else:
             from bench.live import fresh_pg_database
@@ -264,6 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                     requests=args.requests,
                     layers=args.layers,
                     seed=args.seed,
+                    repeats=args.repeats,
+                    think_s=args.think,
                 )
     print(report(result))
     if args.out:

@@ -13,6 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from service import __version__, offline_docs
+from service.admission import AdmissionGate
 from service.artifacts import ArtifactRejected, ArtifactStore
 from service.deps import Services
 from service.jobs_runner import JobRunner
@@ -25,6 +26,7 @@ from service.store.submit import MissingReference
 from service.upload import UploadError
 
 log = logging.getLogger("curvprof.app")
+POOL_OVERFLOW = 8
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -71,14 +73,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db.upgrade(settings.database_url)
-        # a connection per worker thread (sync endpoints) and as many again (under 200
-        # clients more connections than threads were seen checked out: see
-        # docs/reliability.md), and a short wait: past that the server is saturated and
-        # says so (503, Retry-After)
+        # requests inside the app <= api_threads (the AdmissionGate), each on one worker
+        # thread with at most one connection; the few routes that open a second session
+        # (CSV export, downloads) take the overflow. A checkout that still waits
+        # db_pool_timeout seconds is answered 503 (docs/reliability.md)
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
-        threads = settings.api_threads
-        pool = db.PoolSize(threads, threads, settings.db_pool_timeout)
+        pool = db.PoolSize(settings.api_threads, POOL_OVERFLOW, settings.db_pool_timeout)
         engine = db.make_engine(settings.database_url, pool)
+        db.refresh_statistics(engine)
         sessions = db.make_session_factory(engine)
         # the job runner has its own pool, so a saturated API never starves it
         runner_engine = db.make_engine(
@@ -139,6 +141,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router, prefix="/v1")
     app.include_router(health.router)
     metrics.install_metrics(app)
+    # outermost of the app's own middleware: the metrics time a request once it is admitted
+    app.add_middleware(
+        AdmissionGate, slots=settings.api_threads, queue_timeout=settings.queue_timeout_s
+    )
     offline_docs.install_offline_docs(app, "/v1/docs")
     from service import dashboard
 

@@ -1,4 +1,8 @@
-"""All FastAPI dependencies: settings, database session, artifact store, runner, auth."""
+"""All FastAPI dependencies: settings, database session, artifact store, runner, auth.
+
+The dependencies that do no I/O are ``async def``: FastAPI runs a sync dependency on a
+worker thread, and each such hop costs a thread switch and a wait for a thread of the
+pool that the endpoints need (docs/reliability.md, "The thread and pool model")."""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -37,24 +43,35 @@ def get_services(request: Request) -> Services:
     return services
 
 
-def get_settings(services: Annotated[Services, Depends(get_services)]) -> Settings:
+async def services_dependency(request: Request) -> Services:
+    """:func:`get_services` as a dependency, on the event loop."""
+    return get_services(request)
+
+
+async def get_settings(services: Annotated[Services, Depends(services_dependency)]) -> Settings:
     return services.settings
 
 
 async def get_session(
-    services: Annotated[Services, Depends(get_services)],
+    services: Annotated[Services, Depends(services_dependency)],
 ) -> AsyncIterator[Session]:
     """A session for the endpoint function only: ``SessionDep`` closes it as the function
     returns, so its connection goes back to the pool before the response is serialised.
 
-    An async dependency on purpose: opening and closing the session run on the event loop,
-    not on a worker thread. Were they sync, a full thread pool whose endpoints all wait for
-    a connection would also hold up the closes that give connections back."""
+    Opened on the event loop (no connection is taken until the first query). Closing it
+    ends its transaction: on SQLite an in-process call, made on the loop; on a database
+    server a ROLLBACK round trip, which would stall the loop, so it runs on a thread of its
+    own limiter, never waiting for the endpoints' threads (as FastAPI closes sync
+    dependencies)."""
     session = services.sessions()
     try:
         yield session
     finally:
-        session.close()
+        if services.engine.dialect.name == "sqlite":
+            session.close()
+        else:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(session.close, limiter=anyio.CapacityLimiter(1))
 
 
 WireT = TypeVar("WireT")
@@ -139,7 +156,7 @@ def _unauthorized() -> HTTPException:
     )
 
 
-def require_write(
+async def require_write(
     credentials: Credentials, settings: Annotated[Settings, Depends(get_settings)]
 ) -> None:
     """Every write needs a bearer token when tokens are configured."""
@@ -147,7 +164,7 @@ def require_write(
         raise _unauthorized()
 
 
-def require_read(
+async def require_read(
     credentials: Credentials, settings: Annotated[Settings, Depends(get_settings)]
 ) -> None:
     """Reads are open unless ``open_reads`` is false (then they need a token too)."""
@@ -157,7 +174,7 @@ def require_read(
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-ServicesDep = Annotated[Services, Depends(get_services)]
+ServicesDep = Annotated[Services, Depends(services_dependency)]
 WriteAuth = Depends(require_write)
 ReadAuth = Depends(require_read)
 

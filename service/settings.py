@@ -43,7 +43,13 @@ class Settings(BaseSettings):
     task_max_retries: int = Field(default=3, ge=0)
     run_jobs: bool = Field(default=True, description="start the in-process job runner")
     api_threads: int = Field(
-        default=40, ge=1, description="worker threads of the sync endpoints; the pool matches"
+        default=40,
+        ge=1,
+        description="requests served at once, each on a worker thread with one connection of "
+        "the pool; more wait in a queue (service/admission.py)",
+    )
+    queue_timeout_s: float = Field(
+        default=30.0, gt=0, description="seconds a request waits in the queue, then 503"
     )
     db_pool_timeout: float = Field(
         default=5.0, gt=0, description="seconds a request waits for a connection, then 503"

@@ -14,7 +14,7 @@ Per application (so two apps in one process never share counters):
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from fastapi import APIRouter, FastAPI, Request
@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client import generate_latest as render_metrics
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api_schemas.enums import JOB_STATES
 from service.problems import problems
@@ -30,7 +31,6 @@ from service.store import repo
 
 router = APIRouter(tags=["health"], responses=problems(422, 503))
 
-NextHandler = Callable[[Request], Awaitable[Response]]
 WALL_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0)
 
 
@@ -87,6 +87,39 @@ def route_template(request: Request) -> str:
     return path[: len(path) - len(rendered)] + template if path.endswith(rendered) else template
 
 
+class RequestMetrics:
+    """Pure ASGI middleware counting and timing every request by route template (until its
+    last byte is sent). Not ``@app.middleware("http")``: that runs each request in a task
+    group of its own with a memory stream for its body, a cost on every request."""
+
+    def __init__(self, app: ASGIApp, *, metrics: ServiceMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            request = Request(scope)
+            route = route_template(request)
+            self.metrics.requests.labels(request.method, route, str(status)).inc()
+            self.metrics.latency.labels(request.method, route).observe(
+                time.perf_counter() - started
+            )
+
+
 def install_metrics(app: FastAPI) -> ServiceMetrics:
     """The app's registry, its HTTP middleware and ``GET /metrics``."""
     registry = CollectorRegistry()
@@ -114,21 +147,7 @@ def install_metrics(app: FastAPI) -> ServiceMetrics:
     registry.register(StoreCollector(app))
     app.state.metrics = metrics
 
-    @app.middleware("http")
-    async def _count(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = route_template(request)
-            metrics.requests.labels(request.method, route, str(status)).inc()
-            metrics.latency.labels(request.method, route).observe(time.perf_counter() - started)
-
+    app.add_middleware(RequestMetrics, metrics=metrics)
     app.include_router(router)
     return metrics
 

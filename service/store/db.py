@@ -88,6 +88,25 @@ def downgrade(url: str, revision: str = "base") -> None:
     command.downgrade(alembic_config(url), revision)
 
 
+STATISTICS_TABLES = ("jobs", "job_layers", "layer_results")
+
+
+def refresh_statistics(engine: Engine) -> None:
+    """``ANALYZE`` the filtered tables, so the planner knows their distributions.
+
+    SQLite keeps no statistics until asked: without them it picks the filter's index and
+    sorts every match (a filter on two kinds sorted by ``s``: 13,000 rows sorted for a
+    page of 50, 70 ms at 10^5 layers) where the sort column's index stops after the page
+    (9 ms). PostgreSQL samples (autovacuum does it too, but only some time after a bulk
+    load). Run at start-up; about 0.7 s per 10^5 layers on SQLite."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            for table in STATISTICS_TABLES:
+                conn.execute(text(f"ANALYZE {table}"))
+        else:
+            conn.execute(text(f"ANALYZE {', '.join(STATISTICS_TABLES)}"))
+
+
 def ping(engine: Engine) -> bool:
     try:
         with engine.connect() as conn:

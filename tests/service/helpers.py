@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,28 @@ def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
         for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
+
+
+def partial_upload(url: str, file_bytes: int, *, chunked: bool, total: int) -> socket.socket:
+    """Open a multipart upload by hand and send ``file_bytes`` of its file part."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.npz"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(head) + total}"
+    sock.sendall(
+        f"POST /v1/datasets HTTP/1.1\r\nHost: {host}\r\n{length}\r\n"
+        f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
+    )
+
+    def send(data: bytes) -> None:
+        sock.sendall(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+
+    send(head)
+    block = b"\0" * 65536
+    for _ in range(file_bytes // len(block)):
+        send(block)
+    return sock

@@ -1,6 +1,9 @@
 """kill -9, as an operator's machine would: of a Ray worker mid-task, then of the server
-process mid-job. Ray retries the task (visible as ``attempts``), the next server resumes the
-job: 0 layers lost, 0 duplicated, numbers bit-identical to an uninterrupted run.
+process mid-job and mid-upload. Ray retries the task (visible as ``attempts``), the next
+server resumes the job and removes the partial upload: 0 layers lost, 0 duplicated,
+numbers bit-identical to an uninterrupted run, nothing left behind. On SQLite, and on
+PostgreSQL too when ``CURVPROF_TEST_PG_URL`` is set (tests/pg.sh): there both kills land
+in one job (one server run and its restart), compared bit for bit with the SQLite jobs.
 
 (``test_end_to_end.test_restart_resumes_without_duplicates`` covers a clean stop; the
 multi-node test covers losing a whole worker node.)"""
@@ -20,11 +23,13 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from bench.live import fresh_pg_database
 from service.embedded import free_port
 from service.store import db
 from service.store.codec import unpack_profile
 from service.store.models import LayerProfileRow, LayerResultRow
-from tests.service.helpers import SPEC
+from tests.service.conftest import PG_URL
+from tests.service.helpers import SPEC, partial_upload
 
 REPO = Path(__file__).resolve().parents[2]
 TASK_TITLE = "ray::profile_group_announced"
@@ -77,13 +82,15 @@ def _alive(pid: int) -> bool:
 class ServerProcess:
     """``uvicorn service.app:create_app`` with the job runner and its embedded Ray."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, db_url: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = data_dir
         env = {
             **os.environ,
             "PYTHONPATH": str(REPO),
             "CURVPROF_DATA_DIR": str(data_dir),
+            "CURVPROF_DB_URL": db_url,
             "CURVPROF_RAY_NUM_CPUS": "1",
             "CURVPROF_TEST_THREADS": "1",
         }
@@ -169,14 +176,59 @@ def _stored(url: str, job_id: str) -> dict[str, tuple[int, Any]]:
     return numbers
 
 
+def _kill_mid_job_and_mid_upload(
+    server: ServerProcess, url: str, job_id: str, *, before_kill: Callable[[], bool]
+) -> dict[str, tuple[int, Any]]:
+    """Wait for ``before_kill`` and two stored layers, start an upload, kill -9 the server
+    with both in flight; returns the layers stored before the kill."""
+    _wait(
+        lambda: server.job(job_id)["progress"]["done"] >= 2 and before_kill(),
+        180,
+        "two layers stored",
+    )
+    tmp_dir = server.data_dir / "artifacts" / "tmp"
+    upload = partial_upload(server.url, 1 << 20, chunked=False, total=64 << 20)
+    _wait(lambda: bool(list(tmp_dir.glob("upload-*.part"))), 30, "the upload's temp file")
+    server.kill()
+    upload.close()
+    assert list(tmp_dir.glob("upload-*.part")), "the kill left the partial upload"
+    before = _stored(url, job_id)
+    assert 2 <= len(before) < 8, len(before)
+    return before
+
+
+def _resumed(
+    servers: list[ServerProcess],
+    data_dir: Path,
+    url: str,
+    job_id: str,
+    before: dict[str, tuple[int, Any]],
+) -> tuple[dict[str, Any], dict[str, tuple[int, Any]]]:
+    """A new server on the same store finishes the job: 0 lost, 0 duplicated, the rows
+    stored before the kill kept (not redone), no file left behind."""
+    server = ServerProcess(data_dir, url)
+    servers.append(server)
+    _wait(lambda: server.job(job_id)["state"] in ("succeeded", "failed"), 300, "job resumed")
+    done = server.job(job_id)
+    assert done["state"] == "succeeded", done["error"]
+    assert done["progress"]["done"] == done["progress"]["total"] == 8
+    assert all(lp["state"] == "succeeded" for lp in done["progress"]["layers"])
+    after = _stored(url, job_id)
+    assert len(after) == 8  # 0 lost, 0 duplicated (the store also refuses a second row)
+    assert all(after[name][0] == before[name][0] for name in before)  # kept, not redone
+    leftovers = [p for p in (data_dir / "artifacts").rglob("*") if p.is_file()]
+    assert leftovers == []  # the partial upload was removed at start-up
+    return done, after
+
+
 @pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 def test_kill_a_worker_then_the_server_mid_job(
     servers: list[ServerProcess], tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "data"
     url = f"sqlite:///{data_dir / 'curvprof.db'}"
-    first = ServerProcess(data_dir)
+    first = ServerProcess(data_dir, url)
     servers.append(first)
 
     # 1. kill -9 of the Ray worker running a task: Ray retries it, the progress shows it
@@ -195,21 +247,10 @@ def test_kill_a_worker_then_the_server_mid_job(
     numbers_a = _stored(url, job_a)
     assert len(numbers_a) == 8
 
-    # 2. kill -9 of the server mid-job: the next server resumes it
+    # 2. kill -9 of the server mid-job and mid-upload: the next server resumes the job
     job_b = first.submit({**JOB})  # the same job again (no Idempotency-Key: a new job)
-    _wait(lambda: first.job(job_b)["progress"]["done"] >= 2, 180, "two layers of job B")
-    first.kill()
-    before = _stored(url, job_b)
-    assert 2 <= len(before) < 8, len(before)
-    second = ServerProcess(data_dir)
-    servers.append(second)
-    _wait(lambda: second.job(job_b)["state"] in ("succeeded", "failed"), 300, "job B resumed")
-    done_b = second.job(job_b)
-    assert done_b["state"] == "succeeded", done_b["error"]
-    assert done_b["progress"]["done"] == done_b["progress"]["total"] == 8
-    after = _stored(url, job_b)
-    assert len(after) == 8  # 0 lost, 0 duplicated (the store also refuses a second row)
-    assert all(after[name][0] == before[name][0] for name in before)  # kept, not redone
+    before = _kill_mid_job_and_mid_upload(first, url, job_b, before_kill=lambda: True)
+    done_b, after = _resumed(servers, data_dir, url, job_b, before)
     attempts = {lp["name"]: lp["attempts"] for lp in done_b["progress"]["layers"]}
     assert all(attempts[name] == 1 for name in before)
 
@@ -217,3 +258,30 @@ def test_kill_a_worker_then_the_server_mid_job(
     assert set(numbers_a) == set(after)
     for name in after:
         assert after[name][1] == numbers_a[name][1], name
+
+    if PG_URL is None:
+        return
+    for server in servers:  # the SQLite servers' work is done: their CPU is the next one's
+        server.stop()
+    # 4. on PostgreSQL, one job takes both kills: a worker mid-task (its retry shows in the
+    # progress), then the server mid-job and mid-upload; resumed, it matches job A bit for bit
+    with fresh_pg_database(PG_URL) as pg_url:
+        pg_dir = tmp_path / "pg-data"
+        pg_server = ServerProcess(pg_dir, pg_url)
+        servers.append(pg_server)
+        job_c = pg_server.submit(JOB)
+        _wait(lambda: bool(pg_server.busy_workers()), 120, "a task to start on PostgreSQL")
+        time.sleep(2.0)
+        os.kill(pg_server.busy_workers()[0], signal.SIGKILL)
+
+        def retry_seen() -> bool:
+            layers = pg_server.job(job_c)["progress"]["layers"]
+            return any(lp["attempts"] >= 2 for lp in layers)
+
+        before_c = _kill_mid_job_and_mid_upload(pg_server, pg_url, job_c, before_kill=retry_seen)
+        _, after_c = _resumed(servers, pg_dir, pg_url, job_c, before_c)
+        assert set(after_c) == set(numbers_a)
+        for name in after_c:
+            assert after_c[name][1] == numbers_a[name][1], name
+        for server in servers:  # the database is dropped next: no connection may be left
+            server.stop()

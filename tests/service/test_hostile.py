@@ -26,6 +26,7 @@ from bench.hostile import (
 from service.embedded import EmbeddedServer
 from service.settings import Settings
 from service.upload import remove_stale_uploads
+from tests.service.helpers import partial_upload
 
 MIB = 1 << 20
 
@@ -61,35 +62,10 @@ def test_hostile_corpus_over_rest_and_the_cli(
     assert result.marker_pids and result.server_pid not in result.marker_pids
 
 
-def _partial_upload(url: str, file_bytes: int, *, chunked: bool, total: int) -> socket.socket:
-    """Open a multipart upload by hand and send ``file_bytes`` of its file part."""
-    host, port = url.removeprefix("http://").split(":")
-    sock = socket.create_connection((host, int(port)))
-    boundary = "b0undary"
-    head = (
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="d.npz"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode()
-    length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {len(head) + total}"
-    sock.sendall(
-        f"POST /v1/datasets HTTP/1.1\r\nHost: {host}\r\n{length}\r\n"
-        f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode()
-    )
-
-    def send(data: bytes) -> None:
-        sock.sendall(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
-
-    send(head)
-    block = b"\0" * 65536
-    for _ in range(file_bytes // len(block)):
-        send(block)
-    return sock
-
-
 def test_chunked_oversize_upload_is_refused_when_it_crosses_the_limit(tmp_path: Path) -> None:
     server = EmbeddedServer(Settings(data_dir=tmp_path / "d", run_jobs=False, max_upload_bytes=MIB))
     try:
-        sock = _partial_upload(server.url, 2 * MIB, chunked=True, total=0)
+        sock = partial_upload(server.url, 2 * MIB, chunked=True, total=0)
         sent, refused = 2 * MIB, False
         sock.settimeout(0.05)
         block = b"%x\r\n%s\r\n" % (65536, b"\0" * 65536)
@@ -122,7 +98,7 @@ def test_kill_9_mid_upload_leaves_nothing_after_restart(
     hostile: tuple[ServerProcess, Path, list[HostileCase]],
 ) -> None:
     server = hostile[0]
-    sock = _partial_upload(server.url, 2 * MIB, chunked=False, total=64 * MIB)
+    sock = partial_upload(server.url, 2 * MIB, chunked=False, total=64 * MIB)
     tmp_dir = server.data_dir / "artifacts" / "tmp"
     deadline = time.monotonic() + 30
     while not list(tmp_dir.glob("upload-*.part")) and time.monotonic() < deadline:
