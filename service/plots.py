@@ -105,7 +105,8 @@ def gamma_line(sigma: np.ndarray, gamma: float | None) -> tuple[np.ndarray, np.n
 
 def identity_figure(layers: Sequence[LayerProfile], title: str = "s vs αγ") -> bytes:
     """The paper's headline plot: measured s against predicted αγ per layer, with the identity
-    line, the median relative error, the §7 algebraic bound and s_eig beside it."""
+    line, the median relative error, the algebraic bound
+    (docs/maths.md#the-identity-and-its-algebraic-bound) and s_eig beside it."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
     ok = [lay for lay in layers if _finite(lay.s) and _finite(lay.predicted_s)]
     ax = axes[0]

@@ -65,7 +65,8 @@ def alpha_by_kind(rows: Sequence[LayerRow]) -> list[dict[str, Any]]:
 
 
 def identity_summary(rows: Sequence[LayerRow]) -> dict[str, float | int | None]:
-    """Medians of the identity errors, the §7 bound and s_eig against αγ over stored layers."""
+    """Medians of the identity errors, the algebraic bound and s_eig against αγ over stored layers
+    (docs/maths.md#the-identity-and-its-algebraic-bound)."""
 
     def med(values: Iterable[float | None]) -> float | None:
         vals = _finite(values)

@@ -132,7 +132,8 @@ def eigenvalue_exponent(eigenvalues: ArrayLike, converged: ArrayLike | None = No
 
 
 def rank_cutoff_count(sigma: ArrayLike, tau: float = 1e-6) -> int:
-    """Numerical rank r_num = #{k : σ_k > τ·σ_1}, σ_1 = max of the finite σ (§4.2)."""
+    """Numerical rank r_num = #{k : σ_k > τ·σ_1}, σ_1 = max of the finite σ
+    (docs/maths.md#rank-cut-off)."""
     s = np.asarray(sigma, dtype=np.float64).ravel()
     s = s[np.isfinite(s)]
     if s.size == 0 or s.max() <= 0.0:
@@ -142,7 +143,8 @@ def rank_cutoff_count(sigma: ArrayLike, tau: float = 1e-6) -> int:
 
 def clusters(sigma: ArrayLike, rel_gap: float = 1e-3) -> list[list[int]]:
     """Partition indices 0..K−1 into runs of consecutive σ with relative gap
-    |σ_k − σ_{k+1}| / max(|σ_k|, |σ_{k+1}|) < rel_gap (§12.4). Singletons are included;
+    |σ_k − σ_{k+1}| / max(|σ_k|, |σ_{k+1}|) < rel_gap
+    (docs/maths.md#near-degenerate-singular-values). Singletons are included;
     non-finite σ are always singletons."""
     s = np.asarray(sigma, dtype=np.float64).ravel()
     out: list[list[int]] = []
@@ -160,7 +162,8 @@ def clusters(sigma: ArrayLike, rel_gap: float = 1e-3) -> list[list[int]]:
 
 
 def _bic_on(k: FloatArray, log_s: FloatArray) -> dict[str, dict[str, float]]:
-    """BIC/AIC of three models of log σ_k on the ranks k (§6); see :func:`bic_compare`."""
+    """BIC/AIC of three models of log σ_k on the ranks k
+    (docs/maths.md#model-choice-for-the-singular-values); see :func:`bic_compare`."""
     n = int(k.size)
     x = np.log(k)
     designs = {
@@ -399,7 +402,8 @@ def _merged_alpha(
     sig: FloatArray, hh: FloatArray, groups: Sequence[Sequence[int]], floor: float, min_points: int
 ) -> float:
     """α with each σ-cluster merged to one point (mean σ, mean of its finite h; the cluster
-    mean of h is basis-invariant, §12.4); points with mean h ≤ floor dropped."""
+    mean of h is basis-invariant, docs/maths.md#near-degenerate-singular-values); points with
+    mean h ≤ floor dropped."""
     pts = []
     for c in groups:
         hc = hh[list(c)]

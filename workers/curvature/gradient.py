@@ -3,7 +3,8 @@
 G = Σ_j ∇_W L_j over micro-batches j (exact: each L_j carries the full batch's normaliser).
 G = U Σ Vᵀ in float64; directions V_k = u_k v_kᵀ are Frobenius-orthonormal and paired (u_k, v_k)
 come from the same SVD, so h_k has no sign ambiguity. Only σ_k > τ·σ_1 are kept (τ = 1e-6),
-and a softmax cross-entropy head has rank(G) ≤ C − 1 because 1ᵀG = 0 (test T10).
+and a softmax cross-entropy head has rank(G) ≤ C − 1 because 1ᵀG = 0
+(docs/maths.md#rank-cut-off).
 """
 
 from __future__ import annotations

@@ -2,17 +2,18 @@
 
 Single-vector Lanczos with full reorthogonalisation applied twice ("twice is enough"),
 a float64 Krylov basis whatever the matvec dtype, and breakdown restarts; a growing-basis
-driver for the top-k values; and block Lanczos for exact multiplicities (T14). The
+driver for the top-k values; and block Lanczos for exact multiplicities
+(docs/maths.md#lanczos-and-the-breakdown-test). The
 eigenvalue power-law exponent s_eig is ``fits.eigenvalue_exponent``.
 
 Semantics shared by all solvers:
 
 * ``steps`` (result): Krylov dimension reached = number of basis vectors that went through
   the operator. ``n_matvec`` counts operator columns applied (equal to ``steps`` here).
-* Breakdown: β_j ≤ 1e-12·max(max|α|, max β) (the ‖T‖ scale; it equals the §8.1 test
-  ``1e-12·max|α|`` whenever the diagonal dominates and does not miss a breakdown when the
-  diagonal vanishes). The basis then spans an invariant subspace and every Ritz value is
-  exact. Single-vector Lanczos restarts (counted in ``restarts``) with a random vector
+* Breakdown (docs/maths.md#lanczos-and-the-breakdown-test): β_j ≤ 1e-12·max(max|α|, max β)
+  (the ‖T‖ scale; it equals ``1e-12·max|α|`` whenever the diagonal dominates and does not
+  miss a breakdown when the diagonal vanishes). The basis then spans an invariant subspace
+  and every Ritz value is exact. Single-vector Lanczos restarts (counted in ``restarts``) with a random vector
   orthogonal to the basis, coupled by β = 0, only while fewer than k Ritz values exist and
   the space is not exhausted; otherwise it stops early.
 * Converged: residual bound |β_m s_i[m]| ≤ tol·max_i|θ_i| (= tol·|θ_1| for PSD operators).

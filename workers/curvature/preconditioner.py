@@ -4,7 +4,7 @@ With h_k = κσ_k^α on span{u_k v_kᵀ} and damping λ, the damped Newton step 
 Δ = −Σ_k T_k u_k v_kᵀ with T_k = σ_k / (κσ_k^α + λ). T is the coefficient on u_k v_kᵀ
 (the paper's convention): α = 0 → SGD, α = 1 → Muon (UVᵀ), α = 2 → damped pseudo-inverse.
 
-Modes (§11.1, CHOICE):
+Modes (an engineering choice; docs/maths.md#preconditioner-modes):
 
 * ``paper``: raw σ, κ = 1, λ = d.
 * ``newton``: κ = ĉ = exp(intercept of the α fit), λ = d·κ·median(σ)^α, raw σ. Then

@@ -6,9 +6,11 @@ Per SN parameter W (conv kernels viewed as C_out × C_in·kh·kw), with gradient
 2. ΔW = Σ_k σ_k(D)/(κσ_k^α + λ) · u_k v_kᵀ (:func:`spectral_newton_direction`), where by mode
    * ``paper``: κ as given (1 unless set), λ = d;
    * ``newton``: κ = exp(alpha_intercept) from the profile, λ = d·κ·median(σ)^α over the top
-     20 σ of D above 1e-6·σ_1 (the α-fit window of §4.2/§6; as ``preconditioner_params``);
+     20 σ of D above 1e-6·σ_1 (the α-fit window, docs/maths.md#fit-window-and-exponents;
+     as ``preconditioner_params``);
    * ``normalized``: σ̃ = σ/σ_1, i.e. ΔW is the direction of D/σ_1 with κ and λ = d.
-   Optionally (``shape_scale``, off by default, §11.3 step 4) ΔW ×= max(1, m/n)^½ (Muon).
+   Optionally (``shape_scale``, off by default; docs/maths.md#spectral-newton-step)
+   ΔW ×= max(1, m/n)^½ (Muon).
 3. W ← W(1 − ηλ_wd) − ηΔW (decoupled weight decay).
 
 Parameter groups carry ``sn`` (True: the SN step; False: AdamW with ``betas``/``eps``), so one
@@ -81,7 +83,8 @@ def _profile_layer(profile: Profile, parameter: str) -> LayerProfile | None:
 
 
 class SpectralNewton(torch.optim.Optimizer):
-    """Spectral Newton: ΔW = Σ_k σ_k/(κσ_k^α + d) u_k v_kᵀ of the Nesterov momentum (§11.3).
+    """Spectral Newton: ΔW = Σ_k σ_k/(κσ_k^α + d) u_k v_kᵀ of the Nesterov momentum
+    (docs/maths.md#spectral-newton-step).
 
     ``params`` as for any torch optimizer; a group's ``sn`` key (default True) selects SN or
     AdamW. SN groups must hold matrices (ndim ≥ 2). Defaults: μ = 0.95 Nesterov, d = 0.1,
