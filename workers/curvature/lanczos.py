@@ -13,9 +13,9 @@ Semantics shared by all solvers:
 * Breakdown (docs/maths.md#lanczos-and-the-breakdown-test): β_j ≤ 1e-12·max(max|α|, max β)
   (the ‖T‖ scale; it equals ``1e-12·max|α|`` whenever the diagonal dominates and does not
   miss a breakdown when the diagonal vanishes). The basis then spans an invariant subspace
-  and every Ritz value is exact. Single-vector Lanczos restarts (counted in ``restarts``) with a random vector
-  orthogonal to the basis, coupled by β = 0, only while fewer than k Ritz values exist and
-  the space is not exhausted; otherwise it stops early.
+  and every Ritz value is exact. Single-vector Lanczos restarts (counted in ``restarts``)
+  with a random vector orthogonal to the basis, coupled by β = 0, only while fewer than k
+  Ritz values exist and the space is not exhausted; otherwise it stops early.
 * Converged: residual bound |β_m s_i[m]| ≤ tol·max_i|θ_i| (= tol·|θ_1| for PSD operators).
 * Multiplicities: one Krylov space holds one copy per distinct eigenvalue; more copies come
   only from restarts or rounding noise. Use ``block_lanczos`` (b ≥ multiplicity) if they matter.
