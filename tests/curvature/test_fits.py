@@ -1,4 +1,5 @@
-"""science.md §6–§7 estimators and T1/T8 (§13) on synthetic data."""
+"""The estimators of docs/maths.md#fit-window-and-exponents and its identity bound on synthetic
+data; T1 (rank-one linear layer) and T8 (OLS algebra on random data)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from workers.curvature.fits import (
 
 
 def _reference_ols(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, float]:
-    """science.md §6 reference code, verbatim."""
+    """The paper's reference fit (np.polyfit of degree 1 on natural logs)."""
     X, Y = np.log(x), np.log(y)
     b, a = np.polyfit(X, Y, 1)
     e = Y - (a + b * X)
@@ -252,7 +253,7 @@ def test_mismatched_lengths_raise() -> None:
         fit_exponents([1.0, 2.0], [1.0])
 
 
-# --- T8: OLS algebra on random data (§7, §9.2) ------------------------------------------------
+# --- T8: OLS algebra on random data (the identity bound, the α decomposition) ----------------
 
 
 def test_t8_alpha_is_two_plus_phi_slope() -> None:

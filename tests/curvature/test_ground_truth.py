@@ -1,4 +1,6 @@
-"""science.md §13 cases T1, T2, T5, T10, T12 and T13 through the engine, float64."""
+"""Closed-form cases through the engine, float64: T1 rank-one linear layer (MSE, one sample),
+T2 linear layer with an exact Kronecker Hessian, T5 Kronecker quadratic with exact α, T10
+softmax head rank ≤ C − 1, T12 ReLU block = Gauss–Newton, T13 Ky Fan partial sums."""
 
 from __future__ import annotations
 

@@ -1,4 +1,6 @@
-"""Kronecker factors, alignment and the α decomposition (science.md §9; cases T3, T4, T11)."""
+"""Kronecker factors, alignment and the α decomposition
+(docs/maths.md#kronecker-factors-and-alignment): T3 constructed perfect alignment,
+T4 constructed misalignment, T11 the empirical-Fisher identity."""
 
 from __future__ import annotations
 

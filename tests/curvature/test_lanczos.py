@@ -1,4 +1,5 @@
-"""Tests for workers.curvature.lanczos (science.md §8, §13 T6, T14, T15); all float64."""
+"""Tests for workers.curvature.lanczos (docs/maths.md#lanczos-and-the-breakdown-test; T6 a
+known power-law spectrum, T14 multiplicities, T15 s_eig against s_dir); all float64."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ def test_t6_power_law_60_steps_exact(power_law_op):
 def test_t6_power_law_40_steps_unconverged_and_honest(power_law_op, seed):
     mv, n, lam = power_law_op
     r = lanczos(mv, n, steps=40, k=20, tol=1e-8, seed=seed)
-    assert 14 <= r.n_converged < 20  # §8.1: "about 3" left unconverged
+    assert 14 <= r.n_converged < 20  # 40 steps leave about 3 unconverged
     rel = np.abs(r.eigenvalues - lam[:20]) / lam[:20]
     assert rel[r.converged].max() < 1e-6  # every flagged value is really converged
     assert r.converged[:10].all()  # the top converges first
@@ -81,7 +82,7 @@ def test_t6_lanczos_top_reaches_convergence(power_law_op):
     r = lanczos_top(mv, n, k=20, tol=1e-8, seed=0, return_vectors=True)
     assert r.n_converged == 20
     # checked after every matvec: the first Krylov size with all 20 converged, not more
-    # (§8.1 says 40 steps leave ~3 unconverged)
+    # (40 steps leave ~3 unconverged)
     assert r.n_matvec == r.steps and 40 < r.steps <= 60
     assert lanczos(mv, n, steps=r.steps - 1, k=20, tol=1e-8, seed=0).n_converged < 20
     assert np.abs(r.eigenvalues - lam[:20]).max() / lam[0] < 1e-12
@@ -174,13 +175,14 @@ def test_block_lanczos_matches_single_on_generic(power_law_op):
     ("p", "q", "s_eig", "s_dir"), [(1, 1, 0.686, 2), (0.5, 1.5, 0.477, 2), (1, 2, 0.892, 3)]
 )
 def test_t15_aligned_kronecker(p, q, s_eig, s_dir):
-    """§8.4: S = diag(k^-p), A = diag(k^-q); eigenvalues i^-p j^-q; s_eig[1,20] vs s_dir."""
+    """Aligned Kronecker model: S = diag(k^-p), A = diag(k^-q); eigenvalues i^-p j^-q;
+    s_eig[1,20] vs s_dir."""
     n = 400
     k = torch.arange(1, n + 1, dtype=F64)
     sd, ad = k**-p, k**-q
     mv = _kron_diag(sd, ad)
     exact = np.sort(np.outer(sd.numpy(), ad.numpy()).ravel())[::-1][:20]
-    assert round(_exponent(exact)[0], 3) == s_eig  # §8.4 table, 3 decimals
+    assert round(_exponent(exact)[0], 3) == s_eig  # docs/maths.md value, 3 decimals
     # The top 20 hold repeated products (i^-p j^-q = j^-p i^-q): single-vector Lanczos finds a
     # multiplicity only through rounding, so it can report 20 converged values and still miss
     # a copy (T14); block Lanczos recovers them.

@@ -1,5 +1,6 @@
 """Regression on the paper's frozen result files (arXiv:2606.02596 repro package, MIT licence):
-T16 and §6, §7, §10, §15 of science.md."""
+T16 (ResNet-18 conv1 on CIFAR-10 refit exactly), the fits, the identity's bound and the
+participation ratio (docs/maths.md), and the paper's softmax-head caveat (docs/reproduction.md)."""
 
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ def test_t16_conv1_table() -> None:
     assert _printed(pr_h, "1.8156")
     assert _printed(participation_ratio(T16_SIGMA), "5.4786")
     zeta = zeta_prediction(f.alpha * f.gamma)
-    assert _printed(zeta, "1.3739") and pr_h > zeta  # the "bound" is exceeded (§10)
+    assert _printed(zeta, "1.3739") and pr_h > zeta  # the "bound" is exceeded
 
 
 # --- every layer of results_alpha_triangle.json ---------------------------------------------
@@ -156,7 +157,7 @@ def test_model_fit_comparison_bic() -> None:
     assert checked == 17
 
 
-# --- softmax-head rank (T16, §15 caveat 2) ---------------------------------------------------
+# --- softmax-head rank ≤ C − 1 (T16; docs/maths.md#rank-cut-off) -----------------------------
 
 
 def test_fc_head_rank_cutoff() -> None:
@@ -173,7 +174,7 @@ def test_fc_head_rank_cutoff() -> None:
     assert paper.n_valid == 9 and paper.n_neg == 1 and not paper.fit_mask[9]
 
 
-# --- §7 medians over the 17 CIFAR rows, junk σ and h ≤ 0 excluded ----------------------------
+# --- identity medians over the 17 CIFAR rows, junk σ and h ≤ 0 excluded ----------------------
 
 
 def test_section7_medians_and_bounds() -> None:
@@ -192,11 +193,11 @@ def test_section7_medians_and_bounds() -> None:
     assert int(np.sum(paper > 0.10)) == 2
     assert _printed(float(paper[9]), "0.74") and _printed(
         float(paper[16]), "1.57"
-    )  # §15: fc, classifier
+    )  # the softmax heads: fc, classifier
     assert _printed(100 * float(np.median(paper)), "1.70")
 
 
-# --- §10: PR_h against ζ(αγ)²/ζ(2αγ) ---------------------------------------------------------
+# --- PR_h against ζ(αγ)²/ζ(2αγ) (docs/maths.md#participation-ratio) -------------------------
 
 
 def test_section10_zeta_bound_exceeded() -> None:

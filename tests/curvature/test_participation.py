@@ -1,4 +1,5 @@
-"""T7 (science.md §13) and §10: participation ratio and zeta predictions."""
+"""Participation ratio and zeta predictions (docs/maths.md#participation-ratio); T7: PR of
+closed-form power laws k^−s."""
 
 from __future__ import annotations
 

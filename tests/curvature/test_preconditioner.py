@@ -1,4 +1,5 @@
-"""T9 and T1 (science.md §13), §11.1–11.2: the spectral preconditioner T(σ; α)."""
+"""The spectral preconditioner T(σ; α) (docs/maths.md#preconditioner-modes): T9 (closed forms on
+G = diag(3, 1)), T1 (rank-one linear layer, MSE: the Newton step) and the α = 0, 1, 2 reductions."""
 
 from __future__ import annotations
 

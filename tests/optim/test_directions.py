@@ -1,4 +1,6 @@
-"""SN matrix functions against science.md T1, T9, T17 and the three routes against each other."""
+"""SN matrix functions against closed forms — T1 (rank-one linear layer, MSE: one Newton step),
+T9 (T(σ; α) on G = diag(3, 1)), T17 (Muon's NS5 is inexact) — and the three routes against
+each other (docs/maths.md#spectral-newton-step)."""
 
 from __future__ import annotations
 

@@ -53,7 +53,8 @@ def _profile() -> Profile:
 
 
 def test_for_model_defaults_by_kind_and_adamw_scope() -> None:
-    """By-kind α (§11.3); head, norm gains and all biases go to one AdamW group."""
+    """By-kind α (docs/maths.md#spectral-newton-step); head, norm gains and all biases go to one
+    AdamW group."""
     model = _Block()
     opt = SpectralNewton.for_model(model, lr=0.01, adamw_lr=1e-3)
     got = {a.parameter: (a.optimizer, a.alpha) for a in opt.assignments}

@@ -12,11 +12,11 @@ from service.reproduce import alpha_by_kind, identity_summary, markdown_report, 
 PAPER_DATA = Path(__file__).resolve().parents[2] / "data" / "paper-data"
 
 
-def test_refit_of_the_paper_data_matches_science_md() -> None:
+def test_refit_of_the_paper_data_matches_the_documented_medians() -> None:
     refit = refit_paper_data(PAPER_DATA)
     assert len(refit["rows"]) == 17
     assert refit["max_alpha_diff"] < 1e-12
-    # science.md §7: with the rank cut-off, 1.70% sorted, 0.80% unsorted, bound 3.97%
+    # docs/reproduction.md: with the rank cut-off, 1.70% sorted, 0.80% unsorted, bound 3.97%
     assert refit["median_error_cut"] == pytest.approx(0.0170, abs=5e-5)
     assert refit["median_error_unsorted_cut"] == pytest.approx(0.0080, abs=5e-5)
     assert refit["median_bound_cut"] == pytest.approx(0.0397, abs=5e-5)
