@@ -17,6 +17,7 @@ import torch
 
 from bench import peers
 from bench.cases import Setup, paired, rel_diff
+from workers.curvature.ggn_output import rank_one_ggn_products
 from workers.curvature.ggn_route import ggn_products
 from workers.curvature.hvp import BlockHessian, directional_curvature
 from workers.curvature.measurement import grad_only_for
@@ -93,6 +94,18 @@ def ggn_jvp_method(s: Setup) -> Callable[[], torch.Tensor]:
     return run
 
 
+def rank_one_method(s: Setup) -> Callable[[], torch.Tensor]:
+    """The GGN route with rank-1 output tangents alone (no check): linear and conv layers."""
+
+    def run() -> torch.Tensor:
+        out = rank_one_ggn_products(s.model, [s.batch], s.spec, s.U, s.V, weight_products=False)
+        if out is None:
+            raise ValueError("not a single-use linear or convolution layer")
+        return out.h
+
+    return run
+
+
 def methods(s: Setup) -> dict[str, Callable[[], torch.Tensor]]:
     have = peers.available()
     out: dict[str, Callable[[], torch.Tensor]] = {
@@ -101,6 +114,7 @@ def methods(s: Setup) -> dict[str, Callable[[], torch.Tensor]]:
         "curvprof routed (diagnostics)": curvprof_routed_method(s, diagnostics=True),
         "curvprof routed h-only": curvprof_routed_method(s, diagnostics=False),
         "ggn vmapped JVP alone": ggn_jvp_method(s),
+        "ggn rank-1 output tangents alone": rank_one_method(s),
     }
     if have["pyhessian"]:
         out["pyhessian (docs: all params)"] = peers.pyhessian_hk(s, freeze_others=False)

@@ -50,7 +50,7 @@ def setups() -> list[Setup]:
             p.requires_grad_(False)
         y = torch.randint(0, 10, (x.shape[0],))
         batch = make_batch(x, y, "cross_entropy", dtype=DTYPE)
-        specs, _ = layer_inventory(model)
+        specs, _ = layer_inventory(model, batch.split(1, limit=1)[0].forward)
         spec = next(s for s in specs if s.name == layer)
         grads, _ = layer_gradients(model, [batch], [spec])
         svd = gradient_svd(grads[spec.name], K)

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from api_schemas import HkRoute
-from workers.curvature.ggn_route import ggn_products, numerically_ggn
+from workers.curvature.ggn_output import layer_ggn_products
+from workers.curvature.ggn_route import numerically_ggn
 from workers.curvature.hvp import BlockHessian, directional_curvature
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import MODEL_LOSS, Batch
@@ -53,7 +54,7 @@ def ggn_refusal(
         structure = output_structure(model, micro_batches[0].split(1, limit=1)[0], spec.parameter)
         if not structure.piecewise_linear:
             return structure.reason
-        check = numerically_ggn(model, micro_batches, spec, U, V)
+        check = numerically_ggn(model, micro_batches, spec, U, V, products=layer_ggn_products)
     except (RuntimeError, ValueError, AssertionError) as exc:  # e.g. a static-batch program
         return f"cannot prove: the probe forward failed ({type(exc).__name__})"
     if not check.passed:
@@ -75,7 +76,7 @@ def routed_curvature(
     reason = ggn_refusal(model, micro_batches, spec, U, V)
     if reason is None:
         try:
-            ggn = ggn_products(model, micro_batches, spec, U, V, weight_products=diagnostics)
+            ggn = layer_ggn_products(model, micro_batches, spec, U, V, weight_products=diagnostics)
             return RoutedCurvature(ggn.h.cpu(), "ggn_jvp", ggn.M, ggn.hv_norms)
         except (RuntimeError, NotImplementedError) as exc:  # no batching rule for some op
             reason = f"vmap failed: {type(exc).__name__}"
