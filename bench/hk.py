@@ -61,7 +61,8 @@ def curvprof_h_only_method(s: Setup) -> Callable[[], torch.Tensor]:
     weight-space route elsewhere), as the engine runs it."""
 
     def run() -> torch.Tensor:
-        out = output_space_curvature(s.model, [s.batch], s.spec, s.U, s.V)
+        fast = output_space_curvature(s.model, [s.batch], s.spec, s.U, s.V)
+        out = None if fast is None else fast[0]
         if out is None:
             block = BlockHessian(s.model, [s.batch], s.spec.parameter)
             out = directional_curvature(block, s.spec, s.U, s.V)["h"]

@@ -85,7 +85,8 @@ def test_rank_one_products_equal_the_dense_block_hessian(case: str, loss: str) -
             r.hv_norms, (flat @ H).norm(dim=1), rtol=1e-12, atol=1e-14 * scale
         )
         h_only = rank_one_ggn_products(model, [batch], spec, svd.U, svd.V, weight_products=False)
-        assert h_only is not None and h_only.M is None
+        assert h_only is not None and h_only.M is not None and h_only.hv_norms is None
+        torch.testing.assert_close(h_only.M, flat @ H @ flat.T, rtol=0, atol=1e-12 * scale)
         torch.testing.assert_close(h_only.h, r.h, rtol=1e-12, atol=1e-14 * scale)
         # the same numbers as the full weight tangent through the whole model
         full = ggn_products(model, [batch], spec, svd.U, svd.V, weight_products=False)

@@ -55,7 +55,8 @@ def test_ggn_products_equal_the_dense_block_hessian(case: str, loss: str) -> Non
         )
         torch.testing.assert_close(r.hv_norms, HV.norm(dim=1), rtol=1e-12, atol=1e-14 * scale)
         h_only = ggn_products(model, [batch], spec, svd.U, svd.V, weight_products=False)
-        assert h_only.M is None
+        assert h_only.M is not None and h_only.hv_norms is None  # M from the output tangents
+        torch.testing.assert_close(h_only.M, flat @ H @ flat.T, rtol=0, atol=1e-12 * scale)
         torch.testing.assert_close(h_only.h, r.h, rtol=1e-12, atol=1e-14 * scale)
         assert numerically_ggn(model, [batch], spec, svd.U, svd.V).passed
 

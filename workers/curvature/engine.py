@@ -254,6 +254,9 @@ def _profile_one(
         extra.update(route=curv.route, route_reason=curv.reason)
         if curv.M is not None and curv.hv_norms is not None:
             extra.update(compressed_diagnostics(curv.M.cpu(), h, curv.hv_norms.cpu()))
+        elif curv.M is not None:  # h alone: the same noise floor, no residuals or M reported
+            diagnostics = compressed_diagnostics(curv.M.cpu(), h, torch.zeros_like(h))
+            extra.update(hvp_noise=diagnostics["hvp_noise"], eps_off=diagnostics["eps_off"])
         if "ggn" in settings.variants:
             try:
                 extra["h_ggn"] = _as_list(ggn_curvature(model, micro, spec, svd.U, svd.V))

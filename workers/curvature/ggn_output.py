@@ -39,6 +39,7 @@ from workers.curvature.ggn_route import (
 )
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import Batch, output_tensor
+from workers.curvature.output_space import output_space_matrix
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -133,8 +134,9 @@ def _one_micro_batch(
     u: torch.Tensor,
     v: torch.Tensor,
     weight_products: bool,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(h_k, H[V_k] or None) on one micro-batch."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h_k, the K weight-space products H[V_k]) on one micro-batch, or without
+    ``weight_products`` (h_k, M from the output tangents)."""
     a, z = _capture(model, module, batch)
     rest = _rest_of_network(model, module, batch)
 
@@ -145,7 +147,7 @@ def _one_micro_batch(
     HJdz = loss_hessian_products(batch, out, Jdz)
     h = (Jdz * HJdz).flatten(1).sum(1).to(torch.float64)
     if not weight_products:
-        return h, None
+        return h, output_space_matrix(Jdz, HJdz)
     (pulled,) = vmap(vjp(rest, z)[1])(HJdz)
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
     (products,) = vmap(vjp(_layer_map(module, a), weight)[1])(pulled)
@@ -172,15 +174,14 @@ def rank_one_ggn_products(
     u[rows[0] : rows[1]] = U.to(device=weight.device, dtype=weight.dtype)
     v = V.to(device=weight.device, dtype=weight.dtype)
     h = torch.zeros(K, dtype=torch.float64, device=weight.device)
-    products = weight.new_zeros((K, *weight.shape)) if weight_products else None
+    products = weight.new_zeros((K, *weight.shape)) if weight_products else h.new_zeros((K, K))
     with torch.no_grad():
         for batch in micro_batches:
             h_b, products_b = _one_micro_batch(model, module, batch, u, v, weight_products)
             h += h_b
-            if products is not None and products_b is not None:
-                products += products_b
-    if products is None:
-        return GGNProducts(h=h)
+            products += products_b
+    if not weight_products:
+        return GGNProducts(h=h, M=products)
     M, norms = compressed_from_products(spec, U, V, products)
     return GGNProducts(h=torch.diagonal(M).clone(), M=M, hv_norms=norms)
 

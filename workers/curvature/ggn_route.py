@@ -35,7 +35,7 @@ from torch.func import functional_call, jvp, vjp, vmap
 from workers.curvature.hvp import BlockHessian
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import Batch, output_tensor
-from workers.curvature.output_space import output_space_curvature
+from workers.curvature.output_space import output_space_curvature, output_space_matrix
 
 CHECK_EXAMPLES = 16
 CHECK_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -46,8 +46,10 @@ class GGNProducts:
     """Per-direction quantities of the GGN-exact route, float64 on the weight's device."""
 
     h: torch.Tensor  # (K,)
-    M: torch.Tensor | None = None  # (K, K) from the weight-space products
-    hv_norms: torch.Tensor | None = None  # (K,) ‖H[V_k]‖_F
+    # (K, K): from the weight-space products with ``weight_products``, else from the output
+    # tangents, ⟨J V_j, H_L J V_k⟩ (its asymmetry still measures the products' rounding)
+    M: torch.Tensor | None = None
+    hv_norms: torch.Tensor | None = None  # (K,) ‖H[V_k]‖_F, with ``weight_products`` only
 
 
 def _tangents(
@@ -108,11 +110,12 @@ def ggn_products(
     *,
     weight_products: bool = True,
 ) -> GGNProducts:
-    """h_k (and with ``weight_products`` M and ‖H[V_k]‖) on a GGN-exact layer."""
+    """h_k and M (with ``weight_products`` from H[V_k], and ‖H[V_k]‖) on a GGN-exact layer."""
     outputs, weight = _output_function(model, micro_batches[0], spec.parameter)
     T = _tangents(spec, U, V, weight)
     K = T.shape[0]
     h = torch.zeros(K, dtype=torch.float64, device=weight.device)
+    output_M = h.new_zeros((K, K))
     products = torch.zeros_like(T) if weight_products else None
     for batch in micro_batches:
         outputs, weight = _output_function(model, batch, spec.parameter)
@@ -120,12 +123,13 @@ def ggn_products(
             out, JT = _batched_jvp(outputs, weight, T)
             HJT = loss_hessian_products(batch, out, JT)
             h += (JT * HJT).flatten(1).sum(1).to(torch.float64)
+            output_M += output_space_matrix(JT, HJT)
             if products is not None:
                 pullback = vjp(outputs, weight)[1]
                 (pulled,) = vmap(pullback)(HJT)
                 products += pulled
     if products is None:
-        return GGNProducts(h=h)
+        return GGNProducts(h=h, M=output_M)
     M, norms = compressed_from_products(spec, U, V, products)
     return GGNProducts(h=torch.diagonal(M).clone(), M=M, hv_norms=norms)
 
@@ -170,7 +174,8 @@ def numerically_ggn(
     n = min(2, U.shape[1])
     U2, V2 = U[:, :n], V[:, :n]
     weight = dict(model.named_parameters())[spec.parameter]
-    exact = output_space_curvature(model, sub, spec, U2, V2)
+    from_output = output_space_curvature(model, sub, spec, U2, V2)
+    exact = None if from_output is None else from_output[0]
     if exact is None:
         block = BlockHessian(model, sub, spec.parameter)
         directions = list(_tangents(spec, U2, V2, weight))

@@ -35,7 +35,8 @@ ROUTES: tuple[str, ...] = get_args(HkRoute)
 
 @dataclass
 class RoutedCurvature:
-    """h_k by one exact route, with the K×K matrix and ‖H V_k‖ when that route gives them."""
+    """h_k by one exact route, with the K×K matrix M (every route: its asymmetry gives the
+    noise floor) and ‖H V_k‖ when the route gives them (with the diagnostics)."""
 
     h: torch.Tensor
     route: HkRoute
@@ -83,7 +84,7 @@ def routed_curvature(
     if not diagnostics:
         fast = output_space_curvature(model, micro_batches, spec, U, V)
         if fast is not None:
-            return RoutedCurvature(fast.cpu(), "output_double_backward", reason=reason)
+            return RoutedCurvature(fast[0].cpu(), "output_double_backward", fast[1], reason=reason)
     curv = directional_curvature(block, spec, U, V)
     return RoutedCurvature(
         curv["h"].cpu(), "weight_double_backward", curv["M"], curv["hv_norms"], reason
