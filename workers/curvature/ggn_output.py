@@ -73,7 +73,7 @@ def _layer_map(module: nn.Module, a: torch.Tensor) -> Callable[[torch.Tensor], t
     return lambda w: conv._conv_forward(a, w, None)
 
 
-def _capture(
+def capture_layer_io(
     model: nn.Module, module: nn.Module, batch: Batch
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(input a, output z) of the layer's one call, stopping the forward there."""
@@ -96,7 +96,7 @@ def _capture(
     return seen[0]
 
 
-def _output_tangents(
+def output_tangents(
     module: nn.Module, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor
 ) -> torch.Tensor:
     """(K, *z.shape): dz_k for u (m_full, K) with zero rows outside the block and v (n, K)."""
@@ -110,7 +110,7 @@ def _output_tangents(
     return p.unsqueeze(2) * u.T.reshape(K, 1, -1, *([1] * (p.dim() - 2)))
 
 
-def _rest_of_network(
+def rest_of_network(
     model: nn.Module, module: nn.Module, batch: Batch
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """g: z ↦ f, the model's output with the layer's output replaced by z."""
@@ -137,13 +137,13 @@ def _one_micro_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(h_k, the K weight-space products H[V_k]) on one micro-batch, or without
     ``weight_products`` (h_k, M from the output tangents)."""
-    a, z = _capture(model, module, batch)
-    rest = _rest_of_network(model, module, batch)
+    a, z = capture_layer_io(model, module, batch)
+    rest = rest_of_network(model, module, batch)
 
     def tangent(t: torch.Tensor) -> Any:
         return jvp(rest, (z,), (t,))
 
-    out, Jdz = vmap(tangent, out_dims=(None, 0))(_output_tangents(module, a, u, v))  # type: ignore[arg-type]
+    out, Jdz = vmap(tangent, out_dims=(None, 0))(output_tangents(module, a, u, v))  # type: ignore[arg-type]
     HJdz = loss_hessian_products(batch, out, Jdz)
     h = (Jdz * HJdz).flatten(1).sum(1).to(torch.float64)
     if not weight_products:
