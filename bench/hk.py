@@ -17,6 +17,7 @@ import torch
 
 from bench import peers
 from bench.cases import Setup, paired, rel_diff
+from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
 from workers.curvature.ggn_output import rank_one_ggn_products
 from workers.curvature.ggn_route import ggn_products
 from workers.curvature.hvp import BlockHessian, directional_curvature
@@ -107,6 +108,18 @@ def rank_one_method(s: Setup) -> Callable[[], torch.Tensor]:
     return run
 
 
+def forward_over_reverse_method(s: Setup) -> Callable[[], torch.Tensor]:
+    """Forward-over-reverse in the layer output, vmapped over all K (any smooth network)."""
+
+    def run() -> torch.Tensor:
+        out = forward_over_reverse_curvature(s.model, [s.batch], s.spec, s.U, s.V)
+        if out is None:
+            raise ValueError("not a single-use linear or convolution layer")
+        return out[0]
+
+    return run
+
+
 def methods(s: Setup) -> dict[str, Callable[[], torch.Tensor]]:
     have = peers.available()
     out: dict[str, Callable[[], torch.Tensor]] = {
@@ -116,6 +129,7 @@ def methods(s: Setup) -> dict[str, Callable[[], torch.Tensor]]:
         "curvprof routed h-only": curvprof_routed_method(s, diagnostics=False),
         "ggn vmapped JVP alone": ggn_jvp_method(s),
         "ggn rank-1 output tangents alone": rank_one_method(s),
+        "output forward-over-reverse, vmapped": forward_over_reverse_method(s),
     }
     if have["pyhessian"]:
         out["pyhessian (docs: all params)"] = peers.pyhessian_hk(s, freeze_others=False)
