@@ -18,7 +18,7 @@ import torch
 from bench import peers
 from bench.cases import Setup, paired, rel_diff
 from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
-from workers.curvature.ggn_output import rank_one_ggn_products
+from workers.curvature.ggn_output import layer_ggn_products, rank_one_layer
 from workers.curvature.ggn_route import ggn_products
 from workers.curvature.hvp import BlockHessian, directional_curvature
 from workers.curvature.measurement import grad_only_for
@@ -100,10 +100,9 @@ def rank_one_method(s: Setup) -> Callable[[], torch.Tensor]:
     """The GGN route with rank-1 output tangents alone (no check): linear and conv layers."""
 
     def run() -> torch.Tensor:
-        out = rank_one_ggn_products(s.model, [s.batch], s.spec, s.U, s.V, weight_products=False)
-        if out is None:
+        if rank_one_layer(s.model, s.spec) is None:
             raise ValueError("not a single-use linear or convolution layer")
-        return out.h
+        return layer_ggn_products(s.model, [s.batch], s.spec, s.U, s.V, weight_products=False).h
 
     return run
 

@@ -8,10 +8,9 @@ import torch
 
 from tests.curvature.models import MLP, MLPWith, PiecewiseLinearCNN, SmallCNN, TinyTransformer
 from tests.curvature.test_engine_dense import dense_reference
-from workers.curvature import layer_inventory
+from tests.curvature.test_ggn_route import float64_case
 from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
 from workers.curvature.gradient import gradient_svd
-from workers.curvature.measurement import make_batch
 
 MODELS = {
     "tanh_mlp": (lambda: MLP((5, 7, 6, 3), "tanh"), (24, 5)),
@@ -24,15 +23,7 @@ MODELS = {
 
 @pytest.mark.parametrize("case", sorted(MODELS))
 def test_forward_over_reverse_equals_the_dense_block_hessian(case: str) -> None:
-    make_model, shape = MODELS[case]
-    torch.manual_seed(0)
-    model = make_model().double().eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x = torch.randn(*shape, dtype=torch.float64)
-    y = torch.randint(0, 3, (shape[0],))
-    batch = make_batch(x, y, "cross_entropy", dtype=torch.float64)
-    specs, _ = layer_inventory(model, batch.split(1, limit=1)[0].forward)
+    model, x, y, batch, specs = float64_case(*MODELS[case], "cross_entropy")
     checked = 0
     for spec in specs:
         G, H = dense_reference(model, x, y, "cross_entropy", spec)
@@ -43,7 +34,7 @@ def test_forward_over_reverse_equals_the_dense_block_hessian(case: str) -> None:
         M_ref = flat @ H @ flat.T
         scale = float(H.abs().max())
         out = forward_over_reverse_curvature(
-            model, batch.split(shape[0] // 2 + 1), spec, svd.U, svd.V
+            model, batch.split(x.shape[0] // 2 + 1), spec, svd.U, svd.V
         )
         assert out is not None, spec.name
         h, M = out

@@ -30,7 +30,7 @@ from workers.curvature.ggn_output import (
 )
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import Batch
-from workers.curvature.output_space import output_space_matrix
+from workers.curvature.output_space import output_space_matrix, padded_directions
 
 
 def _output_hessian_products(
@@ -56,10 +56,7 @@ def forward_over_reverse_curvature(
         return None
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
     K = U.shape[1]
-    rows = spec.rows or (0, weight.shape[0])
-    u = torch.zeros((weight.shape[0], K), dtype=weight.dtype, device=weight.device)
-    u[rows[0] : rows[1]] = U.to(device=weight.device, dtype=weight.dtype)
-    v = V.to(device=weight.device, dtype=weight.dtype)
+    u, v = padded_directions(spec, weight, U, V)
     h = torch.zeros(K, dtype=torch.float64, device=weight.device)
     M = h.new_zeros((K, K))
     with torch.no_grad():

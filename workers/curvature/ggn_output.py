@@ -18,8 +18,8 @@ with all K tangents J_g dz_k from one vmapped JVP of g (one primal pass) and all
 from one vmapped VJP. With the diagnostics, the weight-space products H[V_k] give M and
 ‖H[V_k]‖ exactly as on the other routes (``compressed_from_products``).
 
-Micro-batches add exactly. Returns None for any other kind of layer (the caller takes
-``ggn_route.ggn_products``, which pushes the full weight tangent through the whole model).
+Micro-batches add exactly. Any other kind of layer takes ``ggn_route.ggn_products``, which
+pushes the full weight tangent through the whole model.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from workers.curvature.ggn_route import (
 )
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import Batch, output_tensor
-from workers.curvature.output_space import output_space_matrix
+from workers.curvature.output_space import output_space_matrix, padded_directions
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 
@@ -154,25 +154,23 @@ def _one_micro_batch(
     return h, products
 
 
-def rank_one_ggn_products(
+def layer_ggn_products(
     model: nn.Module,
     micro_batches: list[Batch],
     spec: LayerSpec,
     U: torch.Tensor,
     V: torch.Tensor,
-    *,
-    weight_products: bool = True,
-) -> GGNProducts | None:
-    """``ggn_route.ggn_products`` for a single-use linear or convolution layer; else None."""
+    **options: bool,
+) -> GGNProducts:
+    """``ggn_route.ggn_products`` (same ``weight_products`` option), with rank-1 output tangents
+    on a layer ``rank_one_layer`` accepts, else the full weight tangent through the model."""
     module = rank_one_layer(model, spec)
     if module is None:
-        return None
+        return ggn_products(model, micro_batches, spec, U, V, **options)
+    weight_products = options.get("weight_products", True)
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
     K = U.shape[1]
-    rows = spec.rows or (0, weight.shape[0])
-    u = torch.zeros((weight.shape[0], K), dtype=weight.dtype, device=weight.device)
-    u[rows[0] : rows[1]] = U.to(device=weight.device, dtype=weight.dtype)
-    v = V.to(device=weight.device, dtype=weight.dtype)
+    u, v = padded_directions(spec, weight, U, V)
     h = torch.zeros(K, dtype=torch.float64, device=weight.device)
     products = weight.new_zeros((K, *weight.shape)) if weight_products else h.new_zeros((K, K))
     with torch.no_grad():
@@ -184,20 +182,3 @@ def rank_one_ggn_products(
         return GGNProducts(h=h, M=products)
     M, norms = compressed_from_products(spec, U, V, products)
     return GGNProducts(h=torch.diagonal(M).clone(), M=M, hv_norms=norms)
-
-
-def layer_ggn_products(
-    model: nn.Module,
-    micro_batches: list[Batch],
-    spec: LayerSpec,
-    U: torch.Tensor,
-    V: torch.Tensor,
-    *,
-    weight_products: bool = True,
-) -> GGNProducts:
-    """The GGN route's products: rank-1 output tangents where they apply, else the full
-    weight tangent through the model (``ggn_route.ggn_products``)."""
-    fast = rank_one_ggn_products(model, micro_batches, spec, U, V, weight_products=weight_products)
-    if fast is not None:
-        return fast
-    return ggn_products(model, micro_batches, spec, U, V, weight_products=weight_products)

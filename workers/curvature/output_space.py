@@ -57,6 +57,17 @@ def _output_graph(
     return seen[0][0], seen[0][1], loss
 
 
+def padded_directions(
+    spec: LayerSpec, weight: torch.Tensor, U: torch.Tensor, V: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u, v) in the weight's dtype and device: U's rows placed in the layer's row block of
+    all the weight's rows (zero elsewhere), and V."""
+    rows = spec.rows or (0, weight.shape[0])
+    u = torch.zeros((weight.shape[0], U.shape[1]), dtype=weight.dtype, device=weight.device)
+    u[rows[0] : rows[1]] = U.to(device=weight.device, dtype=weight.dtype)
+    return u, V.to(device=weight.device, dtype=weight.dtype)
+
+
 def output_space_matrix(tangents: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
     """(K, K) float64: ⟨t_j, p_k⟩ for K tangents t and K products p of the same shape."""
     return (tangents.flatten(1) @ products.flatten(1).T).to(torch.float64)
@@ -73,10 +84,7 @@ def output_space_curvature(
         return None
     weight = module.weight
     K = U.shape[1]
-    rows = spec.rows or (0, weight.shape[0])
-    u_full = torch.zeros((weight.shape[0], K), dtype=weight.dtype, device=weight.device)
-    u_full[rows[0] : rows[1]] = U.to(device=weight.device, dtype=weight.dtype)
-    v = V.to(device=weight.device, dtype=weight.dtype)
+    u_full, v = padded_directions(spec, weight, U, V)
     h = torch.zeros(K, dtype=torch.float64, device=weight.device)
     M = h.new_zeros((K, K))
     for batch in micro_batches:
