@@ -38,6 +38,11 @@ from workers.curvature.measurement import Batch, output_tensor
 from workers.curvature.output_space import output_space_curvature, output_space_matrix
 
 CHECK_EXAMPLES = 16
+# (model, micro-batches, spec, U, V) -> (h, M) or None where the route does not apply
+OutputCurvature = Callable[
+    [nn.Module, list[Batch], LayerSpec, torch.Tensor, torch.Tensor],
+    tuple[torch.Tensor, torch.Tensor] | None,
+]
 CHECK_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
@@ -167,14 +172,20 @@ def numerically_ggn(
     V: torch.Tensor,
     *,
     products: Callable[..., GGNProducts] = ggn_products,
+    exact_in_output: OutputCurvature = output_space_curvature,
 ) -> NumericalCheck:
     """max_k |h_k − h_k^GGN| / max_k |h_k| over the first two directions, on a sub-batch, with
-    h^GGN from ``products`` (the implementation the route will use)."""
+    h^GGN from ``products`` (the implementation the route will use) and the exact h from
+    ``exact_in_output`` (an exact output-space route) where it applies, else the double
+    backward through the weight."""
     sub = micro_batches[0].split(CHECK_EXAMPLES, limit=1)
     n = min(2, U.shape[1])
     U2, V2 = U[:, :n], V[:, :n]
     weight = dict(model.named_parameters())[spec.parameter]
-    from_output = output_space_curvature(model, sub, spec, U2, V2)
+    try:
+        from_output = exact_in_output(model, sub, spec, U2, V2)
+    except (RuntimeError, NotImplementedError):  # an op without a forward-mode rule
+        from_output = None
     exact = None if from_output is None else from_output[0]
     if exact is None:
         block = BlockHessian(model, sub, spec.parameter)

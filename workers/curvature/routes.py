@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from api_schemas import HkRoute
+from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
 from workers.curvature.ggn_output import layer_ggn_products
 from workers.curvature.ggn_route import numerically_ggn
 from workers.curvature.hvp import BlockHessian, directional_curvature
@@ -55,7 +56,10 @@ def ggn_refusal(
         structure = output_structure(model, micro_batches[0].split(1, limit=1)[0], spec.parameter)
         if not structure.piecewise_linear:
             return structure.reason
-        check = numerically_ggn(model, micro_batches, spec, U, V, products=layer_ggn_products)
+        check = numerically_ggn(
+            model, micro_batches, spec, U, V, products=layer_ggn_products,
+            exact_in_output=forward_over_reverse_curvature,
+        )  # fmt: skip
     except (RuntimeError, ValueError, AssertionError) as exc:  # e.g. a static-batch program
         return f"cannot prove: the probe forward failed ({type(exc).__name__})"
     if not check.passed:
