@@ -9,10 +9,12 @@ from torch import nn
 from tests.curvature.models import MLP, PiecewiseLinearCNN
 from tests.curvature.test_engine_dense import dense_reference
 from workers.curvature import layer_inventory
+from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
 from workers.curvature.ggn_output import layer_ggn_products, rank_one_layer
 from workers.curvature.ggn_route import ggn_products, numerically_ggn
 from workers.curvature.gradient import gradient_svd
 from workers.curvature.measurement import make_batch
+from workers.curvature.output_space import output_space_curvature
 
 
 class TokenMLP(nn.Module):
@@ -82,16 +84,23 @@ def test_ggn_products_equal_the_dense_block_hessian(case: str, loss: str, produc
         assert check.passed
 
 
-def test_numerical_check_rejects_a_smooth_block() -> None:
-    torch.manual_seed(0)
-    model = MLP((5, 7, 6, 3), "tanh").double().eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    x, y = torch.randn(30, 5, dtype=torch.float64), torch.randint(0, 3, (30,))
-    spec = layer_inventory(model)[0][0]
+@pytest.mark.parametrize("exact", ["weight", "output", "forward_over_reverse"])
+def test_numerical_check_rejects_a_smooth_block(exact: str) -> None:
+    """Whichever exact h the check takes (the weight-space double backward on an untraced
+    spec, the output double backward, forward-over-reverse in the output), tanh is caught."""
+    model, x, y, batch, specs = float64_case(
+        lambda: MLP((5, 7, 6, 3), "tanh"), (30, 5), "cross_entropy"
+    )
+    spec = layer_inventory(model)[0][0] if exact == "weight" else specs[0]
     G, _ = dense_reference(model, x, y, "cross_entropy", spec)
     svd = gradient_svd(G, 4)
+    exact_in_output = {
+        "weight": output_space_curvature,  # does not apply: uses unknown
+        "output": output_space_curvature,
+        "forward_over_reverse": forward_over_reverse_curvature,
+    }[exact]
     check = numerically_ggn(
-        model, [make_batch(x, y, "cross_entropy", dtype=torch.float64)], spec, svd.U, svd.V
-    )
+        model, [batch], spec, svd.U, svd.V, products=layer_ggn_products,
+        exact_in_output=exact_in_output,
+    )  # fmt: skip
     assert not check.passed and check.relative_difference > 1e-3
