@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from workers.curvature import layer_inventory
-from workers.curvature.ggn_output import rank_one_layer
+from workers.curvature.ggn_output import rank_one_layer, rest_of_network
 from workers.curvature.measurement import make_batch
 
 
@@ -42,3 +42,15 @@ def test_only_single_use_linear_and_convolution_layers_apply() -> None:
     assert rank_one_layer(grouped, spec) is None  # a grouped kernel is not one (m, n) matrix
     untraced = layer_inventory(model)[0][0]
     assert rank_one_layer(model, untraced) is None  # uses unknown
+
+
+def test_the_rest_of_the_network_leaves_the_model_as_it_was() -> None:
+    model = TiedTwice()
+    x = torch.randn(2, 4)
+    batch = make_batch(x, torch.randint(0, 3, (2,)), "cross_entropy", dtype=torch.float32)
+    rest = rest_of_network(model, model.head, batch)
+    assert torch.equal(rest(torch.ones(2, 3)), torch.ones(2, 3))
+    assert "forward" not in vars(model.head)
+    torch.testing.assert_close(
+        batch.forward(model), model.head(torch.relu(model.fc(x)) + x @ model.fc.weight.T)
+    )

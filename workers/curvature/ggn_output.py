@@ -117,12 +117,15 @@ def rest_of_network(
     kwargs = batch.forward_kwargs(model)
 
     def rest(z: torch.Tensor) -> torch.Tensor:
-        saved = module.forward
+        own = vars(module).get("forward")  # an instance attribute, rarely; else the class's
         module.forward = lambda *args, **kw: z  # type: ignore[method-assign]
         try:
             return output_tensor(model(batch.inputs, **kwargs))
         finally:
-            module.forward = saved  # type: ignore[method-assign]
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own  # type: ignore[method-assign]
 
     return rest
 
