@@ -17,6 +17,8 @@ import torch
 
 from bench import peers
 from bench.cases import Setup, paired, rel_diff
+from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
+from workers.curvature.ggn_output import layer_ggn_products, rank_one_layer
 from workers.curvature.ggn_route import ggn_products
 from workers.curvature.hvp import BlockHessian, directional_curvature
 from workers.curvature.measurement import grad_only_for
@@ -60,7 +62,8 @@ def curvprof_h_only_method(s: Setup) -> Callable[[], torch.Tensor]:
     weight-space route elsewhere), as the engine runs it."""
 
     def run() -> torch.Tensor:
-        out = output_space_curvature(s.model, [s.batch], s.spec, s.U, s.V)
+        fast = output_space_curvature(s.model, [s.batch], s.spec, s.U, s.V)
+        out = None if fast is None else fast[0]
         if out is None:
             block = BlockHessian(s.model, [s.batch], s.spec.parameter)
             out = directional_curvature(block, s.spec, s.U, s.V).h
@@ -93,6 +96,29 @@ def ggn_jvp_method(s: Setup) -> Callable[[], torch.Tensor]:
     return run
 
 
+def rank_one_method(s: Setup) -> Callable[[], torch.Tensor]:
+    """The GGN route with rank-1 output tangents alone (no check): linear and conv layers."""
+
+    def run() -> torch.Tensor:
+        if rank_one_layer(s.model, s.spec) is None:
+            raise ValueError("not a single-use linear or convolution layer")
+        return layer_ggn_products(s.model, [s.batch], s.spec, s.U, s.V, weight_products=False).h
+
+    return run
+
+
+def forward_over_reverse_method(s: Setup) -> Callable[[], torch.Tensor]:
+    """Forward-over-reverse in the layer output, vmapped over all K (any smooth network)."""
+
+    def run() -> torch.Tensor:
+        out = forward_over_reverse_curvature(s.model, [s.batch], s.spec, s.U, s.V)
+        if out is None:
+            raise ValueError("not a single-use linear or convolution layer")
+        return out[0]
+
+    return run
+
+
 def methods(s: Setup) -> dict[str, Callable[[], torch.Tensor]]:
     have = peers.available()
     out: dict[str, Callable[[], torch.Tensor]] = {
@@ -101,6 +127,8 @@ def methods(s: Setup) -> dict[str, Callable[[], torch.Tensor]]:
         "curvprof routed (diagnostics)": curvprof_routed_method(s, diagnostics=True),
         "curvprof routed h-only": curvprof_routed_method(s, diagnostics=False),
         "ggn vmapped JVP alone": ggn_jvp_method(s),
+        "ggn rank-1 output tangents alone": rank_one_method(s),
+        "output forward-over-reverse, vmapped": forward_over_reverse_method(s),
     }
     if have["pyhessian"]:
         out["pyhessian (docs: all params)"] = peers.pyhessian_hk(s, freeze_others=False)

@@ -3,7 +3,9 @@
     OPENBLAS_NUM_THREADS=1 python -m bench.hk_routes [--repeats N] [--out FILE]
 
 Untrained float64 models (no training needed): an MLP 784-512-512-10 with ReLU (layer fc2,
-B = 128) and a CNN conv-ReLU-conv-ReLU-avgpool-fc (conv2, B = 128). K = 20 directions of the
+B = 128), a CNN conv-ReLU-conv-ReLU-avgpool-fc (conv2, B = 128) and the zoo's pre-LN GPT
+(2 blocks, d = 64; the up-projection ``blocks.0.mlp.fc1``, B = 32 sequences of 64 tokens).
+``--cases mlp,cnn,gpt`` picks some. K = 20 directions of the
 layer gradient. Each method's h_k is checked against the reused-graph floor before it is
 timed; costs are per direction in gradients of the layer (``bench.hk.run_case``).
 """
@@ -21,6 +23,7 @@ from bench.cases import DTYPE, K, Setup
 from workers.curvature.gradient import gradient_svd, layer_gradients
 from workers.curvature.inventory import layer_inventory
 from workers.curvature.measurement import make_batch
+from workers.zoo import build_model
 
 
 class SmallCNN(nn.Module):
@@ -35,27 +38,34 @@ class SmallCNN(nn.Module):
         return self.fc(nn.functional.avg_pool2d(x, 4).flatten(1))
 
 
-def setups() -> list[Setup]:
+def setups(names: tuple[str, ...] = ("mlp", "cnn", "gpt")) -> list[Setup]:
     torch.manual_seed(0)
     mlp = nn.Sequential()
     mlp.fc1, mlp.act1 = nn.Linear(784, 512), nn.ReLU()
     mlp.fc2, mlp.act2 = nn.Linear(512, 512), nn.ReLU()
     mlp.head = nn.Linear(512, 10)
-    cases = [("mlp", mlp, torch.randn(128, 784), "fc2"),
-             ("cnn", SmallCNN(), torch.randn(128, 1, 28, 28), "conv2")]  # fmt: skip
+    tokens = torch.randint(0, 96, (32, 65))
+    labels = torch.randint(0, 10, (128,))
+    cases = [
+        ("mlp", mlp, torch.randn(128, 784), labels, "fc2"),
+        ("cnn", SmallCNN(), torch.randn(128, 1, 28, 28), labels, "conv2"),
+        ("gpt", build_model({"arch": "gpt"}), tokens[:, :-1], tokens[:, 1:], "blocks.0.mlp.fc1"),
+    ]
     out = []
-    for name, model, x, layer in cases:
+    for name, model, x, y, layer in cases:
+        if name not in names:
+            continue
         model = model.to(DTYPE).eval()
         for p in model.parameters():
             p.requires_grad_(False)
-        y = torch.randint(0, 10, (x.shape[0],))
-        batch = make_batch(x, y, "cross_entropy", dtype=DTYPE)
-        specs, _ = layer_inventory(model)
+        loss = "lm" if name == "gpt" else "cross_entropy"
+        batch = make_batch(x, y, loss, dtype=DTYPE)
+        specs, _ = layer_inventory(model, batch.split(1, limit=1)[0].forward)
         spec = next(s for s in specs if s.name == layer)
         grads, _ = layer_gradients(model, [batch], [spec])
         svd = gradient_svd(grads[spec.name], K)
         dirs = [spec.embed(torch.outer(svd.U[:, k], svd.V[:, k])) for k in range(svd.k)]
-        out.append(Setup(name, model, batch, batch.inputs, batch.targets, "cross_entropy", spec,
+        out.append(Setup(name, model, batch, batch.inputs, batch.targets, loss, spec,
                          specs, svd.U, svd.V, dirs))  # fmt: skip
     return out
 
@@ -64,9 +74,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out")
+    parser.add_argument("--cases", default="mlp,cnn,gpt")
     args = parser.parse_args()
     results = []
-    for s in setups():
+    for s in setups(tuple(args.cases.split(","))):
         res = hk.run_case(s, args.repeats)
         results.append(res)
         print(f"{s.name} {s.spec.name} {tuple(s.spec.shape)} B = {res['batch']}, K = {res['K']}")

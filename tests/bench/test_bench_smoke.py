@@ -60,6 +60,9 @@ def test_curvprof_hk_matches_the_floor_and_timing_is_paired() -> None:
     h_cp = hk.curvprof_method(s)()
     assert cases.rel_diff(h_cp, h_floor) <= 1e-12
     assert len(r["ratios"]) == 2 and r["ratio"] > 0 and len(splits) == 3
+    for name, method in hk.methods(s).items():  # every curvprof row (peers: below)
+        if name.startswith(("curvprof", "ggn", "output")):
+            assert cases.rel_diff(method(), h_floor) <= 1e-12, name
 
 
 def test_lanczos_drivers_agree_with_dense_eigh() -> None:

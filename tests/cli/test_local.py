@@ -69,9 +69,11 @@ def test_h_only_profile_matches_the_full_h(trained_vgg: Path, tmp_path: Path) ->
     assert runs["h_only"].settings.hvp_diagnostics is False
     for full, fast in zip(runs["full"].layers, runs["h_only"].layers, strict=True):
         np.testing.assert_allclose(fast.h, full.h, rtol=1e-9, atol=1e-14)
-        # h alone skips the K x K diagnostics on every route but the weight-space one
+        # h alone skips the stored K x K matrix and residuals on every route but the
+        # weight-space one; every route still estimates the noise floor
         skipped = fast.route != "weight_double_backward"
-        assert (fast.hvp_noise is None) == skipped and full.hvp_noise is not None
+        assert (not fast.compressed and not fast.residuals) == skipped
+        assert fast.hvp_noise is not None and full.hvp_noise is not None
 
 
 def test_config_with_pt_weights_matches_safetensors(trained_vgg: Path, tmp_path: Path) -> None:

@@ -69,3 +69,23 @@ def test_refused_route_says_why() -> None:
     x, y = torch.randn(20, 5), torch.randint(0, 3, (20,))
     layer = profile_model(model, x, y, top_k=3, lanczos_steps=0, layers="fc1").layers[0]
     assert layer.route_reason == "layer_norm above the layer"
+
+
+def test_every_route_sets_the_float32_noise_floor() -> None:
+    """h-only routes estimate ε from their own K×K matrix, and the fit drops h_k ≤ 10 ε on
+    every route, as on the default one."""
+    torch.manual_seed(0)
+    model = MLPWith(torch.nn.LayerNorm(6))
+    x, y = torch.randn(40, 5), torch.randint(0, 3, (40,))
+    routes = set()
+    for diagnostics in (True, False):
+        profile = profile_model(
+            model, x, y, top_k=5, lanczos_steps=0, dtype=torch.float32,
+            hvp_diagnostics=diagnostics, variants=(),
+        )  # fmt: skip
+        for layer in profile.layers:
+            routes.add(layer.route)
+            assert layer.hvp_noise is not None and 0 < layer.hvp_noise < 1e-4 * max(layer.h)
+            kept = sum(h > 10 * layer.hvp_noise for h in layer.h)
+            assert layer.n_valid == kept, (layer.name, layer.route)
+    assert routes == {"ggn_jvp", "output_double_backward", "weight_double_backward"}

@@ -17,8 +17,10 @@ them as on the double-backward route, so its asymmetry measures the same product
 Micro-batches add exactly: every quantity is a sum over them.
 
 Before the route is used, ``numerically_ggn`` confirms on two directions that the exact h
-(double backward) equals the GGN value, on a sub-batch of at most ``CHECK_EXAMPLES``
+(double backward: from the layer output on a single-use ``nn.Linear``, ``output_space.py``,
+else through the weight) equals the GGN value, on a sub-batch of at most ``CHECK_EXAMPLES``
 examples (the identity holds per example, so a sub-batch probes the same structure).
+A single-use linear or convolution layer takes rank-1 output tangents (``ggn_output.py``).
 """
 
 from __future__ import annotations
@@ -33,8 +35,14 @@ from torch.func import functional_call, jvp, vjp, vmap
 from workers.curvature.hvp import BlockHessian
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import Batch, output_tensor
+from workers.curvature.output_space import output_space_curvature, output_space_matrix
 
 CHECK_EXAMPLES = 16
+# (model, micro-batches, spec, U, V) -> (h, M) or None where the route does not apply
+OutputCurvature = Callable[
+    [nn.Module, list[Batch], LayerSpec, torch.Tensor, torch.Tensor],
+    tuple[torch.Tensor, torch.Tensor] | None,
+]
 CHECK_TOLERANCE = {torch.float64: 1e-10, torch.float32: 1e-5}
 
 
@@ -43,8 +51,10 @@ class GGNProducts:
     """Per-direction quantities of the GGN-exact route, float64 on the weight's device."""
 
     h: torch.Tensor  # (K,)
-    M: torch.Tensor | None = None  # (K, K) from the weight-space products
-    hv_norms: torch.Tensor | None = None  # (K,) ‖H[V_k]‖_F
+    # (K, K): from the weight-space products with ``weight_products``, else from the output
+    # tangents, ⟨J V_j, H_L J V_k⟩ (its asymmetry still measures the products' rounding)
+    M: torch.Tensor | None = None
+    hv_norms: torch.Tensor | None = None  # (K,) ‖H[V_k]‖_F, with ``weight_products`` only
 
 
 def _tangents(
@@ -72,7 +82,7 @@ def _output_function(
     return outputs, params[parameter]
 
 
-def _loss_hessian_products(batch: Batch, out: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
+def loss_hessian_products(batch: Batch, out: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
     """H_L t for each of the K output tangents t (K, *out.shape), forward-over-reverse."""
     grad_loss = torch.func.grad(batch.loss_of_output)
     out = out.detach()
@@ -106,33 +116,45 @@ def ggn_products(
     *,
     weight_products: bool = True,
 ) -> GGNProducts:
-    """h_k (and with ``weight_products`` M and ‖H[V_k]‖) on a GGN-exact layer."""
+    """h_k and M (with ``weight_products`` from H[V_k], and ‖H[V_k]‖) on a GGN-exact layer."""
     outputs, weight = _output_function(model, micro_batches[0], spec.parameter)
     T = _tangents(spec, U, V, weight)
     K = T.shape[0]
     h = torch.zeros(K, dtype=torch.float64, device=weight.device)
+    output_M = h.new_zeros((K, K))
     products = torch.zeros_like(T) if weight_products else None
     for batch in micro_batches:
         outputs, weight = _output_function(model, batch, spec.parameter)
         with torch.no_grad():
             out, JT = _batched_jvp(outputs, weight, T)
-            HJT = _loss_hessian_products(batch, out, JT)
+            HJT = loss_hessian_products(batch, out, JT)
             h += (JT * HJT).flatten(1).sum(1).to(torch.float64)
+            output_M += output_space_matrix(JT, HJT)
             if products is not None:
                 pullback = vjp(outputs, weight)[1]
                 (pulled,) = vmap(pullback)(HJT)
                 products += pulled
     if products is None:
-        return GGNProducts(h=h)
-    U64 = U.to(device=weight.device, dtype=torch.float64)
-    V64 = V.to(device=weight.device, dtype=torch.float64)
-    M = h.new_zeros((K, K))
-    norms = h.new_zeros((K,))
+        return GGNProducts(h=h, M=output_M)
+    M, norms = compressed_from_products(spec, U, V, products)
+    return GGNProducts(h=torch.diagonal(M).clone(), M=M, hv_norms=norms)
+
+
+def compressed_from_products(
+    spec: LayerSpec, U: torch.Tensor, V: torch.Tensor, products: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(M, ‖H[V_k]‖_F) in float64 from the K parameter-shaped products H[V_k] (K, *W.shape):
+    M_jk = ⟨V_j, H[V_k]⟩ = u_jᵀ H[V_k] v_j."""
+    K = products.shape[0]
+    U64 = U.to(device=products.device, dtype=torch.float64)
+    V64 = V.to(device=products.device, dtype=torch.float64)
+    M = U64.new_zeros((K, K))
+    norms = U64.new_zeros((K,))
     for k in range(K):
         H_k = spec.matrix(products[k]).to(torch.float64)
         M[:, k] = ((U64.T @ H_k) * V64.T).sum(dim=1)
         norms[k] = torch.linalg.norm(H_k)
-    return GGNProducts(h=torch.diagonal(M).clone(), M=M, hv_norms=norms)
+    return M, norms
 
 
 @dataclass(frozen=True)
@@ -144,20 +166,35 @@ class NumericalCheck:
 
 
 def numerically_ggn(
-    model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
+    model: nn.Module,
+    micro_batches: list[Batch],
+    spec: LayerSpec,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    *,
+    products: Callable[..., GGNProducts] = ggn_products,
+    exact_in_output: OutputCurvature = output_space_curvature,
 ) -> NumericalCheck:
-    """max_k |h_k − h_k^GGN| / max_k |h_k| over the first two directions, on a sub-batch."""
+    """max_k |h_k − h_k^GGN| / max_k |h_k| over the first two directions, on a sub-batch, with
+    h^GGN from ``products`` (the implementation the route will use) and the exact h from
+    ``exact_in_output`` (an exact output-space route) where it applies, else the double
+    backward through the weight."""
     sub = micro_batches[0].split(CHECK_EXAMPLES, limit=1)
     n = min(2, U.shape[1])
     U2, V2 = U[:, :n], V[:, :n]
-    block = BlockHessian(model, sub, spec.parameter)
-    weight = block.weight
-    directions = list(_tangents(spec, U2, V2, weight))
-    exact = torch.stack(
-        [(d * hd).sum() for d, hd in zip(directions, block.products(directions), strict=True)]
-    )
-    block.release()
-    ggn = ggn_products(model, sub, spec, U2, V2, weight_products=False).h
+    weight = dict(model.named_parameters())[spec.parameter]
+    try:
+        from_output = exact_in_output(model, sub, spec, U2, V2)
+    except (RuntimeError, NotImplementedError):  # an op without a forward-mode rule
+        from_output = None
+    exact = None if from_output is None else from_output[0]
+    if exact is None:
+        block = BlockHessian(model, sub, spec.parameter)
+        directions = list(_tangents(spec, U2, V2, weight))
+        hx = block.products(directions)
+        exact = torch.stack([(d * hd).sum() for d, hd in zip(directions, hx, strict=True)])
+        block.release()
+    ggn = products(model, sub, spec, U2, V2, weight_products=False).h
     exact = exact.to(torch.float64)
     scale = float(exact.abs().max())
     diff = float((exact - ggn).abs().max())

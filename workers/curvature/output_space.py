@@ -57,21 +57,36 @@ def _output_graph(
     return seen[0][0], seen[0][1], loss
 
 
+def padded_directions(
+    spec: LayerSpec, weight: torch.Tensor, U: torch.Tensor, V: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(u, v) in the weight's dtype and device: U's rows placed in the layer's row block of
+    all the weight's rows (zero elsewhere), and V."""
+    rows = spec.rows or (0, weight.shape[0])
+    u = torch.zeros((weight.shape[0], U.shape[1]), dtype=weight.dtype, device=weight.device)
+    u[rows[0] : rows[1]] = U.to(device=weight.device, dtype=weight.dtype)
+    return u, V.to(device=weight.device, dtype=weight.dtype)
+
+
+def output_space_matrix(tangents: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
+    """(K, K) float64: ⟨t_j, p_k⟩ for K tangents t and K products p of the same shape."""
+    return (tangents.flatten(1) @ products.flatten(1).T).to(torch.float64)
+
+
 def output_space_curvature(
     model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
-) -> torch.Tensor | None:
-    """h_k = Σ_micro ⟨dz_k, H_z dz_k⟩ with dz_k = (a v_k) u_kᵀ, float64 (K,); None if the layer
-    is not a single-use ``nn.Linear``."""
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(h_k, M) float64, h_k = Σ_micro ⟨dz_k, H_z dz_k⟩ with dz_k = (a v_k) u_kᵀ (K,) and
+    M_jk = Σ_micro ⟨dz_j, H_z dz_k⟩ (K, K; its asymmetry measures the products' rounding, as
+    the weight-space M's does); None if the layer is not a single-use ``nn.Linear``."""
     module = _single_use_linear(model, spec)
     if module is None:
         return None
     weight = module.weight
     K = U.shape[1]
-    rows = spec.rows or (0, weight.shape[0])
-    u_full = torch.zeros((weight.shape[0], K), dtype=weight.dtype, device=weight.device)
-    u_full[rows[0] : rows[1]] = U.to(device=weight.device, dtype=weight.dtype)
-    v = V.to(device=weight.device, dtype=weight.dtype)
+    u_full, v = padded_directions(spec, weight, U, V)
     h = torch.zeros(K, dtype=torch.float64, device=weight.device)
+    M = h.new_zeros((K, K))
     for batch in micro_batches:
         captured = _output_graph(model, module, batch)
         if captured is None:
@@ -81,8 +96,12 @@ def output_space_curvature(
         if not gz.requires_grad:  # the loss is linear in z: H_z = 0
             continue
         av = a.reshape(-1, a.shape[-1]) @ v  # (N, K): a v_k for every position
+        tangents, products = [], []
         for k in range(K):
             dz = (av[:, k : k + 1] * u_full[:, k]).reshape(z.shape)
             (hz,) = torch.autograd.grad(gz, z, grad_outputs=dz, retain_graph=k + 1 < K)
             h[k] += (dz * hz).sum().to(torch.float64)
-    return h
+            tangents.append(dz)
+            products.append(hz)
+        M += output_space_matrix(torch.stack(tangents), torch.stack(products))
+    return h, M

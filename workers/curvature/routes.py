@@ -22,7 +22,9 @@ import torch
 from torch import nn
 
 from api_schemas import HkRoute
-from workers.curvature.ggn_route import ggn_products, numerically_ggn
+from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
+from workers.curvature.ggn_output import layer_ggn_products
+from workers.curvature.ggn_route import numerically_ggn
 from workers.curvature.hvp import BlockHessian, directional_curvature
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import MODEL_LOSS, Batch
@@ -34,7 +36,8 @@ ROUTES: tuple[str, ...] = get_args(HkRoute)
 
 @dataclass
 class RoutedCurvature:
-    """h_k by one exact route, with the K×K matrix and ‖H V_k‖ when that route gives them."""
+    """h_k by one exact route, with the K×K matrix M (every route: its asymmetry gives the
+    noise floor) and ‖H V_k‖ when the route gives them (with the diagnostics)."""
 
     h: torch.Tensor
     route: HkRoute
@@ -53,7 +56,10 @@ def ggn_refusal(
         structure = output_structure(model, micro_batches[0].split(1, limit=1)[0], spec.parameter)
         if not structure.piecewise_linear:
             return structure.reason
-        check = numerically_ggn(model, micro_batches, spec, U, V)
+        check = numerically_ggn(
+            model, micro_batches, spec, U, V, products=layer_ggn_products,
+            exact_in_output=forward_over_reverse_curvature,
+        )  # fmt: skip
     except (RuntimeError, ValueError, AssertionError) as exc:  # e.g. a static-batch program
         return f"cannot prove: the probe forward failed ({type(exc).__name__})"
     if not check.passed:
@@ -75,13 +81,13 @@ def routed_curvature(
     reason = ggn_refusal(model, micro_batches, spec, U, V)
     if reason is None:
         try:
-            ggn = ggn_products(model, micro_batches, spec, U, V, weight_products=diagnostics)
+            ggn = layer_ggn_products(model, micro_batches, spec, U, V, weight_products=diagnostics)
             return RoutedCurvature(ggn.h.cpu(), "ggn_jvp", ggn.M, ggn.hv_norms)
         except (RuntimeError, NotImplementedError) as exc:  # no batching rule for some op
             reason = f"vmap failed: {type(exc).__name__}"
     if not diagnostics:
         fast = output_space_curvature(model, micro_batches, spec, U, V)
         if fast is not None:
-            return RoutedCurvature(fast.cpu(), "output_double_backward", reason=reason)
+            return RoutedCurvature(fast[0].cpu(), "output_double_backward", fast[1], reason=reason)
     curv = directional_curvature(block, spec, U, V)
     return RoutedCurvature(curv.h.cpu(), "weight_double_backward", curv.M, curv.hv_norms, reason)

@@ -1,0 +1,188 @@
+"""The GGN-exact route through a layer's output, with rank-1 tangents (docs/engine.md).
+
+On a GGN-exact layer (``piecewise_linear.py``) H[X] = Jᵀ H_L J X (``ggn_route.py``). When the
+weight W has one use, a ``nn.Linear`` or a ``nn.Conv{1,2,3}d`` with ``groups = 1``, the
+layer output z = A(W) + b is linear in W and the Jacobian factors as J = J_g ∂z/∂W, with g the
+rest of the network (z ↦ f). For a rank-1 direction V_k = u_k v_kᵀ of the (m, n) matrix view
+the output tangent needs no product with an (m, n) matrix:
+
+    linear:       dz_k = (a v_k) u_kᵀ                   (a: (N, n), positions N)
+    convolution:  dz_k = u_k ⊗ conv(a, v_k)             (v_k as one output channel's kernel)
+
+so all K output tangents cost one product of the input with V (one convolution with K output
+channels). Then
+
+    h_k = ⟨J_g dz_k, H_L J_g dz_k⟩,   ĝ_k = J_gᵀ H_L J_g dz_k,   H[V_k] = (∂z/∂W)ᵀ ĝ_k,
+
+with all K tangents J_g dz_k from one vmapped JVP of g (one primal pass) and all K pullbacks ĝ_k
+from one vmapped VJP. With the diagnostics, the weight-space products H[V_k] give M and
+‖H[V_k]‖ exactly as on the other routes (``compressed_from_products``).
+
+Micro-batches add exactly. Any other kind of layer takes ``ggn_route.ggn_products``, which
+pushes the full weight tangent through the whole model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import jvp, vjp, vmap
+
+from workers.curvature.ggn_route import (
+    GGNProducts,
+    compressed_from_products,
+    ggn_products,
+    loss_hessian_products,
+)
+from workers.curvature.inventory import LayerSpec
+from workers.curvature.measurement import Batch, output_tensor
+from workers.curvature.output_space import output_space_matrix, padded_directions
+
+_CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+class _Captured(Exception):
+    """Raised by the capture hook: the forward above the layer is not needed."""
+
+
+def rank_one_layer(model: nn.Module, spec: LayerSpec) -> nn.Module | None:
+    """The layer's module when the route applies: the weight's only use is a plain
+    ``nn.Linear`` or an ungrouped ``nn.Conv{1,2,3}d`` call; else None."""
+    module_name, _, leaf = spec.parameter.rpartition(".")
+    if leaf != "weight" or spec.transpose or spec.uses != 1:
+        return None
+    try:
+        module = model.get_submodule(module_name)
+    except AttributeError:
+        return None
+    if type(module) is nn.Linear:  # a subclass may change what forward does with W
+        return module
+    if type(module) in _CONVS and module.groups == 1:
+        return module
+    return None
+
+
+def _layer_map(module: nn.Module, a: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+    """W ↦ the layer output on input a without its bias (linear in W)."""
+    if isinstance(module, nn.Linear):
+        return lambda w: nn.functional.linear(a, w)
+    conv: Any = module
+    return lambda w: conv._conv_forward(a, w, None)
+
+
+def capture_layer_io(
+    model: nn.Module, module: nn.Module, batch: Batch
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input a, output z) of the layer's one call, stopping the forward there."""
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def hook(_m: nn.Module, inputs: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        seen.append((inputs[0], out))
+        raise _Captured
+
+    handle = module.register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            batch.forward(model)
+    except _Captured:
+        pass
+    finally:
+        handle.remove()
+    if len(seen) != 1:
+        raise RuntimeError("the layer was not called exactly once")
+    return seen[0]
+
+
+def output_tangents(
+    module: nn.Module, a: torch.Tensor, u: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """(K, *z.shape): dz_k for u (m_full, K) with zero rows outside the block and v (n, K)."""
+    K = u.shape[1]
+    if isinstance(module, nn.Linear):
+        p = (a @ v).movedim(-1, 0)  # (K, ...): a v_k at every position
+        return p.unsqueeze(-1) * u.T.reshape(K, *([1] * (p.dim() - 1)), -1)
+    conv: Any = module
+    kernels = v.T.reshape(K, *conv.weight.shape[1:])
+    p = conv._conv_forward(a, kernels, None).transpose(0, 1)  # (K, B, *spatial)
+    tangents: torch.Tensor = p.unsqueeze(2) * u.T.reshape(K, 1, -1, *([1] * (p.dim() - 2)))
+    return tangents
+
+
+def rest_of_network(
+    model: nn.Module, module: nn.Module, batch: Batch
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """g: z ↦ f, the model's output with the layer's output replaced by z."""
+    kwargs = batch.forward_kwargs(model)
+
+    def rest(z: torch.Tensor) -> torch.Tensor:
+        own = vars(module).get("forward")  # an instance attribute, rarely; else the class's
+        module.forward = lambda *args, **kw: z
+        try:
+            return output_tensor(model(batch.inputs, **kwargs))
+        finally:
+            if own is None:
+                del module.forward
+            else:
+                module.forward = own
+
+    return rest
+
+
+def _one_micro_batch(
+    model: nn.Module,
+    module: nn.Module,
+    batch: Batch,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    weight_products: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h_k, the K weight-space products H[V_k]) on one micro-batch, or without
+    ``weight_products`` (h_k, M from the output tangents)."""
+    a, z = capture_layer_io(model, module, batch)
+    rest = rest_of_network(model, module, batch)
+
+    def tangent(t: torch.Tensor) -> Any:
+        return jvp(rest, (z,), (t,))
+
+    out, Jdz = vmap(tangent, out_dims=(None, 0))(output_tangents(module, a, u, v))  # type: ignore[arg-type]
+    HJdz = loss_hessian_products(batch, out, Jdz)
+    h = (Jdz * HJdz).flatten(1).sum(1).to(torch.float64)
+    if not weight_products:
+        return h, output_space_matrix(Jdz, HJdz)
+    (pulled,) = vmap(vjp(rest, z)[1])(HJdz)
+    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    (products,) = vmap(vjp(_layer_map(module, a), weight)[1])(pulled)
+    return h, products
+
+
+def layer_ggn_products(
+    model: nn.Module,
+    micro_batches: list[Batch],
+    spec: LayerSpec,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    **options: bool,
+) -> GGNProducts:
+    """``ggn_route.ggn_products`` (same ``weight_products`` option), with rank-1 output tangents
+    on a layer ``rank_one_layer`` accepts, else the full weight tangent through the model."""
+    module = rank_one_layer(model, spec)
+    if module is None:
+        return ggn_products(model, micro_batches, spec, U, V, **options)
+    weight_products = options.get("weight_products", True)
+    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    K = U.shape[1]
+    u, v = padded_directions(spec, weight, U, V)
+    h = torch.zeros(K, dtype=torch.float64, device=weight.device)
+    products = weight.new_zeros((K, *weight.shape)) if weight_products else h.new_zeros((K, K))
+    with torch.no_grad():
+        for batch in micro_batches:
+            h_b, products_b = _one_micro_batch(model, module, batch, u, v, weight_products)
+            h += h_b
+            products += products_b
+    if not weight_products:
+        return GGNProducts(h=h, M=products)
+    M, norms = compressed_from_products(spec, U, V, products)
+    return GGNProducts(h=torch.diagonal(M).clone(), M=M, hv_norms=norms)
