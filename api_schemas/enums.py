@@ -26,6 +26,12 @@ BuiltinDataset = Literal["digits", "text", "synthetic"]
 Architecture = Literal["mlp", "vgg", "resnet", "vit", "gpt"]
 """The zoo's architectures; each is the module of that name in ``workers.zoo``."""
 
+SharedPhase = Literal["gradients", "SVD", "K-FAC"]
+"""Steps of a profile run once for all its layers, in this order."""
+LayerPhase = Literal["h_k", "Lanczos", "fits"]
+"""Steps of a profile run for each layer, in this order."""
+ProfilePhase = Literal[SharedPhase, LayerPhase]
+
 ActiveJobState = Literal["queued", "running"]
 TerminalJobState = Literal["succeeded", "failed", "cancelled"]
 JobState = Literal[ActiveJobState, TerminalJobState]
@@ -40,6 +46,8 @@ DTYPES: tuple[DTypeName, ...] = get_args(DTypeName)
 PRECONDITIONER_MODES: tuple[PreconditionerMode, ...] = get_args(PreconditionerMode)
 BUILTIN_DATASETS: tuple[BuiltinDataset, ...] = get_args(BuiltinDataset)
 ARCHITECTURES: tuple[Architecture, ...] = get_args(Architecture)
+PROFILE_PHASES: tuple[ProfilePhase, ...] = get_args(ProfilePhase)
+LAYER_PHASES: tuple[LayerPhase, ...] = get_args(LayerPhase)
 JOB_STATES: tuple[JobState, ...] = get_args(JobState)
 ACTIVE_STATES: tuple[ActiveJobState, ...] = get_args(ActiveJobState)
 TERMINAL_STATES: frozenset[TerminalJobState] = frozenset(get_args(TerminalJobState))

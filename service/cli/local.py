@@ -74,7 +74,6 @@ def profile(
 
     from api_schemas import ProfileSettings
     from service.cli.output import LayerProgressView, print_profile_table
-    from service.cli.phases import engine_phases
     from service.settings import Settings
     from workers.curvature import profile_model
     from workers.execution.prepare import DataSource, ModelSource, prepare, profile_keywords
@@ -95,16 +94,16 @@ def profile(
     batch = prepared.batch
     progress = LayerProgressView(quiet=quiet, total=len(prepared.names))
     try:
-        with engine_phases(progress.on_phase):
-            result = profile_model(
-                prepared.model,
-                batch.inputs,
-                batch.targets,
-                **profile_keywords(prepared.settings),
-                attention_mask=batch.attention_mask,
-                progress=progress,
-                provenance=prepared.provenance,
-            )
+        result = profile_model(
+            prepared.model,
+            batch.inputs,
+            batch.targets,
+            **profile_keywords(prepared.settings),
+            attention_mask=batch.attention_mask,
+            progress=progress,
+            on_phase=progress.on_phase,
+            provenance=prepared.provenance,
+        )
     finally:
         progress.close()
     if as_json:

@@ -18,15 +18,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api_schemas import Job, LayerProfile
+from api_schemas.enums import LAYER_PHASES
 from service.cli import EXIT_JOB_FAILED, EXIT_OK
 
 # columns holding names and ids: never wrapped, never cut, on any terminal width
 WHOLE_COLUMNS = frozenset({"id", "name", "layer", "layer_id", "checkpoint", "filename", "kind"})
 PLAIN_WIDTH = 1 << 16
-# the engine's phases run per layer (the ETA's clock starts with the first of them)
-LAYER_PHASES = frozenset(
-    {"h_k", "Lanczos", "fits"}
-)  # off a terminal a table is as wide as its widest row
 
 
 def fmt(value: Any) -> str:
@@ -171,7 +168,7 @@ class JobProgressView:
 
 
 class LayerProgressView:
-    """Local profiling progress: the engine's phase (``service.cli.phases``), the layers done
+    """Local profiling progress: the engine's phase (its ``on_phase``), the layers done
     and an ETA; a live bar on a terminal, else one plain line per phase before the first
     layer and one per finished layer."""
 

@@ -25,6 +25,7 @@ from api_schemas import (
     PreconditionerParams,
     ProfileSettings,
 )
+from api_schemas.enums import ProfilePhase
 from workers.curvature import fits as fitting
 from workers.curvature.ggn import ggn_curvature
 from workers.curvature.gradient import GradientSVD, gradient_svd, layer_gradients
@@ -68,6 +69,7 @@ from workers.curvature.static_batch import (
 )
 
 Progress = Callable[[str, int, int], None]
+PhaseListener = Callable[[ProfilePhase], None]
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -126,13 +128,18 @@ def profile_layers(
     attention_mask: torch.Tensor | None = None,
     progress: Progress | None = None,
     loss_fn: OutputLoss | None = None,
+    on_phase: PhaseListener | None = None,
 ) -> list[LayerProfile]:
     """Profile the named layers on the whole (inputs, targets) measurement batch.
 
     ``loss_fn`` (with ``settings.loss == "custom"``) is a user's mean-reduced
     ``loss(outputs, targets)``; the variants that need a known output Hessian or a predictive
     distribution (``ggn``, ``mc``) are then left out and flagged.
+
+    ``on_phase(name)`` is called as each step (``api_schemas.enums.ProfilePhase``) starts,
+    the layer phases once per layer; ``progress(layer, done, total)`` as each layer is finished.
     """
+    phase = on_phase or _no_phase
     if (settings.loss == CUSTOM_LOSS) != (loss_fn is not None):
         raise ValueError('a loss callable goes with settings.loss == "custom", and only then')
     work, batch = _prepare(model, inputs, targets, settings, attention_mask, loss_fn)
@@ -163,11 +170,13 @@ def profile_layers(
     results: list[LayerProfile] = []
     with measurement_mode(work), torch.no_grad():
         started = time.perf_counter()
+        phase("gradients")
         with torch.enable_grad():
             grads, _ = layer_gradients(work, micro, specs)
             smallest = static or (bounds[0] if bounds else 1) or 1  # what the program accepts
             probe = micro[0].split(smallest, limit=1)[0]
             n_outputs = int(probe.forward(work).shape[-1])
+        phase("SVD")
         svds = {
             s.name: gradient_svd(
                 grads[s.name],
@@ -183,6 +192,7 @@ def profile_layers(
             if svds[s.name].k > 0 and "kfac_unavailable" not in s.flags
         ]
         projections: dict[str, dict[str, Projections]] = {}
+        phase("K-FAC")
         with torch.enable_grad():
             if kron_layers and {"ef", "kron"} & set(settings.variants) and not own_loss:
                 projections["true"] = collect_projections(
@@ -196,12 +206,18 @@ def profile_layers(
         for index, spec in enumerate(specs):
             t0 = time.perf_counter()
             with torch.enable_grad():
-                profile = _profile_one(work, micro, spec, svds[spec.name], settings, projections)
+                profile = _profile_one(
+                    work, micro, spec, svds[spec.name], settings, projections, phase
+                )
             profile.wall_seconds = shared + time.perf_counter() - t0
             results.append(profile)
             if progress is not None:
                 progress(spec.name, index + 1, len(specs))
     return results
+
+
+def _no_phase(name: ProfilePhase) -> None:
+    """The default ``on_phase``: nobody listens."""
 
 
 def _lanczos(
@@ -238,6 +254,7 @@ def _profile_one(
     svd: GradientSVD,
     settings: ProfileSettings,
     projections: dict[str, dict[str, Projections]],
+    phase: PhaseListener,
 ) -> LayerProfile:
     flags = list(spec.flags) + list(svd.flags)
     sigma = svd.sigma.cpu()
@@ -248,6 +265,7 @@ def _profile_one(
     h_ggn: list[float] = []
     kron = mc = None
     if svd.k > 0:
+        phase("h_k")
         curv = routed_curvature(
             model, micro, spec, svd.U, svd.V, block=block, diagnostics=settings.hvp_diagnostics
         )
@@ -263,6 +281,7 @@ def _profile_one(
             except (RuntimeError, NotImplementedError):
                 flags.append("ggn_unavailable")
         kron, mc = _kronecker(spec, svd, projections, micro[0].n_examples, flags)
+    phase("Lanczos")
     lz = _lanczos(block, spec, settings)
     block.release()
     noise = diagnostics.hvp_noise if diagnostics is not None else None
@@ -270,6 +289,7 @@ def _profile_one(
     eigs = np.array([], dtype=float)
     if lz is not None:
         eigs = lz.eigenvalues[lz.converged & (lz.eigenvalues > 0)]
+    phase("fits")
     fit = fitting.fit_exponents(
         sigma.numpy(),
         h.numpy(),

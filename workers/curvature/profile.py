@@ -12,7 +12,7 @@ from torch import nn
 
 from api_schemas import DEFAULT_VARIANTS, Profile, ProfileSettings, Provenance
 from workers.curvature.custom_loss import check_loss_callable
-from workers.curvature.engine import Progress, list_layer_names, profile_layers
+from workers.curvature.engine import PhaseListener, Progress, list_layer_names, profile_layers
 from workers.curvature.finite import check_finite
 from workers.curvature.graph import example_forward
 from workers.curvature.inventory import layer_inventory
@@ -40,6 +40,7 @@ def profile_model(
     attention_mask: torch.Tensor | None = None,
     progress: Progress | None = None,
     provenance: Provenance | None = None,
+    on_phase: PhaseListener | None = None,
 ) -> Profile:
     """Curvature profile of every analysable matrix of ``model`` (or those matching ``layers``).
 
@@ -107,6 +108,7 @@ def profile_model(
         settings,
         attention_mask=attention_mask,
         progress=progress,
+        on_phase=on_phase,
         loss_fn=loss_fn,
     )
     prov = provenance.model_copy() if provenance is not None else Provenance()
