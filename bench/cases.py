@@ -1,18 +1,14 @@
-"""Shared pieces of the peer benchmark (issue 6): trained models, measurement batches, timing.
+"""The cases of the peer benchmark (issue 6): trained models, measurement batches, setups.
 
 Models are trained once with ``workers.train.train`` on the built-in data and cached under
 ``$CURVPROF_BENCH_CACHE`` (default ``~/.cache/curvprof-bench``). Every timed method runs in
-float64 and is timed beside one plain gradient taken right before it (this machine's speed
-drifts); figures are medians of those paired ratios.
+float64 and is timed beside one plain gradient taken right before it (``bench.timing``).
 """
 
 from __future__ import annotations
 
 import copy
 import os
-import statistics
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,6 +97,15 @@ class Setup:
     def dim(self) -> int:
         return self.spec.shape[0] * self.spec.shape[1]
 
+    def layer_case(self) -> dict[str, Any]:
+        """The head of a one-layer case's results: model, layer, its shape and the batch size."""
+        return {
+            "model": self.name,
+            "layer": self.spec.name,
+            "shape": list(self.spec.shape),
+            "batch": int(self.x.shape[0]),
+        }
+
     def peer_model(self, *, freeze_others: bool) -> tuple[nn.Module, nn.Parameter]:
         """A fresh copy for a peer: the module it sees (LMView for gpt) and its W.
 
@@ -130,12 +135,16 @@ class Setup:
             torch.autograd.grad(self.batch.loss_value(self.model), ws)
 
 
-def make_setup(name: str, mode: str, *, layer: str | None = None) -> Setup:
+def make_setup(
+    name: str, mode: str, *, layer: str | None = None, batch_size: int | None = None
+) -> Setup:
+    """``name``'s trained model in float64 on ``batch_size`` examples (default: the mode's
+    ``BATCH``), its benchmarked layer and the layer's K gradient singular directions."""
     model = trained_model(name).to(DTYPE).eval()
     for p in model.parameters():
         p.requires_grad_(False)
     loss = getattr(model, "default_loss", "cross_entropy")
-    x, y = data_for(name, BATCH[mode][name])
+    x, y = data_for(name, batch_size or BATCH[mode][name])
     batch = make_batch(x, y, loss, dtype=DTYPE)
     specs, _ = layer_inventory(model, batch.split(1, limit=1)[0].forward)
     spec = next(s for s in specs if s.name == (layer or MODELS[name]["layer"]))
@@ -145,43 +154,6 @@ def make_setup(name: str, mode: str, *, layer: str | None = None) -> Setup:
     return Setup(
         name, model, batch, batch.inputs, batch.targets, loss, spec, specs, svd.U, svd.V, dirs
     )
-
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    t0 = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - t0, out
-
-
-def paired(
-    method: Callable[[], Any],
-    reference: Callable[[], Any],
-    repeats: int,
-    *,
-    warmup: int = 1,
-) -> dict[str, Any]:
-    """Median over repeats of t(method)/t(reference), the reference timed just before.
-
-    Returns ``ratio`` (median), ``ratios``, ``seconds`` (median raw) and the last output."""
-    out = None
-    for _ in range(warmup):
-        reference()
-        out = method()
-    ratios, secs, refs = [], [], []
-    for _ in range(repeats):
-        t_ref, _ = timed(reference)
-        t, out = timed(method)
-        ratios.append(t / t_ref)
-        secs.append(t)
-        refs.append(t_ref)
-    return {
-        "ratio": statistics.median(ratios),
-        "ratios": ratios,
-        "seconds": statistics.median(secs),
-        "ref_seconds": statistics.median(refs),
-        "refs": refs,
-        "out": out,
-    }
 
 
 def rel_diff(a: torch.Tensor, ref: torch.Tensor) -> float:

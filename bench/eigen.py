@@ -7,6 +7,7 @@ value i *agrees* when |λ_i − ref_i| ≤ 1e-6·|ref_i|; we count agreeing valu
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -15,7 +16,8 @@ import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 
 from bench import peers
-from bench.cases import Setup, paired
+from bench.cases import Setup
+from bench.timing import Entry, method_rows
 from workers.curvature.hvp import BlockHessian, layer_matvec
 from workers.curvature.lanczos import lanczos_top
 
@@ -68,49 +70,45 @@ def run_case(s: Setup, repeats: int, *, with_pyhessian: bool) -> dict[str, Any]:
     ref, how = reference(s)
     have = peers.available()
     cur = curvprof_method(s, tol=1e-6)
-    todo: list[tuple[str, Callable[[], dict[str, Any]], int]] = [
-        ("curvprof lanczos_top", cur, repeats)
-    ]
+    todo = [Entry("curvprof lanczos_top", cur, repeats)]
     probe = cur()
     if have["curvlinops"]:
-        todo.append(("curvlinops + eigsh (tol 1e-6)", peers.curvlinops_eigsh(s, K, 1e-6), repeats))
+        todo.append(
+            Entry("curvlinops + eigsh (tol 1e-6)", peers.curvlinops_eigsh(s, K, 1e-6), repeats)
+        )
     if have["eigenthings"]:
         todo.append(
-            ("eigenthings lanczos (docs: 2k steps)", peers.eigenthings_eigs(s, K, None), repeats)
+            Entry(
+                "eigenthings lanczos (docs: 2k steps)", peers.eigenthings_eigs(s, K, None), repeats
+            )
         )
         todo.append(
-            (
+            Entry(
                 f"eigenthings lanczos ({probe['n_hvp']} steps, reorth)",
                 peers.eigenthings_eigs(s, K, int(probe["n_hvp"])),
                 repeats,
             )
         )
     if have["pyhessian"] and with_pyhessian:
-        todo.append(("pyhessian power+deflation (docs)", peers.pyhessian_eigs(s, K), 1))
-    rows = []
-    for name, fn, reps in todo:
-        try:
-            r = paired(fn, s.gradient, reps, warmup=1 if reps > 1 else 0)
-        except Exception as exc:
-            rows.append({"method": name, "error": f"{type(exc).__name__}: {exc}"[:200]})
-            continue
+        todo.append(Entry("pyhessian power+deflation (docs)", peers.pyhessian_eigs(s, K), 1))
+    # a method timed once runs without a warm-up
+    todo = [dataclasses.replace(e, warmup=1 if e.repeats > 1 else 0) for e in todo]
+
+    def row(name: str, r: dict[str, Any]) -> dict[str, Any]:
         n_ok, worst = agree(r["out"]["eigenvalues"], ref)
-        rows.append(
-            {
-                "method": name,
-                "grads": r["ratio"],
-                "n_hvp": r["out"]["n_hvp"],
-                "agree_1e-6": n_ok,
-                "max_rel_err": worst,
-                "ratios": r["ratios"],
-                "repeats": reps,
-            }
-        )
+        return {
+            "method": name,
+            "grads": r["ratio"],
+            "n_hvp": r["out"]["n_hvp"],
+            "agree_1e-6": n_ok,
+            "max_rel_err": worst,
+            "ratios": r["ratios"],
+            "repeats": len(r["ratios"]),
+        }
+
+    rows = method_rows(todo, s.gradient, row)
     return {
-        "model": s.name,
-        "layer": s.spec.name,
-        "shape": list(s.spec.shape),
-        "batch": int(s.x.shape[0]),
+        **s.layer_case(),
         "reference": how,
         "reference_top": ref.tolist(),
         "gap_ratio_19_20": float(ref[18] / ref[19]) if ref[19] != 0 else float("nan"),

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from bench import peers
-from bench.cases import Setup, paired, rel_diff
+from bench.cases import Setup, rel_diff
+from bench.timing import Entry, method_rows, paired
 from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
 from workers.curvature.ggn_output import layer_ggn_products, rank_one_layer
 from workers.curvature.ggn_route import ggn_products
@@ -159,28 +160,21 @@ def run_case(s: Setup, repeats: int) -> dict[str, Any]:
             "ratios": fl["ratios"],
         }
     ]
-    for name, fn in methods(s).items():
-        try:
-            r = paired(fn, s.gradient, repeats)
-        except Exception as exc:  # a peer that cannot run this model
-            rows.append({"method": name, "error": f"{type(exc).__name__}: {exc}"[:200]})
-            continue
-        rows.append(
-            {
-                "method": name,
-                "per_dir": r["ratio"] / K,
-                "total": r["ratio"],
-                "rel_err": rel_diff(r["out"], ref_h),
-                "ratios": r["ratios"],
-            }
-        )
+    rows += method_rows(
+        (Entry(name, fn, repeats) for name, fn in methods(s).items()),
+        s.gradient,
+        lambda name, r: {
+            "method": name,
+            "per_dir": r["ratio"] / K,
+            "total": r["ratio"],
+            "rel_err": rel_diff(r["out"], ref_h),
+            "ratios": r["ratios"],
+        },
+    )
     marginal = [sp[1] / r for sp, r in zip(timed_splits, fl["refs"], strict=True)]
     setup = [sp[0] / r for sp, r in zip(timed_splits, fl["refs"], strict=True)]
     return {
-        "model": s.name,
-        "layer": s.spec.name,
-        "shape": list(s.spec.shape),
-        "batch": int(s.x.shape[0]),
+        **s.layer_case(),
         "K": K,
         "gradient_seconds": fl["ref_seconds"],
         "floor_marginal_per_dir": statistics.median(marginal),

@@ -19,7 +19,8 @@ from collections.abc import Callable
 import torch
 from torch.func import functional_call, grad, jvp, vmap
 
-from bench.cases import MODELS, Setup, make_setup, paired
+from bench.cases import MODELS, Setup, make_setup
+from bench.timing import paired
 from workers.curvature.measurement import grad_only_for
 
 Variant = Callable[[], torch.Tensor]

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from api_schemas import ProfileSettings
-from bench.cases import Setup, timed
+from bench.cases import Setup
+from bench.timing import timed
 
 
 def _run(s: Setup, model32: torch.nn.Module, n_cpus: int, repeats: int) -> dict[str, Any]:

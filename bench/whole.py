@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from bench import peers
-from bench.cases import DTYPE, K, Setup, paired
+from bench.cases import DTYPE, K, Setup
+from bench.timing import Entry, method_rows
 from workers.curvature.fits import eigenvalue_exponent, ols_loglog
 from workers.curvature.gradient import gradient_svd, layer_gradients
 from workers.curvature.profile import profile_model
@@ -164,22 +165,20 @@ def curvprof_profile(s: Setup, model32: torch.nn.Module) -> Callable[[], Any]:
 
 def run_case(s: Setup, model32: torch.nn.Module, repeats: int) -> dict[str, Any]:
     have = peers.available()
-    todo: list[tuple[str, Callable[[], Any]]] = [
-        ("curvprof profile_model", curvprof_profile(s, model32))
-    ]
+    todo = [Entry("curvprof profile_model", curvprof_profile(s, model32), repeats)]
     for peer in ("pyhessian", "curvlinops", "eigenthings"):
         if have[peer]:
-            todo.append((f"{peer} pipeline (best use)", peer_pipeline(s, peer)))
-    rows = []
-    for name, fn in todo:
-        try:
-            r = paired(fn, s.full_gradient, repeats)
-        except Exception as exc:
-            rows.append({"method": name, "error": f"{type(exc).__name__}: {exc}"[:200]})
-            continue
-        rows.append(
-            {"method": name, "grads": r["ratio"], "seconds": r["seconds"], "ratios": r["ratios"]}
-        )
+            todo.append(Entry(f"{peer} pipeline (best use)", peer_pipeline(s, peer), repeats))
+    rows = method_rows(
+        todo,
+        s.full_gradient,
+        lambda name, r: {
+            "method": name,
+            "grads": r["ratio"],
+            "seconds": r["seconds"],
+            "ratios": r["ratios"],
+        },
+    )
     return {
         "model": s.name,
         "layers": len(s.specs),
