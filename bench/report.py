@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table: the one renderer of every benchmark table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
@@ -38,7 +39,7 @@ def _method_table(
         else [r["method"], *cells(r)]
         for r in rows
     ]
-    return title + "\n\n" + _table(header, body)
+    return title + "\n\n" + table(header, body)
 
 
 def hk_tables(cases: list[dict[str, Any]]) -> list[str]:
@@ -110,14 +111,17 @@ def scaling_table(sc: dict[str, Any]) -> str:
         f"**Ray scaling, {sc['model']} ({sc['one']['layers']} matrices, B = {sc['batch']})**: "
         f"speedup {sc['speedup']:.2f}, drift-corrected {sc['speedup_drift_corrected']:.2f}"
     )
-    return title + "\n\n" + _table(["workers", "layers/s", "layers per driver gradient"], rows)
+    return title + "\n\n" + table(["workers", "layers/s", "layers per driver gradient"], rows)
 
 
 def store_table(st: dict[str, Any]) -> str:
     rows = []
     for backend in ("sqlite", "postgresql"):
         b = st.get(backend)
-        if not b or "error" in b:
+        if not b:
+            continue
+        if "error" in b:
+            rows.append([backend, "error: " + b["error"], *[""] * 5])
             continue
         for view in ("brief", "full"):
             v = b[view]
@@ -133,7 +137,7 @@ def store_table(st: dict[str, Any]) -> str:
                 ]
             )
     header = ["backend", "view", "p50 ms", "p99 ms", "max ms", "query alone p50 ms", "insert"]
-    return f"**`GET /v1/layers` at {st['rows']} layers ({st['via']})**\n\n" + _table(header, rows)
+    return f"**`GET /v1/layers` at {st['rows']} layers ({st['via']})**\n\n" + table(header, rows)
 
 
 def goals_table(goals: list[dict[str, Any]]) -> str:
@@ -141,7 +145,7 @@ def goals_table(goals: list[dict[str, Any]]) -> str:
         [g["goal"], f"{g['ratio']:.3g}", "met" if g["met"] else "**missed**", g.get("note", "")]
         for g in goals
     ]
-    return _table(["goal", "ratio", "status", "note"], rows)
+    return table(["goal", "ratio", "status", "note"], rows)
 
 
 def render(results: list[dict[str, Any]]) -> str:
@@ -159,6 +163,16 @@ def render(results: list[dict[str, Any]]) -> str:
     if goals:
         parts.append("**Goals**\n\n" + goals_table(goals))
     return "\n\n".join(parts) + "\n"
+
+
+def summary(res: dict[str, Any]) -> str:
+    """One run's tables between the machine it ran on and its wall time (``python -m bench``)."""
+    m = res["machine"]
+    head = (
+        f"curvprof vs peers ({res['mode']}), {m['nproc']} x {m['cpu']}, torch "
+        f"{res['versions']['torch']}, OPENBLAS_NUM_THREADS={m['OPENBLAS_NUM_THREADS']}"
+    )
+    return f"{head}\n\n{render([res])}\nwall {res['wall_seconds']:.0f} s"
 
 
 def main() -> None:
