@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -390,19 +390,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="curvprof-load-") as tmp:
+        database: AbstractContextManager[str]
         if args.backend == "sqlite":
-            db = f"sqlite:///{Path(tmp) / 'load.db'}"
-            result = run_load(
-                db,
-                Path(tmp),
-                backend="sqlite",
-                clients=args.clients,
-                requests=args.requests,
-                layers=args.layers,
-                seed=args.seed,
-                repeats=args.repeats,
-                think_s=args.think,
-            )
+            database = nullcontext(f"sqlite:///{Path(tmp) / 'load.db'}")
         else:
             from bench.live import fresh_pg_database
 
@@ -410,18 +400,19 @@ def main(argv: list[str] | None = None) -> int:
             if pg is None:
                 print("postgres: CURVPROF_TEST_PG_URL is not set")
                 return 2
-            with fresh_pg_database(pg) as db:
-                result = run_load(
-                    db,
-                    Path(tmp),
-                    backend="postgres",
-                    clients=args.clients,
-                    requests=args.requests,
-                    layers=args.layers,
-                    seed=args.seed,
-                    repeats=args.repeats,
-                    think_s=args.think,
-                )
+            database = fresh_pg_database(pg)
+        with database as db:
+            result = run_load(
+                db,
+                Path(tmp),
+                backend=args.backend,
+                clients=args.clients,
+                requests=args.requests,
+                layers=args.layers,
+                seed=args.seed,
+                repeats=args.repeats,
+                think_s=args.think,
+            )
     print(report(result))
     if args.out:
         args.out.write_text(json.dumps(asdict(result), indent=2) + "\n")

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from bench.report import table
 from workers.curvature.randomized_svd import top_singular_triplets
 
 SHAPES = [(256, 256, 0.7), (384, 384, 0.7), (512, 512, 0.5), (768, 768, 0.5), (768, 3072, 0.5)]
@@ -38,8 +39,7 @@ def synthetic_gradient(m: int, n: int, gamma: float) -> torch.Tensor:
 
 
 def main() -> None:
-    print("| shape | σ_k | full SVD (CPU s) | block Krylov (CPU s) | speed-up | blocks | σ error |")
-    print("|---|---|---|---|---|---|---|")
+    rows = []
     for m, n, gamma in SHAPES:
         G = synthetic_gradient(m, n, gamma)
         full = torch.linalg.svdvals(G)[:20]
@@ -48,9 +48,27 @@ def main() -> None:
         assert err < 1e-10, err
         a = cpu_seconds(lambda G=G: torch.linalg.svd(G, full_matrices=False))
         b = cpu_seconds(lambda G=G: top_singular_triplets(G, 20))
-        print(
-            f"| {m}×{n} | k^-{gamma} | {a:.2f} | {b:.2f} | {a / b:.2f} | {top.blocks} | {err:.1e} |"
+        rows.append(
+            [
+                f"{m}×{n}",
+                f"k^-{gamma}",
+                f"{a:.2f}",
+                f"{b:.2f}",
+                f"{a / b:.2f}",
+                str(top.blocks),
+                f"{err:.1e}",
+            ]
         )
+    header = [
+        "shape",
+        "σ_k",
+        "full SVD (CPU s)",
+        "block Krylov (CPU s)",
+        "speed-up",
+        "blocks",
+        "σ error",
+    ]
+    print(table(header, rows))
 
 
 if __name__ == "__main__":
