@@ -8,7 +8,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -33,6 +33,8 @@ from workers.tracking.frames import layers_frame
 if TYPE_CHECKING:
     import pandas as pd
 
+T = TypeVar("T")
+
 
 def retry_after(response: httpx.Response, default: float, cap: float = 30.0) -> float:
     """The server's ``Retry-After`` in seconds (capped), else ``default``."""
@@ -40,6 +42,18 @@ def retry_after(response: httpx.Response, default: float, cap: float = 30.0) -> 
         return min(float(response.headers.get("Retry-After", "")), cap)
     except ValueError:
         return default
+
+
+def follow_pages(fetch_page: Callable[[str | None], Page[T]]) -> Iterator[T]:
+    """Every item of a keyset-paginated listing: ``fetch_page(cursor)`` from ``None`` on,
+    passing each page's ``next_cursor`` back until there is none."""
+    cursor: str | None = None
+    while True:
+        page = fetch_page(cursor)
+        yield from page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            return
 
 
 class ApiError(Exception):
@@ -170,13 +184,11 @@ class CurvprofClient:
             yield Dataset.model_validate(item)
 
     def _pages(self, path: str, params: dict[str, Any]) -> Iterator[Any]:
-        cursor: str | None = None
-        while True:
-            data = self.request("GET", path, params=self._params(cursor=cursor, **params)).json()
-            yield from data["items"]
-            cursor = data.get("next_cursor")
-            if cursor is None:
-                return
+        return follow_pages(
+            lambda cursor: Page[Any].model_validate(
+                self.request("GET", path, params=self._params(cursor=cursor, **params)).json()
+            )
+        )
 
     def dataset(self, dataset_id: str) -> Dataset:
         return Dataset.model_validate(self.request("GET", f"/v1/datasets/{dataset_id}").json())
@@ -237,13 +249,7 @@ class CurvprofClient:
 
     def iter_jobs(self, *, page_size: int = 100, **filters: Any) -> Iterator[Job]:
         """Every matching job (the filters of :meth:`jobs`), following the pages."""
-        cursor: str | None = None
-        while True:
-            page = self.jobs(cursor=cursor, limit=page_size, **filters)
-            yield from page.items
-            cursor = page.next_cursor
-            if cursor is None:
-                return
+        return follow_pages(lambda cursor: self.jobs(cursor=cursor, limit=page_size, **filters))
 
     def resolve_job_id(self, job_id_or_prefix: str) -> str:
         """The full id of the one job whose id starts with this prefix (e.g. the 12
@@ -297,25 +303,19 @@ class CurvprofClient:
 
     def layers(self, *, page_size: int = 100, **filters: Any) -> Iterator[LayerRow]:
         """Every matching layer, following ``next_cursor`` page after page."""
-        cursor: str | None = None
-        while True:
-            page = self.layers_page(cursor=cursor, limit=page_size, **filters)
-            yield from page.items
-            cursor = page.next_cursor
-            if cursor is None:
-                return
+        return follow_pages(
+            lambda cursor: self.layers_page(cursor=cursor, limit=page_size, **filters)
+        )
 
     def layer_briefs(self, *, page_size: int = 100, **filters: Any) -> Iterator[LayerBrief]:
         """Like :meth:`layers` with the indexed scalars only (``view=brief``): no arrays."""
-        cursor: str | None = None
-        while True:
+
+        def brief_page(cursor: str | None) -> Page[LayerBrief]:
             params = self._params(cursor=cursor, limit=page_size, view="brief", **filters)
             data = self.request("GET", "/v1/layers", params=params).json()
-            page = Page[LayerBrief].model_validate(data)
-            yield from page.items
-            cursor = page.next_cursor
-            if cursor is None:
-                return
+            return Page[LayerBrief].model_validate(data)
+
+        return follow_pages(brief_page)
 
     def layers_df(
         self, *, arrays: bool = False, page_size: int = 200, **filters: Any

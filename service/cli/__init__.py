@@ -8,6 +8,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from workers.errors import IntakeError
+
 EXIT_OK, EXIT_JOB_FAILED, EXIT_BAD_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 130, 141
 EXIT_CODES_HELP = (
@@ -33,14 +35,7 @@ def version() -> str:
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
-    types: list[type[BaseException]] = [CliError, FileNotFoundError, PermissionError]
-    try:
-        from workers.intake.errors import IntakeError
-
-        types.append(IntakeError)
-    except ImportError:
-        pass
-    return tuple(types)
+    return (CliError, FileNotFoundError, PermissionError, IntakeError)
 
 
 def quiet_library_tracebacks() -> None:

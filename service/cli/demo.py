@@ -42,6 +42,7 @@ def demo(
 ) -> int:
     """Train, serve, profile and query: the main job. --quick for a first look on a CPU;
     --serve keeps the service (and its dashboard) up afterwards until Ctrl-C."""
+    # imported on use: `curvprof --help` stays free of torch and Ray
     from service.cli.output import JobProgressView, print_json, print_profile_table
     from service.cli.remote import job_request
     from service.embedded import EmbeddedServer, free_port
@@ -154,6 +155,7 @@ def _port(wanted: int) -> int:
 
 
 def _trained_checkpoint(arch: str, epochs: int, seed: int, data_dir: Path, say: Any) -> Path:
+    # imported on use: `curvprof --help` stays free of torch and Ray
     from workers.train import train
 
     out = data_dir / "models" / f"{arch}-digits-e{epochs}-s{seed}"

@@ -28,6 +28,7 @@ def train(
     as_json: JsonFlag = False,
 ) -> int:
     """Train a zoo model on built-in data (CPU)."""
+    # imported on use: `curvprof --help` stays free of torch and Ray
     from workers.train import DATA_FOR
     from workers.train import train as train_model
 
@@ -70,6 +71,7 @@ def profile(
     """Profile a model's layers on one machine. Progress shows the engine's phase
     (gradients, SVD, K-FAC, then h_k, Lanczos and the fits of each layer) and an ETA;
     --quick is a fast first look on a CPU."""
+    # imported on use: `curvprof --help` stays free of torch and Ray
     import torch
 
     from api_schemas import ProfileSettings

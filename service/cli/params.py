@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar, get_args, get_type_hints
 import typer
 
 from api_schemas import ProfileSettings
+from api_schemas.enums import ARCHITECTURES
 from api_schemas.jobs import BuiltinDataset
 from api_schemas.profile import DTypeName, NamedLoss, VariantName
 from service.cli import CliError
@@ -86,13 +87,12 @@ def choice_of(names: Callable[[], Iterable[str]], what: str, where: str) -> dict
 
 
 def zoo_archs() -> list[str]:
-    from workers.zoo import ARCHS
-
-    return list(ARCHS)
+    return list(ARCHITECTURES)
 
 
 def digits_archs() -> list[str]:
     """The zoo architectures that train on the built-in digits."""
+    # imported on use: `curvprof --help` stays free of torch and Ray
     from workers.train import DATA_FOR
 
     return [arch for arch, data in DATA_FOR.items() if "digits" in data]

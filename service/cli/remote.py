@@ -207,6 +207,7 @@ def submit(
 def _upload_text(client: Any, measure: MeasureOptions, data: str, checkpoint: str) -> str:
     """Plain text, tokenized here by the model directory's tokenizer.json (or --tokenizer)
     into next-token windows, uploaded as .npz: the service receives token ids only."""
+    # imported on use: `curvprof --help` stays free of torch and Ray
     import tempfile
 
     import numpy as np

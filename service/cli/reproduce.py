@@ -47,6 +47,7 @@ def reproduce(
     ] = False,
 ) -> int:
     """The paper's tables and figure, from the store (docs/reproduction.md)."""
+    # imported on use: `curvprof --help` stays free of torch and Ray
     from service.reproduce import alpha_by_kind, identity_summary, markdown_report, refit_paper_data
     from workers.train import train
 
@@ -115,6 +116,7 @@ def _connect(url: str | None, token: str | None, data_dir: Path, stack: ExitStac
 
     if url:
         return CurvprofClient(url, token=token, timeout=120)
+    # imported on use: `curvprof --help` stays free of torch and Ray
     from service.embedded import EmbeddedServer
     from service.settings import Settings
     from workers.execution import init_ray, shutdown_ray

@@ -76,20 +76,33 @@ def _by_kind(points: Sequence[LayerPoint]) -> dict[str, list[LayerPoint]]:
     return groups
 
 
+def _kind_markers(
+    kind: str, group: Sequence[LayerPoint], *, x: list[Any], y: list[Any], hovertemplate: str
+) -> dict[str, Any]:
+    """One layer kind's points as a marker trace; a click opens the layer (its id)."""
+    return {
+        "type": "scatter",
+        "mode": "markers",
+        "name": kind,
+        "x": x,
+        "y": y,
+        "text": [p.name for p in group],
+        "customdata": [p.id for p in group],
+        "marker": {"color": KIND_COLOURS.get(kind, "#333"), "size": 8},
+        "hovertemplate": hovertemplate,
+    }
+
+
 def depth_figure(points: Sequence[LayerPoint]) -> Figure:
     """α of every stored layer against its depth, one trace per layer kind."""
     data = [
-        {
-            "type": "scatter",
-            "mode": "markers",
-            "name": kind,
-            "x": [p.depth for p in group],
-            "y": _finite_list(p.alpha for p in group),
-            "text": [p.name for p in group],
-            "customdata": [p.id for p in group],
-            "marker": {"color": KIND_COLOURS.get(kind, "#333"), "size": 8},
-            "hovertemplate": "%{text}<br>depth %{x}<br>α = %{y:.4g}<extra></extra>",
-        }
+        _kind_markers(
+            kind,
+            group,
+            x=[p.depth for p in group],
+            y=_finite_list(p.alpha for p in group),
+            hovertemplate="%{text}<br>depth %{x}<br>α = %{y:.4g}<extra></extra>",
+        )
         for kind, group in _by_kind(points).items()
     ]
     return {"data": data, "layout": _layout("α by depth", "depth (layer position)", "α")}
@@ -98,17 +111,13 @@ def depth_figure(points: Sequence[LayerPoint]) -> Figure:
 def identity_figure(points: Sequence[LayerPoint]) -> Figure:
     """s against αγ per layer kind, with the line s = αγ."""
     data: list[dict[str, Any]] = [
-        {
-            "type": "scatter",
-            "mode": "markers",
-            "name": kind,
-            "x": _finite_list(p.predicted_s for p in group),
-            "y": _finite_list(p.s for p in group),
-            "text": [p.name for p in group],
-            "customdata": [p.id for p in group],
-            "marker": {"color": KIND_COLOURS.get(kind, "#333"), "size": 8},
-            "hovertemplate": "%{text}<br>αγ = %{x:.4g}<br>s = %{y:.4g}<extra></extra>",
-        }
+        _kind_markers(
+            kind,
+            group,
+            x=_finite_list(p.predicted_s for p in group),
+            y=_finite_list(p.s for p in group),
+            hovertemplate="%{text}<br>αγ = %{x:.4g}<br>s = %{y:.4g}<extra></extra>",
+        )
         for kind, group in _by_kind(points).items()
     ]
     both = [

@@ -14,7 +14,6 @@ import pytest
 from service.client import CurvprofClient
 from service.embedded import EmbeddedServer
 from service.settings import Settings
-from tests.service.conftest import ray_cluster  # noqa: F401  (one local Ray per session)
 from tests.service.helpers import MLP_CONFIG, SPEC, write_checkpoint
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -40,7 +39,7 @@ def browser_path() -> str:
 
 
 @pytest.fixture(scope="session")
-def fleet(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:  # noqa: F811
+def fleet(ray_cluster: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     tmp = tmp_path_factory.mktemp("dashboard")
     server = EmbeddedServer(Settings(data_dir=tmp / "data"))
     client = server.client()

@@ -1,5 +1,6 @@
 """Real parts only: a uvicorn server on loopback in a thread, SQLite files in tmp dirs,
-PostgreSQL when CURVPROF_TEST_PG_URL is set (see tests/pg.sh), one local Ray per session."""
+PostgreSQL when CURVPROF_TEST_PG_URL is set (see tests/pg.sh); the session's one local Ray
+is tests/conftest.py's ``ray_cluster``."""
 
 from __future__ import annotations
 
@@ -15,16 +16,6 @@ from service.embedded import EmbeddedServer
 from service.settings import Settings
 
 PG_URL = os.environ.get("CURVPROF_TEST_PG_URL")
-
-
-@pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[None]:
-    """One embedded loopback Ray for the whole session (ray.init costs seconds)."""
-    from workers.execution import init_ray, shutdown_ray
-
-    init_ray(None, num_cpus=2)
-    yield
-    shutdown_ray()
 
 
 @pytest.fixture
