@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import tempfile
 import time
 from typing import Any
 
@@ -25,18 +26,23 @@ def _run(s: Setup, model32: torch.nn.Module, n_cpus: int, repeats: int) -> dict[
 
     from workers.execution import (
         DataPayload,
-        ModelPayload,
+        ModelReference,
         init_ray,
         run_layer_groups,
         shutdown_ray,
     )
+    from workers.execution.prepare import ModelSource
+    from workers.intake import save_checkpoint, sha256_file
 
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     shutdown_ray()
     t_init, _ = timed(lambda: init_ray("local", num_cpus=n_cpus))
     try:
-        config = dict(model32.curvprof_config)  # type: ignore[arg-type]
-        model_ref = ray.put(ModelPayload.from_model(model32, config))
+        stored = save_checkpoint(model32, tempfile.mkdtemp(prefix="curvprof-scaling-"))
+        reference = ModelReference(
+            ModelSource(path=str(stored)), sha256_file(stored / "model.safetensors")
+        )
+        model_ref = ray.put(reference)
         data_ref = ray.put(DataPayload.from_tensors(s.x, s.y))
         names = [sp.name for sp in s.specs]
         settings = ProfileSettings(

@@ -34,7 +34,7 @@ log = logging.getLogger("curvprof.jobs")
 
 @dataclass
 class PreparedJob:
-    model_payload: Any
+    model_reference: Any  # workers.execution.ModelReference: the tasks open the artifact
     data_payload: Any
     names: list[str]
     settings: ProfileSettings
@@ -256,7 +256,7 @@ class JobRunner:
                 self._job_log(job_id, logging.WARNING, f"layer {outcome.name}: {outcome.error}")
 
         result = run_layer_groups(
-            prepared.model_payload,
+            prepared.model_reference,
             prepared.data_payload,
             group_layers(remaining, self.settings.layers_per_task),
             settings,
@@ -295,7 +295,7 @@ class JobRunner:
         self, spec: JobSpec, ckpt: CheckpointRow | None, dataset: DatasetRow | None, data_cls: Any
     ) -> PreparedJob:
         # on first use, not at import: see the module docstring
-        from workers.execution import ModelPayload
+        from workers.execution import ModelReference
         from workers.execution.prepare import DataSource, prepare
 
         limits = self.settings.intake_limits
@@ -307,21 +307,17 @@ class JobRunner:
             data = DataSource(spec.dataset)
         if ckpt is not None and ckpt.format == "pt2":
             return self._prepare_program(spec, ckpt, data, data_cls)
-        prepared = prepare(
-            spec.to_settings(), self._model_source(spec, ckpt), data, loss=spec.loss, limits=limits
-        )
-        loaded, batch, prov = prepared.loaded, prepared.batch, prepared.provenance
-        if loaded.format == "hf":  # rebuilt in each task from the stored artifact
-            assert ckpt is not None and ckpt.path is not None
-            payload = ModelPayload(path=ckpt.path)
-        else:
-            payload = ModelPayload.from_model(loaded.model, loaded.config)
+        source = self._model_source(spec, ckpt)
+        prepared = prepare(spec.to_settings(), source, data, loss=spec.loss, limits=limits)
+        batch = prepared.batch
+        # the tasks open the same stored artifact and check it is the one opened here
+        reference = ModelReference(source, prepared.loaded.sha256, prepared.settings.seed, limits)
         return PreparedJob(
-            model_payload=payload,
+            model_reference=reference,
             data_payload=data_cls.from_tensors(batch.inputs, batch.targets, batch.attention_mask),
             names=prepared.names,
             settings=prepared.settings,
-            provenance=_shared(prov),
+            provenance=_shared(prepared.provenance),
         )
 
     def _prepare_program(
@@ -331,11 +327,11 @@ class JobRunner:
         layer names) and in the Ray workers that profile it, never in this process."""
         # on first use, not at import: see the module docstring
         from workers.data import measurement_batch
-        from workers.execution import ModelPayload
+        from workers.execution import ModelReference
         from workers.execution.prepare import ModelSource, open_data
         from workers.intake.isolated import probe_program
 
-        assert ckpt.path is not None
+        assert ckpt.path is not None and ckpt.sha256 is not None
         if not self.settings.allow_pickle_checkpoints:
             raise ValueError(".pt2 checkpoints are refused by this server (no pickle opt-in)")
         settings = spec.to_settings()
@@ -358,7 +354,12 @@ class JobRunner:
             versions=library_versions(),
         )
         return PreparedJob(
-            model_payload=ModelPayload(path=ckpt.path, allow_pickle=True),
+            model_reference=ModelReference(
+                ModelSource(path=ckpt.path, allow_pickle=True),
+                ckpt.sha256,
+                settings.seed,
+                self.settings.intake_limits,
+            ),
             data_payload=data_cls.from_tensors(batch.inputs, batch.targets, batch.attention_mask),
             names=probe.names,
             settings=settings,

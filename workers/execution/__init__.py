@@ -10,9 +10,10 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from workers.execution.model_cache import ModelReference, cached_model, models_built
     from workers.execution.ray_runtime import gpus_per_task, init_ray, ray_ready, shutdown_ray
     from workers.execution.scheduler import LayerOutcome, run_layer_groups
-    from workers.execution.tasks import DataPayload, ModelPayload, build_model, profile_group
+    from workers.execution.tasks import DataPayload, profile_group
 
 _HOMES = {
     "gpus_per_task": "ray_runtime",
@@ -22,18 +23,20 @@ _HOMES = {
     "LayerOutcome": "scheduler",
     "run_layer_groups": "scheduler",
     "DataPayload": "tasks",
-    "ModelPayload": "tasks",
-    "build_model": "tasks",
+    "ModelReference": "model_cache",
+    "cached_model": "model_cache",
+    "models_built": "model_cache",
     "profile_group": "tasks",
 }
 
 __all__ = [
     "DataPayload",
     "LayerOutcome",
-    "ModelPayload",
-    "build_model",
+    "ModelReference",
+    "cached_model",
     "gpus_per_task",
     "init_ray",
+    "models_built",
     "profile_group",
     "ray_ready",
     "run_layer_groups",

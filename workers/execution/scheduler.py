@@ -12,7 +12,8 @@ from ray.exceptions import RayError, TaskCancelledError
 
 from api_schemas import LayerProfile, ProfileSettings
 from workers.execution.attempts import AttemptWatch, driver_ledger
-from workers.execution.tasks import DataPayload, ModelPayload, profile_group_remote
+from workers.execution.model_cache import ModelReference
+from workers.execution.tasks import DataPayload, profile_group_remote
 
 
 @dataclass
@@ -51,7 +52,7 @@ def _error_text(exc: BaseException) -> str:
 
 
 def run_layer_groups(
-    model: ModelPayload | ray.ObjectRef,
+    model: ModelReference | ray.ObjectRef,
     data: DataPayload | ray.ObjectRef,
     groups: Sequence[Sequence[str]],
     settings: ProfileSettings,
@@ -66,7 +67,9 @@ def run_layer_groups(
 ) -> Literal["done", "stopped"]:
     """Run every group; ``on_layer`` is called in this thread for each layer as it arrives.
 
-    The weights and the batch go into the object store once and every task gets the reference.
+    The model travels by reference (each task opens the stored artifact, built once per worker
+    process: ``model_cache``); the reference and the batch go into the object store once and
+    every task gets them.
     When ``should_stop()`` turns true the pending tasks are cancelled with ``ray.cancel``.
     Ray retries a task whose worker died (``max_retries``); ``on_retry`` is called with the
     group's names at each retry, as it starts (workers.execution.attempts).

@@ -1,4 +1,5 @@
-"""The Ray task: rebuild the model from the object store, profile a group of layers."""
+"""The Ray task: open the job's model by reference (built once per worker process,
+``model_cache``), profile a group of layers."""
 
 from __future__ import annotations
 
@@ -10,33 +11,16 @@ from typing import Any
 import numpy as np
 import ray
 import torch
-from torch import nn
 
 from api_schemas import ProfileSettings
+from workers.execution.model_cache import ModelReference, cached_model
 from workers.versions import device_label
 
 
 @dataclass
-class ModelPayload:
-    """Put into the object store once per job; tasks rebuild the model from it.
-
-    Zoo models travel as config + state-dict arrays; formats that cannot be rebuilt that way
-    (``.pt2`` programs) travel as the artifact path, loaded by ``workers.intake``.
-    """
-
-    config: dict[str, Any] | None = None
-    arrays: dict[str, np.ndarray] | None = None
-    path: str | None = None
-    allow_pickle: bool = False
-
-    @classmethod
-    def from_model(cls, model: nn.Module, config: dict[str, Any]) -> ModelPayload:
-        arrays = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
-        return cls(config=dict(config), arrays=arrays)
-
-
-@dataclass
 class DataPayload:
+    """The measurement batch, put into the object store once per job and shared by its tasks."""
+
     inputs: np.ndarray
     targets: np.ndarray
     attention_mask: np.ndarray | None = None
@@ -59,30 +43,13 @@ class DataPayload:
         return t(self.inputs), t(self.targets), mask
 
 
-def build_model(payload: ModelPayload) -> nn.Module:
-    """The model a payload describes, in eval mode, weights loaded strictly."""
-    if payload.config is not None and payload.arrays is not None:
-        from workers.zoo import build_model as zoo_build
-
-        model = zoo_build(payload.config, max_parameters=None)  # checked by the service
-        state = {k: torch.from_numpy(np.array(v, copy=True)) for k, v in payload.arrays.items()}
-        model.load_state_dict(state, strict=True)
-        return model.eval()
-    if payload.path is not None:
-        from workers.intake.checkpoints import load_checkpoint
-
-        loaded = load_checkpoint(payload.path, allow_pickle=payload.allow_pickle)
-        return loaded.model  # already in eval mode (or an exported program, which stays as is)
-    raise ValueError("model payload has neither config+arrays nor a path")
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def profile_group(
-    model_payload: ModelPayload,
+    model_reference: ModelReference,
     data_payload: DataPayload,
     layer_names: list[str],
     settings_json: str,
@@ -100,8 +67,11 @@ def profile_group(
         "hostname": socket.gethostname(),
         "device": device_label(device),
     }
-    model = build_model(model_payload).to(device)
     inputs, targets, mask = data_payload.tensors()
+    try:
+        model = cached_model(model_reference, device)
+    except Exception as exc:  # the file is missing or not the one the job was prepared from
+        return [_error_entry(name, exc, where) for name in layer_names]
 
     def run(names: list[str]) -> list[dict[str, Any]]:
         started = time.perf_counter()
@@ -158,7 +128,7 @@ def _node_id() -> str | None:
 def profile_group_announced(
     ledger: Any,
     key: str,
-    model_payload: ModelPayload,
+    model_reference: ModelReference,
     data_payload: DataPayload,
     layer_names: list[str],
     settings_json: str,
@@ -167,7 +137,7 @@ def profile_group_announced(
     from workers.execution.attempts import announce
 
     announce(ledger, key)
-    return profile_group(model_payload, data_payload, layer_names, settings_json)
+    return profile_group(model_reference, data_payload, layer_names, settings_json)
 
 
 profile_group_remote = ray.remote(profile_group_announced)
