@@ -1,6 +1,6 @@
-"""The Ray task's body, run in this process (no Ray): payloads rebuild the model and data
-exactly, ``profile_group`` reports the engine's own profiles with provenance, and a layer
-that fails is reported alone, in one line, while the rest of its group is profiled."""
+"""The Ray task's body, run in this process (no Ray): the data payload round-trips exactly,
+``profile_group`` reports the engine's own profiles of the model its reference names, with
+provenance, and a layer that fails is reported alone, in one line, while the rest of its group is profiled."""
 
 from __future__ import annotations
 
@@ -12,17 +12,26 @@ import torch
 
 from api_schemas import ProfileSettings
 from workers.curvature.engine import profile_layers
-from workers.execution.tasks import DataPayload, ModelPayload, build_model, profile_group
-from workers.zoo import build_model as zoo_build
+from workers.execution.model_cache import ModelReference, clear_model_cache
+from workers.execution.prepare import ModelSource, load_model
+from workers.execution.tasks import DataPayload, profile_group
 
 CONFIG = {"arch": "mlp", "in_features": 6, "widths": [5], "classes": 4}
 SETTINGS = ProfileSettings(top_k=3, lanczos_steps=0, variants=["ggn"], min_fit_points=3)
 LAYERS = ["layers.0", "head"]
 
 
+REFERENCE = ModelReference(ModelSource(zoo_config=dict(CONFIG)), "", seed=0)
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    clear_model_cache()
+
+
 def _model_and_batch() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    torch.manual_seed(0)
-    model = zoo_build(CONFIG).eval()
+    """The model the reference names, as the runner opens it, and a batch."""
+    model = load_model(REFERENCE.source, REFERENCE.seed).model
     gen = torch.Generator().manual_seed(1)
     return model, torch.randn(16, 6, generator=gen), torch.randint(0, 4, (16,), generator=gen)
 
@@ -30,18 +39,6 @@ def _model_and_batch() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
 def _comparable(profile: dict[str, object]) -> str:
     """The profile as exact JSON (float repr round-trips; NaN kept), wall time left out."""
     return json.dumps({k: v for k, v in profile.items() if k != "wall_seconds"})
-
-
-def test_model_payload_rebuilds_the_same_function() -> None:
-    model, x, _ = _model_and_batch()
-    rebuilt = build_model(ModelPayload.from_model(model, CONFIG))
-    assert not rebuilt.training
-    assert torch.equal(rebuilt(x), model(x))
-
-
-def test_empty_model_payload_is_refused() -> None:
-    with pytest.raises(ValueError, match="neither config"):
-        build_model(ModelPayload())
 
 
 def test_data_payload_round_trips_and_owns_its_arrays() -> None:
@@ -60,7 +57,7 @@ def test_profile_group_reports_the_engines_profiles() -> None:
     model, x, y = _model_and_batch()
     expected = profile_layers(model, x, y, LAYERS, SETTINGS)
     entries = profile_group(
-        ModelPayload.from_model(model, CONFIG),
+        REFERENCE,
         DataPayload.from_tensors(x, y),
         LAYERS,
         SETTINGS.model_dump_json(),
@@ -74,9 +71,9 @@ def test_profile_group_reports_the_engines_profiles() -> None:
 
 
 def test_a_failing_layer_fails_alone() -> None:
-    model, x, y = _model_and_batch()
+    _, x, y = _model_and_batch()
     entries = profile_group(
-        ModelPayload.from_model(model, CONFIG),
+        REFERENCE,
         DataPayload.from_tensors(x, y),
         ["head", "no.such.layer"],
         SETTINGS.model_dump_json(),
