@@ -1,6 +1,7 @@
 """The Ray task's body, run in this process (no Ray): the data payload round-trips exactly,
 ``profile_group`` reports the engine's own profiles of the model its reference names, with
-provenance, and a layer that fails is reported alone, in one line, while the rest of its group is profiled."""
+provenance, and a layer that fails is reported alone, in one line, while the rest of its
+group is profiled."""
 
 from __future__ import annotations
 
