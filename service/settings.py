@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     queue_timeout_s: float = Field(
         default=30.0, gt=0, description="seconds a request waits in the queue, then 503"
     )
+    keep_alive_s: int = Field(
+        default=75,
+        ge=1,
+        description="seconds an idle HTTP connection stays open; longer than the idle timeout "
+        "of clients and load balancers, so none sends on a connection the server is closing",
+    )
     db_pool_timeout: float = Field(
         default=5.0, gt=0, description="seconds a request waits for a connection, then 503"
     )

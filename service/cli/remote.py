@@ -97,6 +97,7 @@ def serve(
         host=host,
         port=port,
         log_config=log_config("json" if as_json else log_format, log_level),
+        timeout_keep_alive=settings.keep_alive_s,
     )
     return 0
 

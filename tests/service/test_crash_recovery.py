@@ -179,16 +179,17 @@ def _stored(url: str, job_id: str) -> dict[str, tuple[int, Any]]:
 def _kill_mid_job_and_mid_upload(
     server: ServerProcess, url: str, job_id: str, *, before_kill: Callable[[], bool]
 ) -> dict[str, tuple[int, Any]]:
-    """Wait for ``before_kill`` and two stored layers, start an upload, kill -9 the server
-    with both in flight; returns the layers stored before the kill."""
+    """Start an upload, wait for ``before_kill`` and two stored layers, then kill -9 the
+    server with both in flight; returns the layers stored before the kill. (The upload comes
+    first: waiting for its temp file after the layers let a fast job finish before the kill.)"""
+    tmp_dir = server.data_dir / "artifacts" / "tmp"
+    upload = partial_upload(server.url, 1 << 20, chunked=False, total=64 << 20)
+    _wait(lambda: bool(list(tmp_dir.glob("upload-*.part"))), 30, "the upload's temp file")
     _wait(
         lambda: server.job(job_id)["progress"]["done"] >= 2 and before_kill(),
         180,
         "two layers stored",
     )
-    tmp_dir = server.data_dir / "artifacts" / "tmp"
-    upload = partial_upload(server.url, 1 << 20, chunked=False, total=64 << 20)
-    _wait(lambda: bool(list(tmp_dir.glob("upload-*.part"))), 30, "the upload's temp file")
     server.kill()
     upload.close()
     assert list(tmp_dir.glob("upload-*.part")), "the kill left the partial upload"
