@@ -130,7 +130,8 @@ def fuzz(backend: str, db_url: str | None, seconds: float, seed: int = 0) -> Fuz
             )
             result.exit_code = done.returncode
             _count_report(report, result)
-            if done.returncode not in (0, 1) or (done.returncode and not result.failures):
+            unexplained = done.returncode not in (0, 1) or (done.returncode and not result.failures)
+            if unexplained or "error" in result.failures:  # the report names only the kind
                 result.examples.append(done.stdout[-2000:] + done.stderr[-2000:])
     return result
 

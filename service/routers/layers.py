@@ -128,17 +128,22 @@ def export_layers_csv(
 ) -> StreamingResponse:
     """The filtered layer table as CSV (scalar columns; arrays via /v1/layers/{id})."""
     sort = _checked_sort(sort)
+    # the first page is read before the response starts: a query the database refuses is
+    # then a problem document, not a 200 cut off mid-stream
+    session = services.sessions()
+    try:
+        rows, cursor = queries.query_layers(session, filters, sort=sort, limit=500)
+    except BaseException:
+        session.close()
+        raise
 
     def generate() -> Iterator[str]:
+        nonlocal rows, cursor
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(CSV_COLUMNS)
-        cursor: str | None = None
-        with services.sessions() as session:
+        try:
             while True:
-                rows, cursor = queries.query_layers(
-                    session, filters, sort=sort, cursor=cursor, limit=500
-                )
                 for row in rows:
                     writer.writerow(csv_cells(row))
                 yield buffer.getvalue()
@@ -146,6 +151,11 @@ def export_layers_csv(
                 buffer.truncate()
                 if cursor is None:
                     break
+                rows, cursor = queries.query_layers(
+                    session, filters, sort=sort, cursor=cursor, limit=500
+                )
+        finally:
+            session.close()
 
     return StreamingResponse(
         generate(),
