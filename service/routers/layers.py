@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response, StreamingResponse
+from starlette.background import BackgroundTask
 
 from api_schemas import LayerBrief, LayerDetail, LayerRow, Page
 from api_schemas.layer_fields import CSV_FIELDS, FILTER_PARAMS, FilterParam
@@ -161,6 +162,7 @@ def export_layers_csv(
         generate(),
         media_type="text/csv",
         headers={"Content-Disposition": 'attachment; filename="layers.csv"'},
+        background=BackgroundTask(session.close),  # also when the client left before a byte
     )
 
 
