@@ -8,7 +8,6 @@ optional GGN, Lanczos on the block, the fits, participation ratios and precondit
 from __future__ import annotations
 
 import copy
-import dataclasses
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -270,11 +269,9 @@ def _profile_one(
             model, micro, spec, svd.U, svd.V, block=block, diagnostics=settings.hvp_diagnostics
         )
         h = curv.h
-        if curv.M is not None and curv.hv_norms is not None:
-            diagnostics = compressed_diagnostics(curv.M.cpu(), h, curv.hv_norms.cpu())
-        elif curv.M is not None:  # h alone: the same noise floor, no residuals or M reported
-            noise_only = compressed_diagnostics(curv.M.cpu(), h, torch.zeros_like(h))
-            diagnostics = dataclasses.replace(noise_only, residuals=[], compressed=[])
+        if curv.M is not None:  # h alone (no ‖H[V_k]‖): the same noise floor, nothing else
+            hv_norms = curv.hv_norms.cpu() if curv.hv_norms is not None else None
+            diagnostics = compressed_diagnostics(curv.M.cpu(), h, hv_norms)
         if "ggn" in settings.variants:
             try:
                 h_ggn = _as_list(ggn_curvature(model, micro, spec, svd.U, svd.V))

@@ -140,9 +140,12 @@ class CompressedDiagnostics:
 
 
 def compressed_diagnostics(
-    M: torch.Tensor, h: torch.Tensor, hv_norms: torch.Tensor
+    M: torch.Tensor, h: torch.Tensor, hv_norms: torch.Tensor | None
 ) -> CompressedDiagnostics:
-    """The diagnostics of M (K, K), its diagonal h (K,) and ‖H[V_k]‖_F (K,)."""
+    """The diagnostics of M (K, K), its diagonal h (K,) and ‖H[V_k]‖_F (K,).
+
+    Without ``hv_norms`` (a route that measured h alone) only ε and ε_off are given: the
+    residuals and M itself are left empty."""
     K = M.shape[0]
     if K >= 2:
         iu = torch.triu_indices(K, K, offset=1)
@@ -153,6 +156,8 @@ def compressed_diagnostics(
         )
     else:
         noise, eps_off = float("nan"), float("nan")
+    if hv_norms is None:
+        return CompressedDiagnostics(noise, eps_off, [], [])
     ratio = torch.where(hv_norms > 0, h / hv_norms.clamp_min(1e-300), torch.zeros_like(h))
     residuals = torch.sqrt(torch.clamp(1.0 - ratio**2, min=0.0))
     return CompressedDiagnostics(noise, eps_off, residuals.tolist(), M.tolist())
