@@ -176,10 +176,13 @@ def test_cancel_running_job(make_server: Any) -> None:
             "checkpoint_id": "zoo:mlp",
             "zoo_config": {"widths": [48] * 7},
             **SPEC,
-            "lanczos_steps": 30,
+            # ~1 s per layer, so the cancel lands mid-job even on a quiet machine
+            "batch_size": 512,
+            "lanczos_steps": 200,
         }
         job = client.submit(spec)
-        _wait_for(lambda: client.job(job.id).state == "running")
+        # mid-job: a layer is stored and others are still to come
+        _wait_for(lambda: client.job(job.id).progress.done >= 1)
         cancelled = client.cancel(job.id)
         assert cancelled.state == "cancelled"
         time.sleep(1.5)
