@@ -50,3 +50,11 @@ def test_the_comparison_sees_a_one_ulp_change() -> None:
     assert differences(tree, tree) == []
     assert differences(tree, nudged) == [f".h[0]: {(0.1).hex()!r} != {(0.1 + 2**-56).hex()!r}"]
     assert differences(tree, {"h": [], "alpha": tree["alpha"]}) != []
+
+
+def test_only_bic_values_may_differ_in_their_last_bits() -> None:
+    value = -43.4
+    near, far = (value * (1 + 1e-14)).hex(), (value * (1 + 1e-12)).hex()
+    assert differences({"bic": {"power_law": value.hex()}}, {"bic": {"power_law": near}}) == []
+    assert differences({"bic": {"power_law": value.hex()}}, {"bic": {"power_law": far}}) != []
+    assert differences({"pr_h": value.hex()}, {"pr_h": near}) != []

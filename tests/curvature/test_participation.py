@@ -106,3 +106,15 @@ def test_pr_edge_cases() -> None:
     assert participation_ratio([3.0]) == 1.0
     assert participation_ratio([2.0, 2.0, 2.0, 2.0]) == pytest.approx(4.0, rel=1e-15)
     assert participation_ratio([5.0, 0.0, 0.0]) == 1.0
+    assert math.isnan(participation_ratio([1.0, float("inf")]))
+    assert math.isnan(participation_ratio([1e308, 1e308]))
+
+
+def test_pr_sums_are_exactly_rounded() -> None:
+    """The sums are exact before one rounding, so the result does not depend on the order
+    (or SIMD width) of the summation: a tiny value after a huge one still counts."""
+    x = [1e16, 1.0, 1.0, -1e16 + 2.0]
+    total = math.fsum(x)
+    squares = math.fsum(v * v for v in x)
+    assert participation_ratio(x) == total**2 / squares
+    assert participation_ratio(x[::-1]) == participation_ratio(x)

@@ -25,12 +25,17 @@ def participation_ratio(x: ArrayLike) -> float:
     Σ x² = 0. For non-negative x, 1 ≤ PR ≤ #nonzero entries.
     """
     a = np.asarray(x, dtype=np.float64).ravel()
-    if a.size == 0:
+    if a.size == 0 or not np.isfinite(a).all():
         return float("nan")
-    ss = float(a @ a)
+    # Exactly rounded sums: the same bits on every CPU, whatever BLAS kernel it dispatches.
+    try:
+        ss = math.fsum((a * a).tolist())
+        total = math.fsum(a.tolist())
+    except OverflowError:
+        return float("nan")
     if not math.isfinite(ss) or ss == 0.0:
         return float("nan")
-    return float(a.sum()) ** 2 / ss
+    return total**2 / ss
 
 
 def harmonic(s: float, K: int) -> float:
