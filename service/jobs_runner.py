@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,14 +29,18 @@ from service.store import repo
 from service.store.models import CheckpointRow, DatasetRow, JobRow, utcnow
 from workers.versions import library_versions
 
+if TYPE_CHECKING:
+    # the types only: the modules are imported to run where first used (module docstring)
+    from workers.execution import DataReference, ModelReference
+    from workers.execution.prepare import DataSource, ModelSource
+
 log = logging.getLogger("curvprof.jobs")
 
 
 @dataclass
 class PreparedJob:
-    # workers.execution.ModelReference and DataReference: the tasks open the stored artifacts
-    model_reference: Any
-    data_reference: Any
+    model_reference: ModelReference  # the tasks open the stored artifacts
+    data_reference: DataReference
     names: list[str]
     settings: ProfileSettings
     # what every layer shares; each layer's node, host and device come from its task
@@ -323,7 +327,7 @@ class JobRunner:
             provenance=_shared(prepared.provenance),
         )
 
-    def _prepare_program(self, spec: JobSpec, ckpt: CheckpointRow, data: Any) -> PreparedJob:
+    def _prepare_program(self, spec: JobSpec, ckpt: CheckpointRow, data: DataSource) -> PreparedJob:
         """A ``.pt2`` job: the program is opened only in a child process here (fit check and
         layer names) and in the Ray workers that profile it, never in this process."""
         # on first use, not at import: see the module docstring
@@ -367,7 +371,7 @@ class JobRunner:
             provenance=prov,
         )
 
-    def _model_source(self, spec: JobSpec, ckpt: CheckpointRow | None) -> Any:
+    def _model_source(self, spec: JobSpec, ckpt: CheckpointRow | None) -> ModelSource:
         # on first use, not at import: see the module docstring
         from workers.execution.prepare import ModelSource
 

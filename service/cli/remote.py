@@ -88,7 +88,8 @@ def serve(
     from service.logging_config import log_config
 
     settings = service_settings(data_dir=data_dir, db_url=db_url, ray_address=ray_address)
-    if settings.run_jobs:  # an API-only replica (CURVPROF_RUN_JOBS=false) needs no Ray
+    if settings.run_jobs:
+        # imported here: an API-only replica (CURVPROF_RUN_JOBS=false) never imports Ray
         from workers.execution import init_ray
 
         init_ray(settings.ray_address, num_cpus=settings.ray_num_cpus)
