@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy.orm import Session
 
 from api_schemas import (
@@ -20,11 +20,11 @@ from api_schemas import (
 )
 from api_schemas.wire import INT64_MAX
 from service.deps import (
-    ReadAuth,
+    JobSubmission,
     ServicesDep,
     SessionDep,
-    SubmissionDep,
     WriteAuth,
+    read_route,
     submission_route,
 )
 from service.problems import problems
@@ -45,20 +45,17 @@ def load_job(session: Session, job_id: str) -> JobRow:
 
 
 @router.post("/jobs", **submission_route(Job))
-def submit_job(
-    spec: JobSpec,
-    submission: SubmissionDep,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> Job:
+def submit_job(spec: JobSpec, submission: JobSubmission) -> Job:
     """Queue one profiling job; a retried request with the same Idempotency-Key returns the
     same job (200)."""
     session, limits = submission.session, submission.services.settings.intake_limits
-    row, created = submit.submit_job(session, spec, limits=limits, idempotency_key=idempotency_key)
+    key = submission.idempotency_key
+    row, created = submit.submit_job(session, spec, limits=limits, idempotency_key=key)
     submission.answered(created)
     return repo.job_model(session, row)
 
 
-@router.get("/jobs", response_model=Page[Job], dependencies=[ReadAuth], responses=problems(400))
+@router.get("/jobs", **read_route(Page[Job], 400))
 def list_jobs(
     session: SessionDep,
     state: Annotated[str | None, Query(description="comma-separated states")] = None,
@@ -94,7 +91,7 @@ def list_jobs(
     return Page[Job](items=items, next_cursor=next_cursor)
 
 
-@router.get("/jobs/{job_id}", response_model=Job, dependencies=[ReadAuth], responses=problems(404))
+@router.get("/jobs/{job_id}", **read_route(Job, 404))
 def get_job(job_id: str, session: SessionDep) -> Job:
     return repo.job_model(session, load_job(session, job_id))
 
@@ -119,21 +116,14 @@ def cancel_job(job_id: str, services: ServicesDep, session: SessionDep) -> Job:
     return repo.job_model(session, load_job(session, job_id))
 
 
-@router.get(
-    "/jobs/{job_id}/preconditioner",
-    response_model=JobPreconditioner,
-    dependencies=[ReadAuth],
-    responses=problems(404),
-)
+@router.get("/jobs/{job_id}/preconditioner", **read_route(JobPreconditioner, 404))
 def job_preconditioner(job_id: str, session: SessionDep) -> JobPreconditioner:
     """The per-layer T(sigma; alpha) parameters of every stored layer of the job."""
     load_job(session, job_id)
     return queries.preconditioner(session, job_id)
 
 
-@router.get(
-    "/jobs/{job_id}/logs", response_model=JobLogs, dependencies=[ReadAuth], responses=problems(404)
-)
+@router.get("/jobs/{job_id}/logs", **read_route(JobLogs, 404))
 def job_logs(
     job_id: str,
     session: SessionDep,
