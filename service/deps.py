@@ -201,7 +201,8 @@ def submission_getter(key_length: int) -> Callable[..., Submission]:
         response: Response,
         services: ServicesDep,
         session: SessionDep,
-        idempotency_key: Annotated[str | None, Header(max_length=key_length)] = None,
+        # a default, not Annotated: the annotations are strings, and key_length is local
+        idempotency_key: str | None = Header(None, max_length=key_length),
     ) -> Submission:
         return Submission(services, session, response, idempotency_key)
 

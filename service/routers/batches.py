@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException
 
-from api_schemas import Batch, BatchSpec
+from api_schemas import Batch, BatchSpec, JobFilters
 from api_schemas.jobs import MAX_BATCH_JOBS
 from service.deps import BatchSubmission, SessionDep, read_route, submission_route
 from service.problems import problems
@@ -26,7 +26,7 @@ def submit_batch(spec: BatchSpec, submission: BatchSubmission) -> Batch:
 
 @router.get("/batches/{batch_id}", **read_route(Batch, 404))
 def get_batch(batch_id: str, session: SessionDep) -> Batch:
-    rows, _ = repo.list_jobs(session, batch_id=batch_id, limit=MAX_BATCH_JOBS)
+    rows, _ = repo.list_jobs(session, JobFilters(batch_id=batch_id), limit=MAX_BATCH_JOBS)
     if not rows:
         raise HTTPException(404, f"batch {batch_id} not found")
     rows.reverse()

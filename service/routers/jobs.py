@@ -11,6 +11,7 @@ from api_schemas import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     Job,
+    JobFilters,
     JobLogLine,
     JobLogs,
     JobPreconditioner,
@@ -28,10 +29,8 @@ from service.deps import (
     submission_route,
 )
 from service.problems import problems
-from service.routers.layers import split_csv
 from service.store import logs as job_logs_store
 from service.store import queries, repo, submit
-from service.store.labels import JobLabelFilters
 from service.store.models import JobRow
 
 router = APIRouter(tags=["jobs"], responses=problems(401, 422, 503))
@@ -58,35 +57,11 @@ def submit_job(spec: JobSpec, submission: JobSubmission) -> Job:
 @router.get("/jobs", **read_route(Page[Job], 400))
 def list_jobs(
     session: SessionDep,
-    state: Annotated[str | None, Query(description="comma-separated states")] = None,
-    checkpoint_id: str | None = None,
-    batch_id: str | None = None,
-    name: Annotated[str | None, Query(description="jobs of this name")] = None,
-    tag: Annotated[str | None, Query(description="tag(s), comma-separated: all of them")] = None,
-    step: Annotated[
-        int | None, Query(ge=0, le=INT64_MAX, description="jobs at this training step")
-    ] = None,
-    step_min: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
-    step_max: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
-    id_prefix: Annotated[
-        str | None, Query(pattern="^[0-9a-f]{1,32}$", description="jobs whose id starts so")
-    ] = None,
+    filters: Annotated[JobFilters, Query()],
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[Job]:
-    labels = JobLabelFilters(
-        name=name, tags=split_csv(tag), step=step, step_min=step_min, step_max=step_max
-    )
-    rows, next_cursor = repo.list_jobs(
-        session,
-        state=state,
-        checkpoint_id=checkpoint_id,
-        batch_id=batch_id,
-        labels=labels,
-        id_prefix=id_prefix,
-        cursor=cursor,
-        limit=limit,
-    )
+    rows, next_cursor = repo.list_jobs(session, filters, cursor=cursor, limit=limit)
     items = repo.job_summaries(session, rows)
     return Page[Job](items=items, next_cursor=next_cursor)
 

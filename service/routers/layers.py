@@ -14,7 +14,7 @@ from starlette.background import BackgroundTask
 
 from api_schemas import LayerBrief, LayerDetail, LayerRow, Page
 from api_schemas.layer_fields import CSV_FIELDS, FILTER_PARAMS, FilterParam
-from api_schemas.wire import INT64_MAX
+from api_schemas.wire import INT64_MAX, split_csv
 from service.deps import ReadAuth, ServicesDep, SessionDep, read_route
 from service.problems import problems
 from service.store import queries
@@ -23,10 +23,6 @@ router = APIRouter(tags=["layers"], responses=problems(401, 422, 503))
 LayerId = Annotated[int, Path(ge=1, le=INT64_MAX, description="a stored layer's id")]
 
 CSV_COLUMNS: tuple[str, ...] = tuple(f.name for f in CSV_FIELDS)
-
-
-def split_csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 def _query(param: FilterParam) -> Any:

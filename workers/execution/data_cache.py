@@ -13,8 +13,6 @@ on synthetic batches).
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +21,7 @@ import torch
 from workers.data import Dataset
 from workers.errors import IntakeError
 from workers.execution.prepare import DataSource, ModelSource, open_data
+from workers.execution.process_cache import ProcessCache
 from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
 
 CACHE_SIZE = 2
@@ -81,28 +80,23 @@ class DataPayload:
 BatchSource = DataReference | DataPayload
 """What a task is given to profile on: a stored dataset by reference, or a batch by value."""
 
-_lock = threading.Lock()
-_datasets: OrderedDict[tuple[str, ...], Dataset] = OrderedDict()
-_reads = 0
+_datasets: ProcessCache[tuple[str, ...], Dataset] = ProcessCache(CACHE_SIZE)
 
 
 def datasets_read() -> int:
     """How many datasets this process has opened from references so far."""
-    return _reads
+    return _datasets.built
 
 
 def clear_data_cache() -> None:
-    with _lock:
-        _datasets.clear()
+    _datasets.clear()
 
 
 def open_data_reference(reference: DataReference) -> Dataset:
     """The whole dataset ``reference`` names; IntakeError if it is not the one the job was
     prepared from."""
-    global _reads
     dataset = open_data(reference.source, reference.model, reference.limits)
-    _reads += 1
-    if dataset.sha256 != reference.sha256:
+    if (dataset.sha256 or "") != reference.sha256:
         raise IntakeError(
             f"{reference.source.source}: sha256 {dataset.sha256 or '-'} is not the "
             f"{reference.sha256 or '-'} the job was prepared from"
@@ -115,14 +109,4 @@ def open_data_reference(reference: DataReference) -> Dataset:
 def cached_dataset(reference: DataReference) -> Dataset:
     """The dataset, opened on first use in this process; the last :data:`CACHE_SIZE` are
     kept. Callers take subsets (copies) and never change it."""
-    key = reference.cache_key()
-    with _lock:
-        dataset = _datasets.get(key)
-        if dataset is not None:
-            _datasets.move_to_end(key)
-            return dataset
-        dataset = open_data_reference(reference)
-        _datasets[key] = dataset
-        while len(_datasets) > CACHE_SIZE:
-            _datasets.popitem(last=False)
-        return dataset
+    return _datasets.get(reference.cache_key(), lambda: open_data_reference(reference))
