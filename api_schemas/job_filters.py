@@ -16,16 +16,16 @@ class JobFilters(BaseModel):
     """Which jobs a listing shows (all of the given conditions); an empty value, as an HTML
     form sends for a field left blank, is no condition."""
 
-    state: str | None = Field(None, description="comma-separated states")
+    state: str | None = Field(default=None, description="comma-separated states")
     checkpoint_id: str | None = None
     batch_id: str | None = None
-    name: str | None = Field(None, description="jobs of this name")
-    tag: str | None = Field(None, description="tag(s), comma-separated: all of them")
-    step: StepQuery = Field(None, description="jobs at this training step")
+    name: str | None = Field(default=None, description="jobs of this name")
+    tag: str | None = Field(default=None, description="tag(s), comma-separated: all of them")
+    step: StepQuery = Field(default=None, description="jobs at this training step")
     step_min: StepQuery = None
     step_max: StepQuery = None
     id_prefix: str | None = Field(
-        None, pattern="^[0-9a-f]{1,32}$", description="jobs whose id starts so"
+        default=None, pattern="^[0-9a-f]{1,32}$", description="jobs whose id starts so"
     )
 
     @model_validator(mode="before")
