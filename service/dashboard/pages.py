@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, get_args
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from api_schemas import JobFilters, JobState, LayerProfile
 from service.dashboard import auth, data, figures
 from service.dashboard.compare import CHANGE_THRESHOLD, diff_table, most_changed
-from service.dashboard.paging import Trail
+from service.dashboard.paging import PageQuery, page_query
 from service.dashboard.render import error_page, login_page, page
 from service.deps import ServicesDep, SessionDep
 from service.problems import problem
@@ -54,9 +54,7 @@ def jobs_page(
     services: ServicesDep,
     session: SessionDep,
     filters: Annotated[JobFilters, Query()],
-    cursor: str | None = None,
-    trail: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    pages: Annotated[PageQuery, Depends(page_query(200))],
 ) -> Response:
     if not auth.may_read(request, services.settings):
         return login_page(request)
@@ -64,14 +62,14 @@ def jobs_page(
         return error_page(
             request, 422, f"unknown state in {filters.state!r}; one of {', '.join(JOB_STATES)}"
         )
-    rows, next_cursor = repo.list_jobs(session, filters, cursor=cursor or None, limit=limit)
+    rows, next_cursor = repo.list_jobs(session, filters, cursor=pages.cursor, limit=pages.limit)
     return page(
         request,
         "jobs.html",
         jobs=data.summaries(session, rows),
         states=JOB_STATES,
         filters=filters,
-        pages=Trail.parse(trail, cursor).links(request, next_cursor),
+        pages=pages.links(request, next_cursor),
     )
 
 
@@ -98,10 +96,8 @@ def job_page(
     job_id: str,
     services: ServicesDep,
     session: SessionDep,
+    pages: Annotated[PageQuery, Depends(page_query(500))],
     sort: str | None = None,
-    cursor: str | None = None,
-    trail: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
     if not auth.may_read(request, services.settings):
         return login_page(request)
@@ -114,7 +110,7 @@ def job_page(
         return error_page(request, 422, str(exc))
     filters = queries.LayerFilters(job_id=[job_id])
     rows, next_cursor = queries.query_layers(
-        session, filters, sort=sort, cursor=cursor or None, limit=limit
+        session, filters, sort=sort, cursor=pages.cursor, limit=pages.limit
     )
     points = data.layer_points(session, [job_id])[job_id]
     return page(
@@ -128,7 +124,7 @@ def job_page(
         descending=descending,
         stored=data.stored_count(session, job_id),
         failed_layers=data.failed_layers(session, job_id),
-        pages=Trail.parse(trail, cursor).links(request, next_cursor),
+        pages=pages.links(request, next_cursor),
         charts={
             "depth": figures.depth_figure(points),
             "identity": figures.identity_figure(points),
