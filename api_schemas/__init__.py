@@ -67,6 +67,7 @@ __all__ = [
 ]
 
 from api_schemas.artifacts import Checkpoint, CheckpointFormat, Dataset, DatasetFormat
+from api_schemas.job_filters import JobFilters
 from api_schemas.jobs import (
     TERMINAL_STATES,
     Batch,
@@ -98,6 +99,7 @@ __all__ += [
     "Dataset",
     "DatasetFormat",
     "Job",
+    "JobFilters",
     "JobLogLine",
     "JobLogs",
     "JobPreconditioner",

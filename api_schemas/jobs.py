@@ -25,6 +25,8 @@ Variant = VariantName  # the name this module gave it first
 
 T = TypeVar("T")
 
+MAX_BATCH_JOBS = 1000
+"""The most checkpoints (so jobs) one batch may hold."""
 JobName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
 Tag = Annotated[
     str,
@@ -86,7 +88,7 @@ class BatchSpec(ProfileRequest):
     checkpoint in the same order; every job of the batch shares ``name`` and ``tags``.
     """
 
-    checkpoint_ids: list[Text] = Field(..., min_length=1, max_length=1000)
+    checkpoint_ids: list[Text] = Field(..., min_length=1, max_length=MAX_BATCH_JOBS)
     steps: list[Step] | None = Field(
         None, description="training step of each checkpoint, in the order of checkpoint_ids"
     )

@@ -33,6 +33,12 @@ def without_nul(value: str) -> str:
 INT64_MAX = 2**63 - 1
 """The largest integer both stores keep (SQLite INTEGER, PostgreSQL BIGINT)."""
 
+
+def split_csv(value: str | None) -> list[str] | None:
+    """A comma-separated query value as its non-blank items; None when there are none."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 Text = Annotated[str, AfterValidator(without_nul)]
 Step = Annotated[int, Field(ge=0, le=INT64_MAX, description="a training step")]

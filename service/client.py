@@ -19,6 +19,7 @@ from api_schemas import (
     Checkpoint,
     Dataset,
     Job,
+    JobFilters,
     JobLogs,
     JobPreconditioner,
     JobSpec,
@@ -216,35 +217,13 @@ class CurvprofClient:
     def job(self, job_id: str) -> Job:
         return Job.model_validate(self.request("GET", f"/v1/jobs/{job_id}").json())
 
-    def jobs(
-        self,
-        *,
-        state: str | None = None,
-        checkpoint_id: str | None = None,
-        batch_id: str | None = None,
-        name: str | None = None,
-        tag: str | list[str] | None = None,
-        step: int | None = None,
-        step_min: int | None = None,
-        step_max: int | None = None,
-        id_prefix: str | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-    ) -> Page[Job]:
-        """One page of jobs, newest first; ``tag``: jobs carrying every one of the tags."""
-        params = self._params(
-            state=state,
-            checkpoint_id=checkpoint_id,
-            batch_id=batch_id,
-            name=name,
-            tag=tag,
-            step=step,
-            step_min=step_min,
-            step_max=step_max,
-            id_prefix=id_prefix,
-            cursor=cursor,
-            limit=limit,
-        )
+    def jobs(self, *, cursor: str | None = None, limit: int = 50, **filters: Any) -> Page[Job]:
+        """One page of jobs, newest first; ``filters``: the fields of ``JobFilters`` (``tag``
+        may be a list too: jobs carrying every one of the tags)."""
+        unknown = sorted(set(filters) - set(JobFilters.model_fields))
+        if unknown:
+            raise TypeError(f"jobs() got unknown filters: {', '.join(unknown)}")
+        params = self._params(**filters, cursor=cursor, limit=limit)
         return Page[Job].model_validate(self.request("GET", "/v1/jobs", params=params).json())
 
     def iter_jobs(self, *, page_size: int = 100, **filters: Any) -> Iterator[Job]:

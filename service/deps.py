@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from fastapi import Depends, HTTPException, Request, Response
+from fastapi import Depends, Header, HTTPException, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
@@ -22,8 +22,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from service.artifacts import ArtifactStore
 from service.jobs_runner import JobRunner
-from service.problems import idempotent_submission
+from service.problems import idempotent_submission, problems
 from service.settings import Settings
+from service.store.models import IDEMPOTENCY_KEY_LENGTH
+from service.store.submit import BATCH_KEY_LENGTH
 from service.upload import ReceivedUpload, receive_upload
 
 
@@ -105,11 +107,13 @@ async def accept_upload(
 @dataclass
 class Submission:
     """What an endpoint that queues jobs needs beside its body: the services, a session,
-    and the response, whose status tells a repeated request (200) from a new one (201)."""
+    the request's Idempotency-Key, and the response, whose status tells a repeated request
+    (200) from a new one (201)."""
 
     services: Services
     session: Session
     response: Response
+    idempotency_key: str | None
 
     def answered(self, created: bool) -> None:
         """200 for a request repeated with its Idempotency-Key; else wake the runner."""
@@ -127,6 +131,16 @@ def submission_route(model: type[BaseModel]) -> dict[str, Any]:
         "status_code": 201,
         "dependencies": [WriteAuth],
         "responses": idempotent_submission(model),
+    }
+
+
+def read_route(model: Any, *problem_codes: int) -> dict[str, Any]:
+    """The ``router.get`` arguments of an endpoint that answers ``model``: a read token where
+    reads need one, and the problems it may answer beside the router's."""
+    return {
+        "response_model": model,
+        "dependencies": [ReadAuth],
+        "responses": problems(*problem_codes),
     }
 
 
@@ -179,8 +193,21 @@ WriteAuth = Depends(require_write)
 ReadAuth = Depends(require_read)
 
 
-def get_submission(response: Response, services: ServicesDep, session: SessionDep) -> Submission:
-    return Submission(services, session, response)
+def submission_getter(key_length: int) -> Callable[..., Submission]:
+    """The dependency giving the ``Submission`` of an endpoint whose Idempotency-Key header
+    is at most ``key_length`` long."""
+
+    def get_submission(
+        response: Response,
+        services: ServicesDep,
+        session: SessionDep,
+        # a default, not Annotated: the annotations are strings, and key_length is local
+        idempotency_key: str | None = Header(None, max_length=key_length),
+    ) -> Submission:
+        return Submission(services, session, response, idempotency_key)
+
+    return get_submission
 
 
-SubmissionDep = Annotated[Submission, Depends(get_submission)]
+JobSubmission = Annotated[Submission, Depends(submission_getter(IDEMPOTENCY_KEY_LENGTH))]
+BatchSubmission = Annotated[Submission, Depends(submission_getter(BATCH_KEY_LENGTH))]

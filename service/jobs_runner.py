@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -29,13 +29,18 @@ from service.store import repo
 from service.store.models import CheckpointRow, DatasetRow, JobRow, utcnow
 from workers.versions import library_versions
 
+if TYPE_CHECKING:
+    # the types only: the modules are imported to run where first used (module docstring)
+    from workers.execution import DataReference, ModelReference
+    from workers.execution.prepare import DataSource, ModelSource
+
 log = logging.getLogger("curvprof.jobs")
 
 
 @dataclass
 class PreparedJob:
-    model_reference: Any  # workers.execution.ModelReference: the tasks open the artifact
-    data_payload: Any
+    model_reference: ModelReference  # the tasks open the stored artifacts
+    data_reference: DataReference
     names: list[str]
     settings: ProfileSettings
     # what every layer shares; each layer's node, host and device come from its task
@@ -186,7 +191,7 @@ class JobRunner:
 
     def _execute(self, job_id: str) -> None:
         # on first use, not at import: see the module docstring
-        from workers.execution import DataPayload, LayerOutcome, gpus_per_task, run_layer_groups
+        from workers.execution import LayerOutcome, gpus_per_task, run_layer_groups
         from workers.execution.scheduler import group_layers
 
         with self._session() as s:
@@ -196,7 +201,7 @@ class JobRunner:
             spec = repo.job_spec(job)
             ckpt = s.get(CheckpointRow, spec.checkpoint_id)
             dataset = s.get(DatasetRow, spec.dataset_id) if spec.dataset_id else None
-        prepared = self._prepare(spec, ckpt, dataset, DataPayload)
+        prepared = self._prepare(spec, ckpt, dataset)
         with self._session() as s:
             repo.ensure_job_layers(s, job_id, prepared.names)
             done = repo.stored_layer_names(s, job_id)
@@ -257,7 +262,7 @@ class JobRunner:
 
         result = run_layer_groups(
             prepared.model_reference,
-            prepared.data_payload,
+            prepared.data_reference,
             group_layers(remaining, self.settings.layers_per_task),
             settings,
             on_layer=on_layer,
@@ -292,10 +297,10 @@ class JobRunner:
                 repo.set_job_state(s, job_id, "succeeded", only_from=["running"])
 
     def _prepare(
-        self, spec: JobSpec, ckpt: CheckpointRow | None, dataset: DatasetRow | None, data_cls: Any
+        self, spec: JobSpec, ckpt: CheckpointRow | None, dataset: DatasetRow | None
     ) -> PreparedJob:
         # on first use, not at import: see the module docstring
-        from workers.execution import ModelReference
+        from workers.execution import DataReference, ModelReference
         from workers.execution.prepare import DataSource, prepare
 
         limits = self.settings.intake_limits
@@ -306,28 +311,28 @@ class JobRunner:
             assert spec.dataset is not None
             data = DataSource(spec.dataset)
         if ckpt is not None and ckpt.format == "pt2":
-            return self._prepare_program(spec, ckpt, data, data_cls)
+            return self._prepare_program(spec, ckpt, data)
         source = self._model_source(spec, ckpt)
         prepared = prepare(spec.to_settings(), source, data, loss=spec.loss, limits=limits)
-        batch = prepared.batch
-        # the tasks open the same stored artifact and check it is the one opened here
+        # the tasks open the same stored artifacts and check they are the ones opened here
         reference = ModelReference(source, prepared.loaded.sha256, prepared.settings.seed, limits)
+        indices = tuple(prepared.provenance.data_indices or ())
         return PreparedJob(
             model_reference=reference,
-            data_payload=data_cls.from_tensors(batch.inputs, batch.targets, batch.attention_mask),
+            data_reference=DataReference(
+                data, prepared.batch.sha256 or "", indices, source, limits
+            ),
             names=prepared.names,
             settings=prepared.settings,
             provenance=_shared(prepared.provenance),
         )
 
-    def _prepare_program(
-        self, spec: JobSpec, ckpt: CheckpointRow, data: Any, data_cls: Any
-    ) -> PreparedJob:
+    def _prepare_program(self, spec: JobSpec, ckpt: CheckpointRow, data: DataSource) -> PreparedJob:
         """A ``.pt2`` job: the program is opened only in a child process here (fit check and
         layer names) and in the Ray workers that profile it, never in this process."""
         # on first use, not at import: see the module docstring
         from workers.data import measurement_batch
-        from workers.execution import ModelReference
+        from workers.execution import DataReference, ModelReference
         from workers.execution.prepare import ModelSource, open_data
         from workers.intake.isolated import probe_program
 
@@ -343,8 +348,9 @@ class JobRunner:
             layers=spec.layers,
             timeout_s=self.settings.pickle_probe_timeout_s,
         )
-        ds = open_data(data, ModelSource(path=ckpt.path), self.settings.intake_limits)
-        batch, indices = measurement_batch(ds, settings.batch_size, settings.seed)
+        program = ModelSource(path=ckpt.path, allow_pickle=True)
+        ds = open_data(data, program, self.settings.intake_limits)
+        _, indices = measurement_batch(ds, settings.batch_size, settings.seed)
         prov = Provenance(
             checkpoint_sha256=ckpt.sha256,
             data_name=ds.name,
@@ -355,18 +361,17 @@ class JobRunner:
         )
         return PreparedJob(
             model_reference=ModelReference(
-                ModelSource(path=ckpt.path, allow_pickle=True),
-                ckpt.sha256,
-                settings.seed,
-                self.settings.intake_limits,
+                program, ckpt.sha256, settings.seed, self.settings.intake_limits
             ),
-            data_payload=data_cls.from_tensors(batch.inputs, batch.targets, batch.attention_mask),
+            data_reference=DataReference(
+                data, ds.sha256 or "", tuple(indices), program, self.settings.intake_limits
+            ),
             names=probe.names,
             settings=settings,
             provenance=prov,
         )
 
-    def _model_source(self, spec: JobSpec, ckpt: CheckpointRow | None) -> Any:
+    def _model_source(self, spec: JobSpec, ckpt: CheckpointRow | None) -> ModelSource:
         # on first use, not at import: see the module docstring
         from workers.execution.prepare import ModelSource
 

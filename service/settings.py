@@ -2,64 +2,72 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
 
 
 class Settings(BaseSettings):
-    """Embedded defaults: SQLite under ``data_dir``, a local loopback-only Ray."""
+    """Embedded defaults: SQLite under ``data_dir``, a local loopback-only Ray. Each field's
+    docstring is its description."""
 
-    model_config = SettingsConfigDict(env_prefix="CURVPROF_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CURVPROF_", extra="ignore", use_attribute_docstrings=True
+    )
 
     data_dir: Path = Path("./curvprof-data")
-    db_url: str | None = Field(default=None, description="default: sqlite file under data_dir")
-    ray_address: str | None = Field(default=None, description="None: embedded local Ray")
-    ray_num_cpus: int | None = Field(default=None, description="CPUs of the embedded Ray")
+    db_url: str | None = None
+    """default: a SQLite file under data_dir"""
+    ray_address: str | None = None
+    """None: an embedded local Ray"""
+    ray_num_cpus: int | None = None
+    """CPUs of the embedded Ray"""
     api_tokens: Annotated[list[str], NoDecode] = Field(default_factory=list)
     open_reads: bool = True
-    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_upload_bytes: PositiveInt = 2 * 1024**3
     allow_pickle_checkpoints: bool = False
     # Bounds on uploads and configs, checked before anything is decompressed or built.
-    max_decompressed_bytes: int = Field(default=DEFAULT_LIMITS.max_decompressed_bytes, ge=1)
-    max_elements: int = Field(default=DEFAULT_LIMITS.max_elements, ge=1)
-    max_archive_members: int = Field(default=DEFAULT_LIMITS.max_archive_members, ge=1)
-    max_header_bytes: int = Field(default=DEFAULT_LIMITS.max_header_bytes, ge=1)
-    max_model_parameters: int = Field(default=DEFAULT_LIMITS.max_model_parameters, ge=1)
-    max_form_fields: int = Field(default=8, ge=0, description="non-file multipart fields")
-    max_form_field_bytes: int = Field(default=1024 * 1024, ge=1, description="per field")
-    pickle_probe_timeout_s: float = Field(
-        default=120.0, gt=0, description="limit of the subprocess that opens a .pt2 upload"
-    )
-    num_gpus_per_task: float | None = Field(
-        default=None, ge=0.0, description="GPUs per layer task; None: 1 when the cluster has GPUs"
-    )
-    layers_per_task: int = Field(default=1, ge=1)
-    max_concurrent_jobs: int = Field(default=2, ge=1)
-    task_max_retries: int = Field(default=3, ge=0)
-    run_jobs: bool = Field(default=True, description="start the in-process job runner")
-    api_threads: int = Field(
-        default=40,
-        ge=1,
-        description="requests served at once, each on a worker thread with one connection of "
-        "the pool; more wait in a queue (service/admission.py)",
-    )
-    queue_timeout_s: float = Field(
-        default=30.0, gt=0, description="seconds a request waits in the queue, then 503"
-    )
-    keep_alive_s: int = Field(
-        default=75,
-        ge=1,
-        description="seconds an idle HTTP connection stays open; longer than the idle timeout "
-        "of clients and load balancers, so none sends on a connection the server is closing",
-    )
-    db_pool_timeout: float = Field(
-        default=5.0, gt=0, description="seconds a request waits for a connection, then 503"
-    )
+    max_decompressed_bytes: PositiveInt = DEFAULT_LIMITS.max_decompressed_bytes
+    max_elements: PositiveInt = DEFAULT_LIMITS.max_elements
+    max_archive_members: PositiveInt = DEFAULT_LIMITS.max_archive_members
+    max_header_bytes: PositiveInt = DEFAULT_LIMITS.max_header_bytes
+    max_model_parameters: PositiveInt = DEFAULT_LIMITS.max_model_parameters
+    max_form_fields: NonNegativeInt = 8
+    """non-file multipart fields"""
+    max_form_field_bytes: PositiveInt = 1024 * 1024
+    """per field"""
+    pickle_probe_timeout_s: PositiveFloat = 120.0
+    """limit of the subprocess that opens a .pt2 upload"""
+    num_gpus_per_task: NonNegativeFloat | None = None
+    """GPUs per layer task; None: 1 when the cluster has GPUs"""
+    layers_per_task: PositiveInt = 1
+    max_concurrent_jobs: PositiveInt = 2
+    task_max_retries: NonNegativeInt = 3
+    run_jobs: bool = True
+    """start the in-process job runner"""
+    api_threads: PositiveInt = 40
+    """requests served at once, each on a worker thread with one connection of the pool; more
+    wait in a queue (service/admission.py)"""
+    queue_timeout_s: PositiveFloat = 30.0
+    """seconds a request waits in the queue, then 503"""
+    keep_alive_s: PositiveInt = 75
+    """seconds an idle HTTP connection stays open; longer than the idle timeout of clients and
+    load balancers, so none sends on a connection the server is closing"""
+    db_pool_timeout: PositiveFloat = 5.0
+    """seconds a request waits for a connection, then 503"""
 
     @field_validator("api_tokens", mode="before")
     @classmethod
@@ -81,13 +89,8 @@ class Settings(BaseSettings):
 
     @property
     def intake_limits(self) -> IntakeLimits:
-        return IntakeLimits(
-            max_decompressed_bytes=self.max_decompressed_bytes,
-            max_elements=self.max_elements,
-            max_archive_members=self.max_archive_members,
-            max_header_bytes=self.max_header_bytes,
-            max_model_parameters=self.max_model_parameters,
-        )
+        """The ``max_*`` fields that ``IntakeLimits`` declares, as one value for the loaders."""
+        return IntakeLimits(**{f.name: getattr(self, f.name) for f in fields(IntakeLimits)})
 
     @property
     def artifacts_dir(self) -> Path:

@@ -11,7 +11,7 @@ import typer
 
 from api_schemas import TERMINAL_STATES
 from service.cli import CliError
-from service.cli.output import emit, exit_code, fmt, print_json, print_table
+from service.cli.output import emit, exit_code, fmt, print_json, print_listing, print_table
 from service.cli.params import ClientOptions, JobArgument, JobLabels, MeasureOptions, options
 from service.cli.remote import (
     CHECKPOINT_HELP,
@@ -21,6 +21,24 @@ from service.cli.remote import (
     follow,
     job_request,
     upload_if_file,
+)
+
+CHECKPOINT_COLUMNS = (
+    ("id", "id"),
+    ("format", "format"),
+    ("arch", "architecture"),
+    ("size", "size"),
+    ("filename", "filename"),
+    ("created", "created_at"),
+)
+SUMMARY_COLUMNS = (
+    ("kind", "kind"),
+    ("n", "n"),
+    *(
+        column
+        for q in ("alpha", "gamma", "s")
+        for column in ((q, f"{q}_mean"), ("sd", f"{q}_sd"), (f"n_{q[0]}", f"{q}_n"))
+    ),
 )
 
 JobIds = Annotated[list[str] | None, typer.Option(help="job id or prefix (repeatable)")]
@@ -79,25 +97,7 @@ def summary(client: ClientOptions, job_id: JobIds = None) -> int:
     if client.json:
         print_json(result)
         return 0
-    print_table(
-        ("kind", "n", "alpha", "sd", "n_a", "gamma", "sd", "n_g", "s", "sd", "n_s"),
-        (
-            (
-                r.kind,
-                r.n,
-                r.alpha_mean,
-                r.alpha_sd,
-                r.alpha_n,
-                r.gamma_mean,
-                r.gamma_sd,
-                r.gamma_n,
-                r.s_mean,
-                r.s_sd,
-                r.s_n,
-            )
-            for r in result.rows
-        ),
-    )
+    print_listing(result.rows, SUMMARY_COLUMNS)
     return 0
 
 
@@ -157,24 +157,7 @@ def checkpoints(client: ClientOptions) -> int:
     """List uploaded checkpoints (every page)."""
     with connect(client) as api:
         items = list(api.iter_checkpoints())
-    if client.json:
-        for item in items:
-            print_json(item)
-        return 0
-    print_table(
-        ("id", "format", "arch", "size", "filename", "created"),
-        (
-            (
-                c.id,
-                c.format,
-                c.architecture,
-                c.size,
-                c.filename,
-                c.created_at.isoformat(timespec="seconds"),
-            )
-            for c in items
-        ),
-    )
+    print_listing(items, CHECKPOINT_COLUMNS, client.json)
     return 0
 
 
@@ -198,8 +181,7 @@ def logs(
                 if client.json:
                     print_json(line)
                 else:
-                    at = line.at.isoformat(timespec="seconds")
-                    print(f"{at} {line.level:7} {line.message}", flush=True)
+                    print(f"{fmt(line.at)} {line.level:7} {line.message}", flush=True)
                 after = line.id
             if not follow_job:
                 return 0

@@ -1,12 +1,11 @@
-"""Local commands: ``train`` a zoo model and ``profile`` a checkpoint on one machine."""
+"""Local commands: ``train`` a zoo model and ``profile`` a checkpoint on one machine, thin
+commands over the library (``workers.train``, ``workers.execution.local``): no service."""
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -72,76 +71,44 @@ def profile(
     (gradients, SVD, K-FAC, then h_k, Lanczos and the fits of each layer) and an ETA;
     --quick is a fast first look on a CPU."""
     # imported on use: `curvprof --help` stays free of torch and Ray
-    import torch
-
     from api_schemas import ProfileSettings
     from service.cli.output import LayerProgressView, print_profile_table
     from service.settings import Settings
-    from workers.curvature import profile_model
-    from workers.execution.prepare import DataSource, ModelSource, prepare, profile_keywords
+    from workers.execution.local import profile_prepared, resolve_device, write_atomically
+    from workers.execution.prepare import DataSource, ModelSource, prepare
 
     if measure.data is None:
         raise CliError("profile needs --data (a data file or a built-in set)")
-    limits = Settings().intake_limits  # the service's CURVPROF_MAX_* variables, same defaults
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
     prepared = prepare(
         ProfileSettings(**measure.settings()),
         ModelSource(path=model, weights=weights, allow_pickle=True),
         DataSource(measure.data, tokenizer=measure.tokenizer, seq_len=measure.seq_len),
         loss=measure.loss,
-        device=device,
-        limits=limits,
+        device=resolve_device(device),
+        limits=Settings().intake_limits,  # the service's CURVPROF_MAX_* variables, same defaults
     )
-    batch = prepared.batch
     progress = LayerProgressView(quiet=quiet, total=len(prepared.names))
     try:
-        result = profile_model(
-            prepared.model,
-            batch.inputs,
-            batch.targets,
-            **profile_keywords(prepared.settings),
-            attention_mask=batch.attention_mask,
-            progress=progress,
-            on_phase=progress.on_phase,
-            provenance=prepared.provenance,
-        )
+        result = profile_prepared(prepared, progress=progress, on_phase=progress.on_phase)
     finally:
         progress.close()
     if as_json:
         print(result.model_dump_json())
     else:
         print_profile_table(result.layers)
-    written = _write_outputs(result, out, plots)
+    written: list[str] = []
+    if out:
+        write_atomically(out, result.model_dump_json(indent=1).encode())
+        written.append(f"wrote {out}")
+    if plots:
+        from service.plots import write_plots  # matplotlib, only when plots are asked for
+
+        paths = write_plots(result.layers, plots)
+        written.append(f"wrote {len(paths)} plots to {plots}")
     if not as_json:
         for line in written:
             print(line)
     return 0
-
-
-def _write_outputs(result: Any, out: Path | None, plots: Path | None) -> list[str]:
-    written: list[str] = []
-    if out:
-        _write_atomically(out, result.model_dump_json(indent=1).encode())
-        written.append(f"wrote {out}")
-    if plots:
-        from service.plots import write_plots
-
-        paths = write_plots(result.layers, plots)
-        written.append(f"wrote {len(paths)} plots to {plots}")
-    return written
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # the commands, in the order `curvprof --help` lists them (service.cli.app registers them)

@@ -7,8 +7,9 @@ import json
 import sys
 import time
 from collections.abc import Iterable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from io import StringIO
+from operator import attrgetter
 from typing import Any, TextIO
 
 from pydantic import BaseModel
@@ -27,12 +28,28 @@ PLAIN_WIDTH = 1 << 16
 
 
 def fmt(value: Any) -> str:
-    """A table cell: 4 significant digits for floats, ``-`` for missing values."""
+    """A table cell: 4 significant digits for floats, times to the second, ``-`` for missing
+    values."""
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="seconds")
     if isinstance(value, list | tuple):
         return ",".join(str(v) for v in value) or "-"
     return "-" if value is None else str(value)
+
+
+def print_listing(
+    items: Sequence[BaseModel], columns: Sequence[tuple[str, str]], as_json: bool = False
+) -> None:
+    """``items`` as one JSON line each with ``--json``, else :func:`print_table` of them with
+    one column per (header, attribute): the attribute's dotted path (``spec.checkpoint_id``)."""
+    if as_json:
+        for item in items:
+            print_json(item)
+        return
+    getters = [attrgetter(path) for _, path in columns]
+    print_table([header for header, _ in columns], ([g(i) for g in getters] for i in items))
 
 
 def print_table(

@@ -8,12 +8,13 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import islice
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import typer
 
-from api_schemas import Job, LayerBrief, LayerKind, LayerRow
+from api_schemas import LayerBrief, LayerKind, LayerRow
 from api_schemas.jobs import BuiltinDataset
 from service.cli import CliError
 from service.cli.output import (
@@ -22,6 +23,7 @@ from service.cli.output import (
     exit_code,
     job_line,
     print_json,
+    print_listing,
     print_table,
 )
 from service.cli.params import (
@@ -35,6 +37,15 @@ from service.cli.params import (
 )
 from service.logging_config import LogFormat
 
+JOB_COLUMNS = (
+    ("id", "id"),
+    ("state", "state"),
+    ("name", "name"),
+    ("step", "step"),
+    ("tags", "tags"),
+    ("checkpoint", "spec.checkpoint_id"),
+    ("created", "timings.created_at"),
+)
 TABLE_COLUMNS = (
     "id",
     "name",
@@ -88,7 +99,8 @@ def serve(
     from service.logging_config import log_config
 
     settings = service_settings(data_dir=data_dir, db_url=db_url, ray_address=ray_address)
-    if settings.run_jobs:  # an API-only replica (CURVPROF_RUN_JOBS=false) needs no Ray
+    if settings.run_jobs:
+        # imported here: an API-only replica (CURVPROF_RUN_JOBS=false) never imports Ray
         from workers.execution import init_ray
 
         init_ray(settings.ray_address, num_cpus=settings.ray_num_cpus)
@@ -249,30 +261,8 @@ def jobs(
     """List jobs (every page; --limit to stop early)."""
     filters = {"state": state, "batch_id": batch_id, "name": name, **labels.query()}
     with connect(client) as api:
-        found: list[Job] = []
-        for job in api.iter_jobs(page_size=min(limit or 200, 200), **filters):
-            found.append(job)
-            if limit is not None and len(found) >= limit:
-                break
-    if client.json:
-        for job in found:
-            print_json(job)
-        return 0
-    print_table(
-        ("id", "state", "name", "step", "tags", "checkpoint", "created"),
-        (
-            (
-                j.id,
-                j.state,
-                j.name,
-                j.step,
-                j.tags,
-                j.spec.checkpoint_id,
-                j.timings.created_at.isoformat(timespec="seconds"),
-            )
-            for j in found
-        ),
-    )
+        found = list(islice(api.iter_jobs(page_size=min(limit or 200, 200), **filters), limit))
+    print_listing(found, JOB_COLUMNS, client.json)
     return 0
 
 
@@ -368,17 +358,11 @@ def layers(
             filters["job_id"] = ",".join(
                 api.resolve_job_id(j) for j in job_id.split(",") if j.strip()
             )
-        rows: list[LayerRow | LayerBrief] = []
         query = api.layers if full else api.layer_briefs
-        for row in query(page_size=min(limit, 500), **filters):
-            rows.append(row)
-            if len(rows) >= limit:
-                break
-    if client.json:
-        for row in rows:
-            print(row.model_dump_json())
-        return 0
-    print_table(TABLE_COLUMNS, ([getattr(r, c) for c in TABLE_COLUMNS] for r in rows))
+        rows: list[LayerRow | LayerBrief] = list(
+            islice(query(page_size=min(limit, 500), **filters), limit)
+        )
+    print_listing(rows, [(c, c) for c in TABLE_COLUMNS], client.json)
     return 0
 
 

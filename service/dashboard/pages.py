@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, get_args
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from api_schemas import JobState, LayerProfile
+from api_schemas import JobFilters, JobState, LayerProfile
 from service.dashboard import auth, data, figures
 from service.dashboard.compare import CHANGE_THRESHOLD, diff_table, most_changed
-from service.dashboard.paging import Trail
+from service.dashboard.paging import PageQuery, page_query
 from service.dashboard.render import error_page, login_page, page
 from service.deps import ServicesDep, SessionDep
 from service.problems import problem
-from service.routers.layers import split_csv
 from service.store import queries, repo
-from service.store.labels import JobLabelFilters
 from service.store.models import JobRow
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
@@ -55,45 +53,23 @@ def jobs_page(
     request: Request,
     services: ServicesDep,
     session: SessionDep,
-    state: str | None = None,
-    checkpoint_id: str | None = None,
-    batch_id: str | None = None,
-    name: str | None = None,
-    tag: str | None = None,
-    cursor: str | None = None,
-    trail: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    filters: Annotated[JobFilters, Query()],
+    pages: Annotated[PageQuery, Depends(page_query(200))],
 ) -> Response:
     if not auth.may_read(request, services.settings):
         return login_page(request)
-    states = [s for s in (state or "").split(",") if s]
-    if any(s not in JOB_STATES for s in states):
+    if any(s not in JOB_STATES for s in filters.states()):
         return error_page(
-            request, 422, f"unknown state in {state!r}; one of {', '.join(JOB_STATES)}"
+            request, 422, f"unknown state in {filters.state!r}; one of {', '.join(JOB_STATES)}"
         )
-    rows, next_cursor = repo.list_jobs(
-        session,
-        state=",".join(states) or None,
-        checkpoint_id=checkpoint_id or None,
-        batch_id=batch_id or None,
-        labels=JobLabelFilters(name=name or None, tags=split_csv(tag)),
-        cursor=cursor or None,
-        limit=limit,
-    )
-    filters = {
-        "state": state,
-        "checkpoint_id": checkpoint_id,
-        "batch_id": batch_id,
-        "name": name,
-        "tag": tag,
-    }
+    rows, next_cursor = repo.list_jobs(session, filters, cursor=pages.cursor, limit=pages.limit)
     return page(
         request,
         "jobs.html",
         jobs=data.summaries(session, rows),
         states=JOB_STATES,
         filters=filters,
-        pages=Trail.parse(trail, cursor).links(request, next_cursor),
+        pages=pages.links(request, next_cursor),
     )
 
 
@@ -120,10 +96,8 @@ def job_page(
     job_id: str,
     services: ServicesDep,
     session: SessionDep,
+    pages: Annotated[PageQuery, Depends(page_query(500))],
     sort: str | None = None,
-    cursor: str | None = None,
-    trail: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
     if not auth.may_read(request, services.settings):
         return login_page(request)
@@ -136,7 +110,7 @@ def job_page(
         return error_page(request, 422, str(exc))
     filters = queries.LayerFilters(job_id=[job_id])
     rows, next_cursor = queries.query_layers(
-        session, filters, sort=sort, cursor=cursor or None, limit=limit
+        session, filters, sort=sort, cursor=pages.cursor, limit=pages.limit
     )
     points = data.layer_points(session, [job_id])[job_id]
     return page(
@@ -150,7 +124,7 @@ def job_page(
         descending=descending,
         stored=data.stored_count(session, job_id),
         failed_layers=data.failed_layers(session, job_id),
-        pages=Trail.parse(trail, cursor).links(request, next_cursor),
+        pages=pages.links(request, next_cursor),
         charts={
             "depth": figures.depth_figure(points),
             "identity": figures.identity_figure(points),

@@ -3,10 +3,11 @@ in the ``trail`` query parameter (``-`` stands for the first page, which has no 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
-from fastapi import Request
+from fastapi import Query, Request
 
 FIRST = "-"
 MAX_TRAIL = 200
@@ -48,3 +49,29 @@ class Trail:
             next_url = url(next_cursor, [*self.before, self.current or FIRST])
         first_url = url(None, []) if self.current is not None else None
         return Pager(len(self.before) + 1, previous_url, next_url, first_url)
+
+
+@dataclass
+class PageQuery:
+    """A listing page's query: where it starts (``cursor``), the trail back, its size."""
+
+    cursor: str | None
+    trail: Trail
+    limit: int
+
+    def links(self, request: Request, next_cursor: str | None) -> Pager:
+        return self.trail.links(request, next_cursor)
+
+
+def page_query(max_limit: int) -> Callable[..., PageQuery]:
+    """The dependency reading a :class:`PageQuery` of at most ``max_limit`` rows."""
+
+    def get_page_query(
+        cursor: str | None = None,
+        trail: str | None = None,
+        # a default, not Annotated: the annotations are strings, and max_limit is local
+        limit: int = Query(50, ge=1, le=max_limit),
+    ) -> PageQuery:
+        return PageQuery(cursor or None, Trail.parse(trail, cursor), limit)
+
+    return get_page_query

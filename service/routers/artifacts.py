@@ -11,7 +11,7 @@ from typing import Annotated, Any, Generic, TypeVar
 from fastapi import APIRouter, Query, Request, Response
 
 from api_schemas import Checkpoint, Dataset, Page
-from service.deps import AddUpload, ReadAuth, ServicesDep, SessionDep, WriteAuth, accept_upload
+from service.deps import AddUpload, ServicesDep, SessionDep, WriteAuth, accept_upload, read_route
 from service.problems import problems
 from service.store import repo
 from service.store.models import CheckpointRow, DatasetRow
@@ -72,13 +72,7 @@ def add_artifact_routes(
     ) -> WireT:
         return await accept_upload(request, response, services, session, kind.add)
 
-    @router.get(
-        f"/{plural}",
-        dependencies=[ReadAuth],
-        responses=problems(400),
-        name=f"list_{plural}",
-        response_model=kind.page,
-    )
+    @router.get(f"/{plural}", name=f"list_{plural}", **read_route(kind.page, 400))
     def listing(
         session: SessionDep,
         cursor: str | None = None,

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException
 
 from api_schemas import Checkpoint, Page
 from service.artifacts import ArtifactRejected, resolve_zoo_config, zoo_reference
-from service.deps import ReadAuth, SessionDep
+from service.deps import SessionDep, read_route
 from service.problems import problems
 from service.routers.artifacts import ArtifactKind, UploadDoc, add_artifact_routes
 from service.store import repo, uploads
@@ -31,12 +31,7 @@ add_artifact_routes(
 )
 
 
-@router.get(
-    "/checkpoints/{checkpoint_id}",
-    response_model=Checkpoint,
-    dependencies=[ReadAuth],
-    responses=problems(404),
-)
+@router.get("/checkpoints/{checkpoint_id}", **read_route(Checkpoint, 404))
 def get_checkpoint(checkpoint_id: str, session: SessionDep) -> Checkpoint:
     zoo = zoo_reference(checkpoint_id)
     if zoo is not None:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException
 
 from api_schemas import Dataset, Page
 from api_schemas.enums import BUILTIN_DATASETS
-from service.deps import ReadAuth, SessionDep
+from service.deps import SessionDep, read_route
 from service.problems import problems
 from service.routers.artifacts import ArtifactKind, UploadDoc, add_artifact_routes
 from service.store import repo, uploads
@@ -26,12 +26,7 @@ add_artifact_routes(
 )
 
 
-@router.get(
-    "/datasets/{dataset_id}",
-    response_model=Dataset,
-    dependencies=[ReadAuth],
-    responses=problems(404),
-)
+@router.get("/datasets/{dataset_id}", **read_route(Dataset, 404))
 def get_dataset(dataset_id: str, session: SessionDep) -> Dataset:
     if dataset_id in BUILTIN_DATASETS:
         return Dataset(id=dataset_id, format="builtin")

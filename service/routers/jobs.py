@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query
 from sqlalchemy.orm import Session
 
 from api_schemas import (
     ACTIVE_STATES,
     TERMINAL_STATES,
     Job,
+    JobFilters,
     JobLogLine,
     JobLogs,
     JobPreconditioner,
@@ -20,18 +21,16 @@ from api_schemas import (
 )
 from api_schemas.wire import INT64_MAX
 from service.deps import (
-    ReadAuth,
+    JobSubmission,
     ServicesDep,
     SessionDep,
-    SubmissionDep,
     WriteAuth,
+    read_route,
     submission_route,
 )
 from service.problems import problems
-from service.routers.layers import split_csv
 from service.store import logs as job_logs_store
 from service.store import queries, repo, submit
-from service.store.labels import JobLabelFilters
 from service.store.models import JobRow
 
 router = APIRouter(tags=["jobs"], responses=problems(401, 422, 503))
@@ -45,56 +44,29 @@ def load_job(session: Session, job_id: str) -> JobRow:
 
 
 @router.post("/jobs", **submission_route(Job))
-def submit_job(
-    spec: JobSpec,
-    submission: SubmissionDep,
-    idempotency_key: Annotated[str | None, Header(max_length=255)] = None,
-) -> Job:
+def submit_job(spec: JobSpec, submission: JobSubmission) -> Job:
     """Queue one profiling job; a retried request with the same Idempotency-Key returns the
     same job (200)."""
     session, limits = submission.session, submission.services.settings.intake_limits
-    row, created = submit.submit_job(session, spec, limits=limits, idempotency_key=idempotency_key)
+    key = submission.idempotency_key
+    row, created = submit.submit_job(session, spec, limits=limits, idempotency_key=key)
     submission.answered(created)
     return repo.job_model(session, row)
 
 
-@router.get("/jobs", response_model=Page[Job], dependencies=[ReadAuth], responses=problems(400))
+@router.get("/jobs", **read_route(Page[Job], 400))
 def list_jobs(
     session: SessionDep,
-    state: Annotated[str | None, Query(description="comma-separated states")] = None,
-    checkpoint_id: str | None = None,
-    batch_id: str | None = None,
-    name: Annotated[str | None, Query(description="jobs of this name")] = None,
-    tag: Annotated[str | None, Query(description="tag(s), comma-separated: all of them")] = None,
-    step: Annotated[
-        int | None, Query(ge=0, le=INT64_MAX, description="jobs at this training step")
-    ] = None,
-    step_min: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
-    step_max: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
-    id_prefix: Annotated[
-        str | None, Query(pattern="^[0-9a-f]{1,32}$", description="jobs whose id starts so")
-    ] = None,
+    filters: Annotated[JobFilters, Query()],
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Page[Job]:
-    labels = JobLabelFilters(
-        name=name, tags=split_csv(tag), step=step, step_min=step_min, step_max=step_max
-    )
-    rows, next_cursor = repo.list_jobs(
-        session,
-        state=state,
-        checkpoint_id=checkpoint_id,
-        batch_id=batch_id,
-        labels=labels,
-        id_prefix=id_prefix,
-        cursor=cursor,
-        limit=limit,
-    )
+    rows, next_cursor = repo.list_jobs(session, filters, cursor=cursor, limit=limit)
     items = repo.job_summaries(session, rows)
     return Page[Job](items=items, next_cursor=next_cursor)
 
 
-@router.get("/jobs/{job_id}", response_model=Job, dependencies=[ReadAuth], responses=problems(404))
+@router.get("/jobs/{job_id}", **read_route(Job, 404))
 def get_job(job_id: str, session: SessionDep) -> Job:
     return repo.job_model(session, load_job(session, job_id))
 
@@ -119,21 +91,14 @@ def cancel_job(job_id: str, services: ServicesDep, session: SessionDep) -> Job:
     return repo.job_model(session, load_job(session, job_id))
 
 
-@router.get(
-    "/jobs/{job_id}/preconditioner",
-    response_model=JobPreconditioner,
-    dependencies=[ReadAuth],
-    responses=problems(404),
-)
+@router.get("/jobs/{job_id}/preconditioner", **read_route(JobPreconditioner, 404))
 def job_preconditioner(job_id: str, session: SessionDep) -> JobPreconditioner:
     """The per-layer T(sigma; alpha) parameters of every stored layer of the job."""
     load_job(session, job_id)
     return queries.preconditioner(session, job_id)
 
 
-@router.get(
-    "/jobs/{job_id}/logs", response_model=JobLogs, dependencies=[ReadAuth], responses=problems(404)
-)
+@router.get("/jobs/{job_id}/logs", **read_route(JobLogs, 404))
 def job_logs(
     job_id: str,
     session: SessionDep,

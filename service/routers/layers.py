@@ -14,8 +14,8 @@ from starlette.background import BackgroundTask
 
 from api_schemas import LayerBrief, LayerDetail, LayerRow, Page
 from api_schemas.layer_fields import CSV_FIELDS, FILTER_PARAMS, FilterParam
-from api_schemas.wire import INT64_MAX
-from service.deps import ReadAuth, ServicesDep, SessionDep
+from api_schemas.wire import INT64_MAX, split_csv
+from service.deps import ReadAuth, ServicesDep, SessionDep, read_route
 from service.problems import problems
 from service.store import queries
 
@@ -23,10 +23,6 @@ router = APIRouter(tags=["layers"], responses=problems(401, 422, 503))
 LayerId = Annotated[int, Path(ge=1, le=INT64_MAX, description="a stored layer's id")]
 
 CSV_COLUMNS: tuple[str, ...] = tuple(f.name for f in CSV_FIELDS)
-
-
-def split_csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 def _query(param: FilterParam) -> Any:
@@ -77,12 +73,7 @@ def _checked_sort(sort: str | None) -> str | None:
     return sort
 
 
-@router.get(
-    "/layers",
-    response_model=Page[LayerRow] | Page[LayerBrief],
-    dependencies=[ReadAuth],
-    responses=problems(400),
-)
+@router.get("/layers", **read_route(Page[LayerRow] | Page[LayerBrief], 400))
 def list_layers(
     session: SessionDep,
     filters: FiltersDep,
@@ -166,12 +157,7 @@ def export_layers_csv(
     )
 
 
-@router.get(
-    "/layers/{layer_id}",
-    response_model=LayerDetail,
-    dependencies=[ReadAuth],
-    responses=problems(404),
-)
+@router.get("/layers/{layer_id}", **read_route(LayerDetail, 404))
 def get_layer(layer_id: LayerId, session: SessionDep) -> LayerDetail:
     """One layer with every array (sigma, h, eigenvalues, Phi, ...) and its provenance."""
     row = queries.get_layer(session, layer_id)

@@ -11,9 +11,10 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import Response
 
 from api_schemas import LayerRow
+from api_schemas.wire import split_csv
 from service.deps import ReadAuth, SessionDep
 from service.problems import problems
-from service.routers.layers import LayerId, split_csv
+from service.routers.layers import LayerId
 from service.store import queries
 
 router = APIRouter(tags=["plots"], responses=problems(401, 404, 422, 503))

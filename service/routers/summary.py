@@ -7,15 +7,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api_schemas import Summary
-from service.deps import ReadAuth, SessionDep
+from api_schemas.wire import split_csv
+from service.deps import SessionDep, read_route
 from service.problems import problems
-from service.routers.layers import split_csv
 from service.store import queries
 
 router = APIRouter(tags=["layers"], responses=problems(401, 422, 503))
 
 
-@router.get("/summary", response_model=Summary, dependencies=[ReadAuth])
+@router.get("/summary", **read_route(Summary))
 def summary(
     session: SessionDep,
     jobs: Annotated[

@@ -31,6 +31,9 @@ from service.store import provenance
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
+IDEMPOTENCY_KEY_LENGTH = 255
+"""The longest stored Idempotency-Key (a batch's jobs store a longer one than the header)."""
+
 
 def utcnow() -> datetime:
     """Naive UTC (the same on SQLite and PostgreSQL)."""
@@ -78,7 +81,7 @@ class JobRow(Base):
     dataset_ref: Mapped[str] = mapped_column(String(128))
     arch: Mapped[str | None] = mapped_column(String(64))
     batch_id: Mapped[str | None] = mapped_column(String(36), index=True)
-    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(IDEMPOTENCY_KEY_LENGTH), unique=True)
     error: Mapped[str | None] = mapped_column(Text)
     provenance_json: Mapped[str | None] = mapped_column(Text)
     runs: Mapped[int] = mapped_column(Integer, default=0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, joinedload
@@ -100,29 +100,30 @@ def layer_order(sort: str | None) -> paging.Keyset:
     )
 
 
+class LayerPage(TypedDict, total=False):
+    """Which page of a layer listing: ``sort`` (:func:`parse_sort`; default ``id``), the
+    ``cursor`` of the page (default the first) and at most ``limit`` rows (default 100)."""
+
+    sort: str | None
+    cursor: str | None
+    limit: int
+
+
 def _keyset_page(
-    session: Session,
-    what: Select[Any],
-    filters: LayerFilters,
-    sort: str | None,
-    cursor: str | None,
-    limit: int,
+    session: Session, what: Select[Any], filters: LayerFilters, page: LayerPage
 ) -> tuple[list[Any], str | None]:
     """One page of ``what`` (rows or column tuples) in sort order, and the next cursor."""
-    return paging.page(session, what.where(*filters.clauses()), layer_order(sort), cursor, limit)
+    order = layer_order(page.get("sort"))
+    stmt = what.where(*filters.clauses())
+    return paging.page(session, stmt, order, page.get("cursor"), page.get("limit", 100))
 
 
 def query_layers(
-    session: Session,
-    filters: LayerFilters,
-    *,
-    sort: str | None = None,
-    cursor: str | None = None,
-    limit: int = 100,
+    session: Session, filters: LayerFilters, **page: Unpack[LayerPage]
 ) -> tuple[list[LayerRow], str | None]:
     """A page of full layer rows (every array of the stored profile)."""
     # the page is chosen on the indexed table alone; only its rows' profiles are read
-    rows, next_cursor = _keyset_page(session, select(LayerResultRow), filters, sort, cursor, limit)
+    rows, next_cursor = _keyset_page(session, select(LayerResultRow), filters, page)
     ids = [row[0].id for row in rows]
     blobs: dict[int, bytes] = {
         layer_id: blob
@@ -136,15 +137,10 @@ def query_layers(
 
 
 def query_layer_briefs(
-    session: Session,
-    filters: LayerFilters,
-    *,
-    sort: str | None = None,
-    cursor: str | None = None,
-    limit: int = 100,
+    session: Session, filters: LayerFilters, **page: Unpack[LayerPage]
 ) -> tuple[list[LayerBrief], str | None]:
     """A page of brief rows: indexed columns only, the stored profile is never read."""
-    rows, next_cursor = _keyset_page(session, select(*BRIEF_COLUMNS), filters, sort, cursor, limit)
+    rows, next_cursor = _keyset_page(session, select(*BRIEF_COLUMNS), filters, page)
     return [layer_brief(row._mapping) for row in rows], next_cursor
 
 

@@ -16,6 +16,7 @@ from api_schemas import (
     Checkpoint,
     Dataset,
     Job,
+    JobFilters,
     JobProgress,
     JobSpec,
     JobTimings,
@@ -286,26 +287,29 @@ JOBS_ORDER = paging.newest_first("jobs", JobRow.created_at, JobRow.id)
 
 def list_jobs(
     session: Session,
+    filters: JobFilters | None = None,
     *,
-    state: str | None = None,
-    checkpoint_id: str | None = None,
-    batch_id: str | None = None,
-    labels: JobLabelFilters | None = None,
-    id_prefix: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
 ) -> tuple[list[JobRow], str | None]:
-    stmt = select(JobRow)
-    if id_prefix:
-        stmt = stmt.where(JobRow.id.startswith(id_prefix, autoescape=True))
-    if labels is not None:
-        stmt = stmt.where(*labels.job_clauses())
-    if state:
-        stmt = stmt.where(JobRow.state.in_(state.split(",")))
-    if checkpoint_id:
-        stmt = stmt.where(JobRow.checkpoint_id == checkpoint_id)
-    if batch_id:
-        stmt = stmt.where(JobRow.batch_id == batch_id)
+    """A page of the jobs ``filters`` select, newest first, and the next page's cursor."""
+    filters = filters or JobFilters()
+    labels = JobLabelFilters(
+        name=filters.name,
+        tags=filters.tags(),
+        step=filters.step,
+        step_min=filters.step_min,
+        step_max=filters.step_max,
+    )
+    stmt = select(JobRow).where(*labels.job_clauses())
+    if filters.id_prefix:
+        stmt = stmt.where(JobRow.id.startswith(filters.id_prefix, autoescape=True))
+    if filters.states():
+        stmt = stmt.where(JobRow.state.in_(filters.states()))
+    if filters.checkpoint_id:
+        stmt = stmt.where(JobRow.checkpoint_id == filters.checkpoint_id)
+    if filters.batch_id:
+        stmt = stmt.where(JobRow.batch_id == filters.batch_id)
     rows, next_cursor = paging.page(session, stmt, JOBS_ORDER, cursor, limit)
     return [row[0] for row in rows], next_cursor
 

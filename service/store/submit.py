@@ -15,10 +15,20 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from api_schemas import BatchSpec, JobSpec
+from api_schemas.jobs import MAX_BATCH_JOBS
 from service.artifacts import check_zoo_config, zoo_reference
 from service.store import repo
-from service.store.models import CheckpointRow, DatasetRow, JobRow
+from service.store.models import IDEMPOTENCY_KEY_LENGTH, CheckpointRow, DatasetRow, JobRow
 from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
+
+
+def batch_job_key(key: str, index: int) -> str:
+    """The stored Idempotency-Key of job ``index`` of the batch submitted with ``key``."""
+    return f"batch:{key}:{index}"
+
+
+BATCH_KEY_LENGTH = IDEMPOTENCY_KEY_LENGTH - len(batch_job_key("", MAX_BATCH_JOBS - 1))
+"""The longest Idempotency-Key of a batch: each of its jobs' keys still fits the column."""
 
 
 class MissingReference(Exception):
@@ -84,7 +94,9 @@ def submit_batch(
     job. An insert that fails (a key taken meanwhile) rolls the whole batch back."""
     specs = spec.job_specs()
     archs = [check_references(session, job, limits) for job in specs]
-    keys = [f"batch:{idempotency_key}:{i}" if idempotency_key else None for i in range(len(specs))]
+    keys = [
+        batch_job_key(idempotency_key, i) if idempotency_key else None for i in range(len(specs))
+    ]
     if idempotency_key:
         earlier = _earlier_batch(session, keys, specs)
         if earlier is not None:

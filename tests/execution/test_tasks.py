@@ -1,21 +1,20 @@
-"""The Ray task's body, run in this process (no Ray): the data payload round-trips exactly,
-``profile_group`` reports the engine's own profiles of the model its reference names, with
-provenance, and a layer that fails is reported alone, in one line, while the rest of its
-group is profiled."""
+"""The Ray task's body, run in this process (no Ray): ``profile_group`` reports the engine's
+own profiles of the model its reference names, with provenance, and a layer that fails is
+reported alone, in one line, while the rest of its group is profiled."""
 
 from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import torch
 
 from api_schemas import ProfileSettings
 from workers.curvature.engine import profile_layers
+from workers.execution.data_cache import DataPayload
 from workers.execution.model_cache import ModelReference, clear_model_cache
 from workers.execution.prepare import ModelSource, load_model
-from workers.execution.tasks import DataPayload, profile_group
+from workers.execution.tasks import profile_group
 
 CONFIG = {"arch": "mlp", "in_features": 6, "widths": [5], "classes": 4}
 SETTINGS = ProfileSettings(top_k=3, lanczos_steps=0, variants=["ggn"], min_fit_points=3)
@@ -40,18 +39,6 @@ def _model_and_batch() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
 def _comparable(profile: dict[str, object]) -> str:
     """The profile as exact JSON (float repr round-trips; NaN kept), wall time left out."""
     return json.dumps({k: v for k, v in profile.items() if k != "wall_seconds"})
-
-
-def test_data_payload_round_trips_and_owns_its_arrays() -> None:
-    _, x, y = _model_and_batch()
-    mask = torch.ones(16, dtype=torch.bool)
-    payload = DataPayload.from_tensors(x, y, mask)
-    inputs, targets, got_mask = payload.tensors()
-    assert torch.equal(inputs, x) and torch.equal(targets, y)
-    assert got_mask is not None and torch.equal(got_mask, mask)
-    inputs.zero_()  # the task's tensors are copies: the payload is untouched
-    np.testing.assert_array_equal(payload.inputs, x.numpy())
-    assert DataPayload.from_tensors(x, y).tensors()[2] is None
 
 
 def test_profile_group_reports_the_engines_profiles() -> None:

@@ -8,10 +8,9 @@ from datetime import datetime
 import pytest
 from sqlalchemy import inspect, text
 
-from api_schemas import BatchSpec, JobSpec
+from api_schemas import BatchSpec, JobFilters, JobSpec
 from service.client import ApiError
 from service.store import db, queries, repo
-from service.store.labels import JobLabelFilters
 from service.store.models import JobRow
 from tests.service.helpers import SPEC, fake_profile, store_layer
 
@@ -39,7 +38,7 @@ def test_upgrade_from_0002_leaves_old_jobs_unlabelled_and_downgrades(db_url: str
         rows, _ = repo.list_jobs(session)
         old = repo.job_model(session, rows[0])
         assert (old.name, old.tags, old.step) == (None, [], None)
-        rows, _ = repo.list_jobs(session, labels=JobLabelFilters(step_min=0))
+        rows, _ = repo.list_jobs(session, JobFilters(step_min=0))
         assert rows == []
     db.downgrade(db_url, "0002")
     assert "job_tags" not in inspect(engine).get_table_names()
@@ -60,15 +59,15 @@ def test_labels_filter_jobs_and_layers_in_the_store(db_url: str) -> None:
             store_layer(session, row, fake_profile("head", alpha=step / 100))
         repo.create_job(session, JobSpec(checkpoint_id="zoo:mlp", dataset="digits"), arch="mlp")
 
-        def steps(labels: JobLabelFilters) -> list[int | None]:
-            rows, _ = repo.list_jobs(session, labels=labels)
+        def steps(filters: JobFilters) -> list[int | None]:
+            rows, _ = repo.list_jobs(session, filters)
             return sorted(r.step for r in rows if r.step is not None)
 
-        assert steps(JobLabelFilters(name="gpt")) == [100, 200, 300]
-        assert steps(JobLabelFilters(tags=["run-a", "lr=1e-3"])) == [100, 300]
-        assert steps(JobLabelFilters(step=200)) == [200]
-        assert steps(JobLabelFilters(step_min=150, step_max=300)) == [200, 300]
-        assert steps(JobLabelFilters(name="other")) == []
+        assert steps(JobFilters(name="gpt")) == [100, 200, 300]
+        assert steps(JobFilters(tag="run-a,lr=1e-3")) == [100, 300]
+        assert steps(JobFilters(step=200)) == [200]
+        assert steps(JobFilters(step_min=150, step_max=300)) == [200, 300]
+        assert steps(JobFilters(name="other")) == []
 
         def layer_steps(**kw: object) -> list[tuple[int | None, float | None]]:
             filters = queries.LayerFilters(**kw)  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from workers.curvature.layerspec import (
     conv2d_geometry,
     is_layer_kind,
     mha_specs,
+    plain_matrix,
     split_qkv,
 )
 from workers.curvature.naming import is_hf_conv1d, names_inventory
@@ -166,19 +167,10 @@ def _mha(
     parent = modules.get(owner)
     if leaf == "weight" and child == "out_proj" and isinstance(parent, nn.MultiheadAttention):
         weight = parent.out_proj.weight
-        return [
-            LayerSpec(
-                path,
-                "attn_o",
-                pname,
-                path,
-                (int(weight.shape[0]), int(weight.shape[1])),
-                tuple(weight.shape),
-                module_type="MultiheadAttention",
-                flags=("kfac_unavailable",),
-                uses=n_uses,
-            )
-        ]
+        spec = plain_matrix(
+            path, "attn_o", pname, path, weight, module_type="MultiheadAttention", uses=n_uses
+        )
+        return [spec]
     return []
 
 

@@ -73,6 +73,33 @@ class LayerSpec:
         return matrix.reshape(self.param_shape).contiguous()
 
 
+def plain_matrix(
+    name: str,
+    kind: LayerKind,
+    parameter: str,
+    module: str,
+    weight: torch.Tensor,
+    *,
+    module_type: str,
+    flags: tuple[str, ...] = ("kfac_unavailable",),
+    uses: int = 0,
+) -> LayerSpec:
+    """A 2-D ``weight`` that is its own (m, n) matrix, seen without K-FAC factors (an
+    attention projection or a weight found in the graph)."""
+    shape = (int(weight.shape[0]), int(weight.shape[1]))
+    return LayerSpec(
+        name,
+        kind,
+        parameter,
+        module,
+        shape,
+        tuple(weight.shape),
+        module_type=module_type,
+        flags=flags,
+        uses=uses,
+    )
+
+
 def split_qkv(spec: LayerSpec, flags: tuple[str, ...]) -> list[LayerSpec]:
     m, n = spec.shape
     if m % 3 != 0:
@@ -102,16 +129,13 @@ def mha_specs(path: str, mod: nn.MultiheadAttention, uses: int = 0) -> list[Laye
     if not mod._qkv_same_embed_dim or mod.in_proj_weight is None:
         return []
     pname = f"{path}.in_proj_weight"
-    w = mod.in_proj_weight
-    fused = LayerSpec(
+    fused = plain_matrix(
         f"{path}.in_proj",
         "attn_qkv",
         pname,
         path,
-        (int(w.shape[0]), int(w.shape[1])),
-        tuple(w.shape),
+        mod.in_proj_weight,
         module_type="MultiheadAttention",
-        flags=("kfac_unavailable",),
         uses=uses,
     )
     return split_qkv(fused, ("kfac_unavailable",))

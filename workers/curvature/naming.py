@@ -11,7 +11,13 @@ import re
 from torch import nn
 
 from api_schemas import LayerKind
-from workers.curvature.layerspec import LayerSpec, conv2d_geometry, mha_specs, split_qkv
+from workers.curvature.layerspec import (
+    LayerSpec,
+    conv2d_geometry,
+    mha_specs,
+    plain_matrix,
+    split_qkv,
+)
 
 _Q = {"q", "q_proj", "query", "wq", "to_q", "q_lin"}
 _K = {"k", "k_proj", "key", "wk", "to_k", "k_lin"}
@@ -153,16 +159,7 @@ def _flat_inventory(model: nn.Module, explicit: dict[str, LayerKind]) -> list[La
             )
         elif p.ndim == 2:
             kind = explicit.get(pname) or _kind_of_linear(module, pname == two_d[-1])
-            spec = LayerSpec(
-                module,
-                kind,
-                pname,
-                module,
-                (int(p.shape[0]), int(p.shape[1])),
-                tuple(p.shape),
-                module_type="graph",
-                flags=("kfac_unavailable",),
-            )
+            spec = plain_matrix(module, kind, pname, module, p, module_type="graph")
             specs.extend(split_qkv(spec, spec.flags) if kind == "attn_qkv" else [spec])
     return specs
 

@@ -10,10 +10,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from workers.execution.data_cache import DataPayload, DataReference, cached_dataset
     from workers.execution.model_cache import ModelReference, cached_model, models_built
     from workers.execution.ray_runtime import gpus_per_task, init_ray, ray_ready, shutdown_ray
     from workers.execution.scheduler import LayerOutcome, run_layer_groups
-    from workers.execution.tasks import DataPayload, profile_group
+    from workers.execution.tasks import profile_group
 
 _HOMES = {
     "gpus_per_task": "ray_runtime",
@@ -22,7 +23,9 @@ _HOMES = {
     "shutdown_ray": "ray_runtime",
     "LayerOutcome": "scheduler",
     "run_layer_groups": "scheduler",
-    "DataPayload": "tasks",
+    "DataPayload": "data_cache",
+    "DataReference": "data_cache",
+    "cached_dataset": "data_cache",
     "ModelReference": "model_cache",
     "cached_model": "model_cache",
     "models_built": "model_cache",
@@ -31,8 +34,10 @@ _HOMES = {
 
 __all__ = [
     "DataPayload",
+    "DataReference",
     "LayerOutcome",
     "ModelReference",
+    "cached_dataset",
     "cached_model",
     "gpus_per_task",
     "init_ray",

@@ -10,8 +10,6 @@ engine profiles a deep copy (``workers.curvature.engine``), so a cached model is
 from __future__ import annotations
 
 import json
-import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import torch
@@ -19,6 +17,7 @@ from torch import nn
 
 from workers.errors import IntakeError
 from workers.execution.prepare import ModelSource, load_model
+from workers.execution.process_cache import ProcessCache
 from workers.intake.limits import DEFAULT_LIMITS, IntakeLimits
 
 CACHE_SIZE = 2
@@ -42,27 +41,22 @@ class ModelReference:
         return (self.sha256, config, seed, where)
 
 
-_lock = threading.Lock()
-_models: OrderedDict[tuple[str, ...], nn.Module] = OrderedDict()
-_builds = 0
+_models: ProcessCache[tuple[str, ...], nn.Module] = ProcessCache(CACHE_SIZE)
 
 
 def models_built() -> int:
     """How many models this process has built from references so far."""
-    return _builds
+    return _models.built
 
 
 def clear_model_cache() -> None:
-    with _lock:
-        _models.clear()
+    _models.clear()
 
 
 def open_reference(reference: ModelReference) -> nn.Module:
     """The model ``reference`` names, in eval mode; IntakeError if its file is not the one
     the job was prepared from."""
-    global _builds
     loaded = load_model(reference.source, reference.seed, reference.limits)
-    _builds += 1
     if loaded.sha256 != reference.sha256:
         where = reference.source.path or reference.source.weights
         raise IntakeError(
@@ -76,13 +70,4 @@ def cached_model(reference: ModelReference, device: torch.device) -> nn.Module:
     """The model on ``device``, built on first use in this process; the last
     :data:`CACHE_SIZE` models are kept."""
     key = (*reference.cache_key(), str(device))
-    with _lock:
-        model = _models.get(key)
-        if model is not None:
-            _models.move_to_end(key)
-            return model
-        model = open_reference(reference).to(device)
-        _models[key] = model
-        while len(_models) > CACHE_SIZE:
-            _models.popitem(last=False)
-        return model
+    return _models.get(key, lambda: open_reference(reference).to(device))

@@ -12,8 +12,9 @@ from ray.exceptions import RayError, TaskCancelledError
 
 from api_schemas import LayerProfile, ProfileSettings
 from workers.execution.attempts import AttemptWatch, driver_ledger
+from workers.execution.data_cache import BatchSource
 from workers.execution.model_cache import ModelReference
-from workers.execution.tasks import DataPayload, profile_group_remote
+from workers.execution.tasks import profile_group_remote
 
 
 @dataclass
@@ -53,7 +54,7 @@ def _error_text(exc: BaseException) -> str:
 
 def run_layer_groups(
     model: ModelReference | ray.ObjectRef,
-    data: DataPayload | ray.ObjectRef,
+    data: BatchSource | ray.ObjectRef,
     groups: Sequence[Sequence[str]],
     settings: ProfileSettings,
     *,
@@ -67,9 +68,9 @@ def run_layer_groups(
 ) -> Literal["done", "stopped"]:
     """Run every group; ``on_layer`` is called in this thread for each layer as it arrives.
 
-    The model travels by reference (each task opens the stored artifact, built once per worker
-    process: ``model_cache``); the reference and the batch go into the object store once and
-    every task gets them.
+    The model and the data travel by reference (each task opens the stored artifacts, once per
+    worker process: ``model_cache``, ``data_cache``); the references go into the object store
+    once and every task gets them.
     When ``should_stop()`` turns true the pending tasks are cancelled with ``ray.cancel``.
     Ray retries a task whose worker died (``max_retries``); ``on_retry`` is called with the
     group's names at each retry, as it starts (workers.execution.attempts).

@@ -1,46 +1,19 @@
-"""The Ray task: open the job's model by reference (built once per worker process,
-``model_cache``), profile a group of layers."""
+"""The Ray task: open the job's model and data by reference (each read once per worker
+process, ``model_cache`` and ``data_cache``), profile a group of layers."""
 
 from __future__ import annotations
 
 import socket
 import time
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import ray
 import torch
 
 from api_schemas import ProfileSettings
+from workers.execution.data_cache import BatchSource
 from workers.execution.model_cache import ModelReference, cached_model
 from workers.versions import device_label
-
-
-@dataclass
-class DataPayload:
-    """The measurement batch, put into the object store once per job and shared by its tasks."""
-
-    inputs: np.ndarray
-    targets: np.ndarray
-    attention_mask: np.ndarray | None = None
-
-    @classmethod
-    def from_tensors(
-        cls, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None
-    ) -> DataPayload:
-        return cls(
-            inputs=inputs.detach().cpu().numpy(),
-            targets=targets.detach().cpu().numpy(),
-            attention_mask=None if mask is None else mask.detach().cpu().numpy(),
-        )
-
-    def tensors(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        def t(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.array(a, copy=True))
-
-        mask = None if self.attention_mask is None else t(self.attention_mask)
-        return t(self.inputs), t(self.targets), mask
 
 
 def _first_line(exc: BaseException) -> str:
@@ -50,7 +23,7 @@ def _first_line(exc: BaseException) -> str:
 
 def profile_group(
     model_reference: ModelReference,
-    data_payload: DataPayload,
+    data: BatchSource,
     layer_names: list[str],
     settings_json: str,
 ) -> list[dict[str, Any]]:
@@ -67,10 +40,10 @@ def profile_group(
         "hostname": socket.gethostname(),
         "device": device_label(device),
     }
-    inputs, targets, mask = data_payload.tensors()
     try:
+        inputs, targets, mask = data.tensors()
         model = cached_model(model_reference, device)
-    except Exception as exc:  # the file is missing or not the one the job was prepared from
+    except Exception as exc:  # a file is missing or not the one the job was prepared from
         return [_error_entry(name, exc, where) for name in layer_names]
 
     def run(names: list[str]) -> list[dict[str, Any]]:
@@ -109,8 +82,8 @@ def _error_entry(name: str, exc: BaseException, where: dict[str, Any]) -> dict[s
 def task_device() -> torch.device:
     """The GPU Ray assigned to this task (it sets CUDA_VISIBLE_DEVICES), else the CPU.
     The engine computes wherever the model's weights live."""
-    try:
-        has_gpu = bool(ray.get_gpu_ids())
+    try:  # outside Ray (the task body run in-process) ray.get_gpu_ids() would start one
+        has_gpu = ray.is_initialized() and bool(ray.get_gpu_ids())
     except Exception:
         has_gpu = False
     if has_gpu and torch.cuda.is_available():
@@ -119,6 +92,8 @@ def task_device() -> torch.device:
 
 
 def _node_id() -> str | None:
+    if not ray.is_initialized():  # ray.get_runtime_context() would start a local Ray
+        return None
     try:
         return str(ray.get_runtime_context().get_node_id())
     except Exception:
@@ -129,7 +104,7 @@ def profile_group_announced(
     ledger: Any,
     key: str,
     model_reference: ModelReference,
-    data_payload: DataPayload,
+    data: BatchSource,
     layer_names: list[str],
     settings_json: str,
 ) -> list[dict[str, Any]]:
@@ -137,7 +112,7 @@ def profile_group_announced(
     from workers.execution.attempts import announce
 
     announce(ledger, key)
-    return profile_group(model_reference, data_payload, layer_names, settings_json)
+    return profile_group(model_reference, data, layer_names, settings_json)
 
 
 profile_group_remote = ray.remote(profile_group_announced)
