@@ -4,58 +4,41 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from functools import partial
+from collections.abc import Iterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy.orm import Session
 
-from service.dashboard import auth
+from service.dashboard.gate import PageRoute, found, require_reader
 from service.deps import ServicesDep, SessionDep
-from service.problems import problem
 from service.routers.layers import export_layers_csv
 from service.store import queries
 from service.store.models import JobRow
 
-router = APIRouter(prefix="/ui/jobs/{job_id}", include_in_schema=False)
+router = APIRouter(prefix="/ui/jobs/{job_id}", include_in_schema=False, route_class=PageRoute)
 
 
-def _when_readable(
-    request: Request,
-    session: Session,
-    job_id: str,
-    services: ServicesDep,
-    respond: Callable[[], Response],
-) -> Response:
-    """``respond()`` once the caller may read and the job exists; else a 401 (that names
-    nothing) or a 404 problem document."""
-    if not auth.may_read(request, services.settings):
-        return problem(401, "login required")
-    if session.get(JobRow, job_id) is None:
-        return problem(404, f"job {job_id} not found", instance=request.url.path)
-    return respond()
+def _job_exists(job_id: str, session: SessionDep) -> None:
+    found(session.get(JobRow, job_id), f"job {job_id}")
 
 
-@router.get("/layers.csv")
-def layers_csv(
-    request: Request, job_id: str, services: ServicesDep, session: SessionDep
-) -> Response:
+# the reader first: a 401 names nothing, not even whether the job exists
+READABLE_JOB = [Depends(require_reader), Depends(_job_exists)]
+
+
+@router.get("/layers.csv", dependencies=READABLE_JOB)
+def layers_csv(job_id: str, services: ServicesDep) -> Response:
     """The same CSV as ``GET /v1/layers.csv?job_id=…``."""
-    filters = queries.LayerFilters(job_id=[job_id])
-    csv = partial(export_layers_csv, services, filters, None)
-    return _when_readable(request, session, job_id, services, csv)
+    return export_layers_csv(services, queries.LayerFilters(job_id=[job_id]), None)
 
 
-@router.get("/layers.json")
-def layers_json(
-    request: Request, job_id: str, services: ServicesDep, session: SessionDep
-) -> Response:
+@router.get("/layers.json", dependencies=READABLE_JOB)
+def layers_json(job_id: str, services: ServicesDep) -> Response:
     """``{"job_id": …, "layers": [every full layer row]}``, streamed page by page."""
     attachment = {"Content-Disposition": f'attachment; filename="{job_id}-layers.json"'}
-    body = partial(_layers_json, services, job_id)
-    stream = partial(StreamingResponse, media_type="application/json", headers=attachment)
-    return _when_readable(request, session, job_id, services, lambda: stream(body()))
+    return StreamingResponse(
+        _layers_json(services, job_id), media_type="application/json", headers=attachment
+    )
 
 
 def _layers_json(services: ServicesDep, job_id: str) -> Iterator[str]:
@@ -74,14 +57,8 @@ def _layers_json(services: ServicesDep, job_id: str) -> Iterator[str]:
     yield "]}"
 
 
-@router.get("/preconditioner.json")
-def preconditioner_json(
-    request: Request, job_id: str, services: ServicesDep, session: SessionDep
-) -> Response:
+@router.get("/preconditioner.json", dependencies=READABLE_JOB)
+def preconditioner_json(job_id: str, session: SessionDep) -> Response:
     """The same document as ``GET /v1/jobs/{id}/preconditioner``."""
-
-    def document() -> Response:
-        body = queries.preconditioner(session, job_id).model_dump_json()
-        return Response(body, media_type="application/json")
-
-    return _when_readable(request, session, job_id, services, document)
+    body = queries.preconditioner(session, job_id).model_dump_json()
+    return Response(body, media_type="application/json")

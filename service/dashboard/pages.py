@@ -8,16 +8,21 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from api_schemas import JobFilters, JobState, LayerProfile
-from service.dashboard import auth, data, figures
+from service.dashboard import data, figures
 from service.dashboard.compare import CHANGE_THRESHOLD, diff_table, most_changed
+from service.dashboard.gate import PageRoute, found, require_reader
 from service.dashboard.paging import PageQuery, page_query
-from service.dashboard.render import error_page, login_page, page
-from service.deps import ServicesDep, SessionDep
-from service.problems import problem
+from service.dashboard.render import error_page, page
+from service.deps import SessionDep
 from service.store import queries, repo
 from service.store.models import JobRow
 
-router = APIRouter(prefix="/ui", include_in_schema=False)
+router = APIRouter(
+    prefix="/ui",
+    include_in_schema=False,
+    route_class=PageRoute,
+    dependencies=[Depends(require_reader)],
+)
 JOB_STATES: tuple[str, ...] = get_args(JobState)
 
 # the layer table's columns: (heading, sort key or None, tooltip)
@@ -51,13 +56,10 @@ def _ids(values: list[str] | None) -> list[str]:
 @router.get("", response_class=HTMLResponse)
 def jobs_page(
     request: Request,
-    services: ServicesDep,
     session: SessionDep,
     filters: Annotated[JobFilters, Query()],
     pages: Annotated[PageQuery, Depends(page_query(200))],
 ) -> Response:
-    if not auth.may_read(request, services.settings):
-        return login_page(request)
     if any(s not in JOB_STATES for s in filters.states()):
         return error_page(
             request, 422, f"unknown state in {filters.state!r}; one of {', '.join(JOB_STATES)}"
@@ -74,12 +76,8 @@ def jobs_page(
 
 
 @router.get("/progress")
-def progress(
-    request: Request, services: ServicesDep, session: SessionDep, ids: str = ""
-) -> Response:
+def progress(session: SessionDep, ids: str = "") -> Response:
     """State and layer counts of the given jobs (polled by the jobs list and the job page)."""
-    if not auth.may_read(request, services.settings):
-        return problem(401, "login required")
     job_ids = _ids([ids])[:500]
     rows = [r for r in (session.get(JobRow, j) for j in job_ids) if r is not None]
     return JSONResponse(
@@ -94,16 +92,11 @@ def progress(
 def job_page(
     request: Request,
     job_id: str,
-    services: ServicesDep,
     session: SessionDep,
     pages: Annotated[PageQuery, Depends(page_query(500))],
     sort: str | None = None,
 ) -> Response:
-    if not auth.may_read(request, services.settings):
-        return login_page(request)
-    job = data.job_summary(session, job_id)
-    if job is None:
-        return error_page(request, 404, f"job {job_id} not found")
+    job = found(data.job_summary(session, job_id), f"job {job_id}")
     try:
         sort_key, descending = queries.parse_sort(sort)
     except ValueError as exc:
@@ -133,15 +126,8 @@ def job_page(
 
 
 @router.get("/layers/{layer_id}", response_class=HTMLResponse)
-def layer_page(
-    request: Request, layer_id: int, services: ServicesDep, session: SessionDep
-) -> Response:
-    if not auth.may_read(request, services.settings):
-        return login_page(request)
-    row = queries.get_layer(session, layer_id)
-    if row is None:
-        return error_page(request, 404, f"layer {layer_id} not found")
-    layer = queries.layer_detail(row)
+def layer_page(request: Request, layer_id: int, session: SessionDep) -> Response:
+    layer = queries.layer_detail(found(queries.get_layer(session, layer_id), f"layer {layer_id}"))
     return page(
         request,
         "layer.html",
@@ -154,13 +140,10 @@ def layer_page(
 @router.get("/compare", response_class=HTMLResponse)
 def compare_page(
     request: Request,
-    services: ServicesDep,
     session: SessionDep,
     jobs: Annotated[list[str] | None, Query()] = None,
     metric: str = "alpha",
 ) -> Response:
-    if not auth.may_read(request, services.settings):
-        return login_page(request)
     job_ids = _ids(jobs)[:50]
     if len(job_ids) < 2:
         return error_page(request, 422, "compare needs two or more jobs: /ui/compare?jobs=ID1,ID2")

@@ -50,7 +50,9 @@ def test_closed_reads_show_the_login_prompt_not_data(
         assert not any(i in html for i in ids), path
         assert f">{layer.name}<" not in html and "α" not in html, path
         assert tab.page.locator("[data-figure], #layer-table, #jobs-table").count() == 0
-    for path in (f"/ui/progress?ids={ids[0]}", f"/ui/jobs/{ids[0]}/layers.csv"):
+    # a job that does not exist is a 401 too: the gate comes before the lookup
+    unknown = "/ui/jobs/nope/preconditioner.json"
+    for path in (f"/ui/progress?ids={ids[0]}", f"/ui/jobs/{ids[0]}/layers.csv", unknown):
         r = httpx.get(closed.url + path)
         assert r.status_code == 401 and ids[0] not in r.text
     # a wrong token keeps the prompt up, the right one opens the page it was asked for
