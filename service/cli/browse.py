@@ -12,7 +12,14 @@ import typer
 from api_schemas import TERMINAL_STATES
 from service.cli import CliError
 from service.cli.output import emit, exit_code, fmt, print_json, print_listing, print_table
-from service.cli.params import ClientOptions, JobArgument, JobLabels, MeasureOptions, options
+from service.cli.params import (
+    ClientOptions,
+    FollowFlag,
+    JobArgument,
+    JobLabels,
+    MeasureOptions,
+    options,
+)
 from service.cli.remote import (
     CHECKPOINT_HELP,
     ConfigOption,
@@ -165,9 +172,7 @@ def checkpoints(client: ClientOptions) -> int:
 def logs(
     job: JobArgument,
     client: ClientOptions,
-    follow_job: Annotated[
-        bool, typer.Option("--follow", "-f", help="until the job finishes")
-    ] = False,
+    follow_job: FollowFlag = False,
     poll: Annotated[float, typer.Option(help="seconds between polls with -f")] = 1.0,
 ) -> int:
     """A job's log lines; with -f, until the job finishes and every line is printed, then

@@ -28,6 +28,13 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 JSON_HELP = "JSON on stdout, one document per line"
 JsonFlag = Annotated[bool, typer.Option("--json", help=JSON_HELP)]
 JobArgument = Annotated[str, typer.Argument(help="job id or a unique prefix of it")]
+# `status` follows by default, `logs` prints once; both take either flag
+FollowFlag = Annotated[
+    bool,
+    typer.Option(
+        "--follow/--no-follow", "-f", help="until the job finishes; the exit status follows it"
+    ),
+]
 
 
 def options(**groups: type) -> Callable[[F], F]:

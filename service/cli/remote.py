@@ -28,6 +28,7 @@ from service.cli.output import (
 )
 from service.cli.params import (
     ClientOptions,
+    FollowFlag,
     JobArgument,
     JobLabels,
     LabelFilters,
@@ -270,14 +271,12 @@ def jobs(
 def status(
     job: JobArgument,
     client: ClientOptions,
-    no_follow: Annotated[
-        bool, typer.Option("--no-follow", help="print once; exit 1 if failed or cancelled")
-    ] = False,
+    follow_job: FollowFlag = True,
 ) -> int:
     """Show a job's progress (live until it finishes)."""
     with connect(client) as api:
         job_id = api.resolve_job_id(job)
-        if not no_follow:
+        if follow_job:
             return follow(api, job_id, as_json=client.json)
         found = api.job(job_id)
     if client.json:
