@@ -20,6 +20,7 @@ from service.jobs_runner import JobRunner
 from service.problems import install_problem_handlers, move_problem_schemas, problem
 from service.settings import Settings
 from service.store import db
+from service.store.layer_cache import LayerJsonCache
 from service.store.paging import CursorError
 from service.store.repo import Conflict
 from service.store.submit import MissingReference
@@ -103,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions=sessions,
             artifacts=artifacts,
             runner=runner,
+            layer_cache=LayerJsonCache(settings.layer_cache_bytes),
         )
         if runner is not None:
             runner.start()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -24,6 +24,7 @@ from service.artifacts import ArtifactStore
 from service.jobs_runner import JobRunner
 from service.problems import idempotent_submission
 from service.settings import Settings
+from service.store.layer_cache import LayerJsonCache
 from service.upload import ReceivedUpload, receive_upload
 
 
@@ -36,6 +37,7 @@ class Services:
     sessions: sessionmaker[Session]
     artifacts: ArtifactStore
     runner: JobRunner | None
+    layer_cache: LayerJsonCache = field(default_factory=lambda: LayerJsonCache(0))
 
 
 def get_services(request: Request) -> Services:

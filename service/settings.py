@@ -57,6 +57,12 @@ class Settings(BaseSettings):
         description="seconds an idle HTTP connection stays open; longer than the idle timeout "
         "of clients and load balancers, so none sends on a connection the server is closing",
     )
+    layer_cache_bytes: int = Field(
+        default=64 * 1024**2,
+        ge=0,
+        description="bytes of full layer rows' JSON kept per server process for full pages "
+        "of GET /v1/layers (service/store/layer_cache.py); 0: none",
+    )
     db_pool_timeout: float = Field(
         default=5.0, gt=0, description="seconds a request waits for a connection, then 503"
     )
