@@ -17,6 +17,7 @@ from service.admission import AdmissionGate
 from service.artifacts import ArtifactRejected, ArtifactStore
 from service.deps import Services
 from service.jobs_runner import JobRunner
+from service.leader import Leadership
 from service.problems import install_problem_handlers, move_problem_schemas, problem
 from service.settings import Settings
 from service.store import db
@@ -81,38 +82,41 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
         pool = db.PoolSize(settings.api_threads, POOL_OVERFLOW, settings.db_pool_timeout)
         engine = db.make_engine(settings.database_url, pool)
-        db.refresh_statistics(engine)
         sessions = db.make_session_factory(engine)
         # the job runner has its own pool, so a saturated API never starves it
         runner_engine = db.make_engine(
             settings.database_url, db.PoolSize(2 * settings.max_concurrent_jobs + 2, 2, 60.0)
         )
-        runner = (
-            JobRunner(settings, db.make_session_factory(runner_engine))
-            if settings.run_jobs
-            else None
-        )
-        if runner is not None:
-            runner.on_layer_stored = app.state.metrics.observe_layer
         artifacts = ArtifactStore(settings.artifacts_dir)
         stale = artifacts.remove_stale_uploads()
         if stale:
             log.info("removed %d partial uploads left by a previous server", stale)
-        app.state.services = Services(
+        services = app.state.services = Services(
             settings=settings,
             engine=engine,
             sessions=sessions,
             artifacts=artifacts,
-            runner=runner,
+            runner=None,
             layer_cache=LayerJsonCache(settings.layer_cache_bytes),
         )
-        if runner is not None:
-            runner.start()
+
+        def lead() -> None:
+            """The leader's duties (service/leader.py): statistics, then the job runner."""
+            db.refresh_statistics(engine)
+            if settings.run_jobs:
+                runner = JobRunner(settings, db.make_session_factory(runner_engine))
+                runner.on_layer_stored = app.state.metrics.observe_layer
+                runner.start()
+                services.runner = runner
+
+        leadership = Leadership(settings.data_dir, lead)
+        leadership.start()
         try:
             yield
         finally:
-            if runner is not None:
-                runner.stop()
+            leadership.stop()
+            if services.runner is not None:
+                services.runner.stop()
             engine.dispose()
             runner_engine.dispose()
 
