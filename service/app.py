@@ -29,6 +29,7 @@ from service.upload import UploadError
 
 log = logging.getLogger("curvprof.app")
 POOL_OVERFLOW = 8
+UPLOAD_PATHS = frozenset({"/v1/checkpoints", "/v1/datasets"})  # their own admission lane
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -75,12 +76,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db.upgrade(settings.database_url)
-        # requests inside the app <= api_threads (the AdmissionGate), each on one worker
-        # thread with at most one connection; the few routes that open a second session
-        # (CSV export, downloads) take the overflow. A checkout that still waits
-        # db_pool_timeout seconds is answered 503 (docs/reliability.md)
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
-        pool = db.PoolSize(settings.api_threads, POOL_OVERFLOW, settings.db_pool_timeout)
+        # requests inside the app <= api_threads + upload_slots (the AdmissionGate's two
+        # lanes), each on one worker thread with at most one connection; the few routes
+        # that open a second session (CSV export, downloads) take the overflow. A checkout
+        # that still waits db_pool_timeout seconds is answered 503 (docs/reliability.md)
+        inside = settings.api_threads + settings.upload_slots
+        anyio.to_thread.current_default_thread_limiter().total_tokens = inside
+        pool = db.PoolSize(inside, POOL_OVERFLOW, settings.db_pool_timeout)
         engine = db.make_engine(settings.database_url, pool)
         sessions = db.make_session_factory(engine)
         # the job runner has its own pool, so a saturated API never starves it
@@ -149,7 +151,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.install_metrics(app)
     # outermost of the app's own middleware: the metrics time a request once it is admitted
     app.add_middleware(
-        AdmissionGate, slots=settings.api_threads, queue_timeout=settings.queue_timeout_s
+        AdmissionGate,
+        slots=settings.api_threads,
+        queue_timeout=settings.queue_timeout_s,
+        upload_slots=settings.upload_slots,
+        upload_paths=UPLOAD_PATHS,
     )
     offline_docs.install_offline_docs(app, "/v1/docs")
     from service import dashboard

@@ -25,7 +25,7 @@ from service.jobs_runner import JobRunner
 from service.problems import idempotent_submission
 from service.settings import Settings
 from service.store.layer_cache import LayerJsonCache
-from service.upload import ReceivedUpload, receive_upload
+from service.upload import MinimumRate, ReceivedUpload, receive_upload
 
 
 @dataclass
@@ -97,6 +97,7 @@ async def accept_upload(
         settings.max_upload_bytes,
         max_fields=settings.max_form_fields,
         max_field_bytes=settings.max_form_field_bytes,
+        min_rate=MinimumRate(settings.upload_min_bytes_per_s, settings.upload_rate_grace_s),
     )
     stored, created = await run_in_threadpool(add, session, services.artifacts, upload, settings)
     if not created:

@@ -48,6 +48,21 @@ class Settings(BaseSettings):
         description="requests served at once, each on a worker thread with one connection of "
         "the pool; more wait in a queue (service/admission.py)",
     )
+    upload_slots: int = Field(
+        default=4,
+        ge=1,
+        description="uploads receiving their body at once, apart from the api_threads slots; "
+        "more wait in their own queue (service/admission.py)",
+    )
+    upload_min_bytes_per_s: int = Field(
+        default=16 * 1024,
+        ge=1,
+        description="an upload body that arrives slower than this on average (after "
+        "upload_rate_grace_s) is cut with a 408 and its partial file removed",
+    )
+    upload_rate_grace_s: float = Field(
+        default=10.0, gt=0, description="seconds an upload may take before its rate is judged"
+    )
     queue_timeout_s: float = Field(
         default=30.0, gt=0, description="seconds a request waits in the queue, then 503"
     )
