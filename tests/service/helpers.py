@@ -102,4 +102,3 @@ def partial_json_post(url: str, path: str, body: bytes, *, total: int) -> socket
         + body
     )
     return sock
-
