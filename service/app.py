@@ -24,6 +24,7 @@ from service.store import db
 from service.store.layer_cache import LayerJsonCache
 from service.store.paging import CursorError
 from service.store.repo import Conflict
+from service.store.statistics import StatisticsRefresher
 from service.store.submit import MissingReference
 from service.upload import UploadError
 
@@ -102,9 +103,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             layer_cache=LayerJsonCache(settings.layer_cache_bytes),
         )
 
+        statistics = StatisticsRefresher(engine)
+
         def lead() -> None:
             """The leader's duties (service/leader.py): statistics, then the job runner."""
-            db.refresh_statistics(engine)
+            statistics.refresh()
+            statistics.start()
             if settings.run_jobs:
                 runner = JobRunner(settings, db.make_session_factory(runner_engine))
                 runner.on_layer_stored = app.state.metrics.observe_layer
@@ -117,6 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             leadership.stop()
+            statistics.stop()
             if services.runner is not None:
                 services.runner.stop()
             engine.dispose()
