@@ -137,6 +137,13 @@ def query_layers(
     return [layer_row(row[0], blobs[row[0].id]) for row in rows], next_cursor
 
 
+LAYER_KEY_COLUMNS: tuple[InstrumentedAttribute[Any], ...] = (
+    LayerResultRow.id,
+    LayerResultRow.job_id,
+    LayerResultRow.created_at,
+)  # a row's key in the LayerJsonCache
+
+
 def query_layer_page_json(
     session: Session,
     filters: LayerFilters,
@@ -150,7 +157,7 @@ def query_layer_page_json(
     built from each row's ``LayerRow.model_dump_json()``: from ``cache`` for the rows seen
     before; the others (their columns and stored profiles alone) are read, validated and
     encoded once, then cached. The page is chosen on the key columns only."""
-    what = select(LayerResultRow.id, LayerResultRow.job_id, LayerResultRow.created_at)
+    what = select(*LAYER_KEY_COLUMNS)
     rows, next_cursor = _keyset_page(session, what, filters, sort, cursor, limit)
     keys: list[LayerKey] = [(r[0], r[1], r[2]) for r in rows]
     fragments = cache.get_many(keys)
