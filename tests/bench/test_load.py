@@ -23,3 +23,19 @@ def test_fifty_concurrent_clients_get_no_errors(tmp_path: Path) -> None:
     assert result.errors == 0 and not result.error_kinds, result.error_kinds
     assert set(result.kinds) == set(KINDS) and all(result.kinds[k].requests for k in KINDS)
     assert 0 < result.kinds["layers_brief"].p50_ms <= result.kinds["layers_brief"].p99_ms
+
+
+@pytest.mark.timeout(300)
+def test_two_server_processes_get_no_errors_and_their_cpu_is_counted(tmp_path: Path) -> None:
+    result = run_load(
+        f"sqlite:///{tmp_path / 'load.db'}",
+        tmp_path,
+        backend="sqlite",
+        clients=20,
+        requests=3,
+        layers=500,
+        workers=2,
+    )
+    assert result.requests == 60 and result.workers == 2
+    assert result.errors == 0 and not result.error_kinds, result.error_kinds
+    assert result.repeats[0].server_cpu_s > 0
