@@ -42,6 +42,12 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(default=2, ge=1)
     task_max_retries: int = Field(default=3, ge=0)
     run_jobs: bool = Field(default=True, description="start the in-process job runner")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        description="processes of `curvprof serve` on its port; the one holding "
+        "data_dir/leader.lock runs the jobs (service/leader.py)",
+    )
     api_threads: int = Field(
         default=40,
         ge=1,

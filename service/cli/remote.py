@@ -82,13 +82,13 @@ def serve(
     log_level: Annotated[str, typer.Option(envvar="CURVPROF_LOG_LEVEL")] = "info",
     as_json: Annotated[bool, typer.Option("--json", help="the same as --log-format json")] = False,
     workers: Annotated[
-        int,
+        int | None,
         typer.Option(
             min=1,
-            envvar="CURVPROF_WORKERS",
-            help="server processes on the one port; one of them runs the jobs (service/leader.py)",
+            help="server processes on the one port; one of them runs the jobs "
+            "(default CURVPROF_WORKERS, 1)",
         ),
-    ] = 1,
+    ] = None,
 ) -> int:
     """Run the REST service (embedded DB and Ray)."""
     import uvicorn
@@ -99,6 +99,7 @@ def serve(
 
     given = {"data_dir": data_dir, "db_url": db_url, "ray_address": ray_address}
     settings = service_settings(**given)
+    workers = workers or settings.workers
     common: dict[str, Any] = {
         "host": host,
         "port": port,
