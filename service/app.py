@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             statistics.stop()
             if services.runner is not None:
                 services.runner.stop()
+            leadership.release()  # only now may a follower take over the jobs
             engine.dispose()
             runner_engine.dispose()
 

@@ -77,10 +77,16 @@ class Leadership:
                 return
 
     def stop(self) -> None:
-        """Stop following, and let the lock go (after the leader's duties are stopped)."""
+        """Stop following: no election after this returns."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+            self._thread = None
+
+    def release(self) -> None:
+        """Let the lock go. Call it once the leader's duties have stopped: a follower that
+        takes the lock re-queues the jobs left ``running``, and must not find them still
+        running here."""
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)

@@ -32,10 +32,13 @@ def test_one_leader_and_a_follower_that_takes_over(tmp_path: Path) -> None:
         assert not second_elected.is_set()
         assert (tmp_path / LOCK_NAME).read_text() == f"{os.getpid()}\n"
         first.stop()
+        assert not second_elected.wait(0.5)  # stopped, but its duties may still be winding down
+        first.release()
         assert second_elected.wait(5) and second.is_leader
     finally:
-        first.stop()
-        second.stop()
+        for leadership in (first, second):
+            leadership.stop()
+            leadership.release()
 
 
 def test_a_follower_takes_over_from_a_leader_killed_with_sigkill(tmp_path: Path) -> None:
@@ -61,6 +64,7 @@ def test_a_follower_takes_over_from_a_leader_killed_with_sigkill(tmp_path: Path)
         proc.kill()
         proc.wait()
         ours.stop()
+        ours.release()
 
 
 def _children(pid: int) -> list[int]:
