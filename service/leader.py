@@ -68,13 +68,15 @@ class Leadership:
 
     def _follow(self) -> None:
         while not self._stop.wait(self.poll_s):
-            if self._try_lock():
-                log.info("process %d took over as leader: it runs the jobs", os.getpid())
-                try:
-                    self.on_elected()
-                except Exception:
-                    log.exception("taking over as leader failed")
+            if not self._try_lock():
+                continue
+            log.info("process %d took over as leader: it runs the jobs", os.getpid())
+            try:
+                self.on_elected()
                 return
+            except Exception:  # e.g. the database away for a moment: let another try
+                log.exception("taking over as leader failed; following again")
+                self.release()
 
     def stop(self) -> None:
         """Stop following: no election after this returns."""

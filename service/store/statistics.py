@@ -69,6 +69,8 @@ class StatisticsRefresher:
         return True
 
     def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
         self._stop.clear()
         self._thread = threading.Thread(target=self._poll, name="curvprof-analyze", daemon=True)
         self._thread.start()

@@ -146,3 +146,26 @@ def test_serve_with_two_workers_runs_each_job_once_and_survives_its_leader(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_a_failed_takeover_lets_the_lock_go_and_tries_again(tmp_path: Path) -> None:
+    attempts: list[int] = []
+    elected = threading.Event()
+
+    def duties() -> None:
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise RuntimeError("the database is away")
+        elected.set()
+
+    holder = Leadership(tmp_path, lambda: None, poll_s=0.1)
+    follower = Leadership(tmp_path, duties, poll_s=0.1)
+    try:
+        assert holder.start() and not follower.start()
+        holder.stop()
+        holder.release()
+        assert elected.wait(5) and follower.is_leader and len(attempts) == 2
+    finally:
+        for leadership in (holder, follower):
+            leadership.stop()
+            leadership.release()
