@@ -1,6 +1,7 @@
 """The API under load: N concurrent clients against a real server process on 127.0.0.1.
 
     python -m bench.load                              # 200 clients x 10 requests, 1e5 layers
+    python -m bench.load --workers 2                  # two server processes (serve --workers)
     python -m bench.load --clients 50 --layers 2000 --backend postgres --out load.json
 
 The store is filled first (bench.store.populate: 10^5 layer rows over 100 jobs, real
