@@ -1,6 +1,7 @@
 """The API under load: N concurrent clients against a real server process on 127.0.0.1.
 
     python -m bench.load                              # 200 clients x 10 requests, 1e5 layers
+    python -m bench.load --workers 2                  # two server processes (serve --workers)
     python -m bench.load --clients 50 --layers 2000 --backend postgres --out load.json
 
 The store is filled first (bench.store.populate: 10^5 layer rows over 100 jobs, real
@@ -89,6 +90,8 @@ class LoadResult:
     requests_per_client: int
     layers: int
     think_s: float = 0.0
+    workers: int = 1
+    http_stack: str = field(default_factory=lambda: http_stack())
     seconds: float = 0.0
     requests: int = 0
     errors: int = 0
@@ -110,6 +113,16 @@ class LoadResult:
             self.error_kinds[outcome] = self.error_kinds.get(outcome, 0) + n
         self.seconds = statistics.median(r.seconds for r in self.repeats)
         self.kinds = {kind: _median_stats([r.kinds[kind] for r in self.repeats]) for kind in KINDS}
+
+
+def http_stack() -> str:
+    """What uvicorn picks here for its HTTP parser and event loop (``auto``): httptools and
+    uvloop when installed (the ``server`` extra), else h11 and asyncio's loop."""
+    import importlib.util
+
+    parser = "httptools" if importlib.util.find_spec("httptools") else "h11"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
+    return f"{parser}+{loop}"
 
 
 def _median_stats(runs: list[KindStats]) -> KindStats:
@@ -225,9 +238,15 @@ def _in_app_ms(
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of a process (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU seconds of a process and of its live children, the workers of
+    ``--workers N`` (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except FileNotFoundError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(_cpu_seconds(int(child)) for child in children)
 
 
 def _own_cpu_seconds() -> float:
@@ -266,16 +285,18 @@ def _free_port() -> int:
 
 @contextmanager
 def server_process(
-    db_url: str, data_dir: Path, env: dict[str, str] | None = None
+    db_url: str, data_dir: Path, env: dict[str, str] | None = None, workers: int = 1
 ) -> Iterator[tuple[str, int]]:
-    """``uvicorn service.app:create_app`` in a child process on loopback; yields its URL
-    and pid."""
+    """``uvicorn service.app:create_app`` in a child process on loopback (``workers``
+    processes on its port, as ``curvprof serve --workers``); yields its URL and pid."""
     import httpx
 
     port = _free_port()
     child_env = {
         **os.environ,
-        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "PYTHONPATH": os.pathsep.join(
+            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+        ),
         "CURVPROF_DATA_DIR": str(data_dir),
         "CURVPROF_DB_URL": db_url,
         "CURVPROF_RUN_JOBS": "false",
@@ -283,7 +304,7 @@ def server_process(
     }
     command = [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    command += ["--no-access-log"]
+    command += ["--no-access-log", "--workers", str(workers)]
     proc = subprocess.Popen(command, env=child_env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -320,15 +341,26 @@ def run_load(
     seed: int = 0,
     repeats: int = 1,
     think_s: float = 0.0,
+    workers: int = 1,
 ) -> LoadResult:
     """Fill ``db_url`` with ``layers`` rows, serve it, and drive the clients ``repeats``
     times (each repeat its own Idempotency-Keys)."""
     populate(db_url, layers, template_profiles(), per_job=min(1000, max(1, layers // 100)))
     result = LoadResult(
-        backend, clients, requests, layers, think_s=think_s, cpus=os.cpu_count() or 0
+        backend,
+        clients,
+        requests,
+        layers,
+        think_s=think_s,
+        workers=workers,
+        cpus=os.cpu_count() or 0,
     )
     result.load_average_before = os.getloadavg()
-    with server_process(db_url, data_dir) as (url, pid):
+    if workers > 1:
+        from service.store import db
+
+        db.upgrade(db_url)  # once, as `curvprof serve --workers` does
+    with server_process(db_url, data_dir, workers=workers) as (url, pid):
         _warm_up(url)
         for r in range(repeats):
             repeat = Repeat()
@@ -338,7 +370,8 @@ def run_load(
             repeat.seconds = time.perf_counter() - started
             repeat.server_cpu_s = _cpu_seconds(pid) - server_cpu
             repeat.client_cpu_s = _own_cpu_seconds() - own_cpu
-            repeat.in_app_ms = _in_app_ms(times, _route_times(url))
+            # each process keeps its own /metrics: with several, a scrape reads one of them
+            repeat.in_app_ms = _in_app_ms(times, _route_times(url)) if workers == 1 else {}
             repeat.load_average = os.getloadavg()
             _summarise(repeat, record)
             result.add(repeat)
@@ -349,7 +382,8 @@ def report(result: LoadResult) -> str:
     n = len(result.repeats)
     lines = [
         f"{result.backend}: {result.clients} clients x {result.requests_per_client} requests "
-        f"(think {result.think_s:g} s) on {result.layers} layers, {n} repeats; errors "
+        f"(think {result.think_s:g} s) on {result.layers} layers, {result.workers} server "
+        f"process(es) ({result.http_stack}), {n} repeats; errors "
         f"{result.errors}{' ' + str(result.error_kinds) if result.error_kinds else ''}; "
         f"{result.cpus} CPUs, load average before "
         + " ".join(f"{x:.1f}" for x in result.load_average_before),
@@ -387,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--think", type=float, default=0.0, help="mean seconds a client pauses between requests"
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes (curvprof serve --workers)"
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="curvprof-load-") as tmp:
@@ -412,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=args.seed,
                 repeats=args.repeats,
                 think_s=args.think,
+                workers=args.workers,
             )
     print(report(result))
     if args.out:

@@ -10,6 +10,11 @@ requests inside ≤ ``slots`` ≤ the pool's connections, so a checkout never wa
 A request beyond ``slots`` waits in first-come order. One that has waited ``queue_timeout``
 seconds is answered 503 with ``Retry-After``: the server is saturated and says so, before
 reading the body or touching the database. Liveness (``/healthz``) is never queued.
+
+Uploads (``POST`` to ``upload_paths``) pass a gate of their own, ``upload_slots`` wide, with
+the same queue rule: a body arrives at the client's pace, so a slow upload must not hold
+one of the requests' slots while it does (a few slow clients would fill the gate). Their
+bodies are held to a minimum rate meanwhile (``service.upload``: 408 below it).
 """
 
 from __future__ import annotations
@@ -29,37 +34,49 @@ NEVER_QUEUED = frozenset({"/healthz"})
 class AdmissionGate:
     """Pure ASGI middleware: a first-come semaphore of ``slots`` around the application."""
 
-    def __init__(self, app: ASGIApp, *, slots: int, queue_timeout: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        slots: int,
+        queue_timeout: float,
+        upload_slots: int = 1,
+        upload_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.slots = slots
+        self.upload_slots = upload_slots
+        self.upload_paths = upload_paths
         self.queue_timeout = queue_timeout
-        self._semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
-        self._semaphores = weakref.WeakKeyDictionary()
+        self._semaphores: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[bool, asyncio.Semaphore]
+        ] = weakref.WeakKeyDictionary()
         self.waiting = 0
 
-    def _semaphore(self) -> asyncio.Semaphore:
-        """One semaphore per event loop (tests may serve one app from several loops)."""
-        loop = asyncio.get_running_loop()
-        semaphore = self._semaphores.get(loop)
-        if semaphore is None:
-            semaphore = self._semaphores[loop] = asyncio.Semaphore(self.slots)
-        return semaphore
+    def _semaphore(self, upload: bool) -> asyncio.Semaphore:
+        """One semaphore per lane and event loop (tests may serve one app from several)."""
+        lanes = self._semaphores.setdefault(asyncio.get_running_loop(), {})
+        if upload not in lanes:
+            lanes[upload] = asyncio.Semaphore(self.upload_slots if upload else self.slots)
+        return lanes[upload]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in NEVER_QUEUED:
             await self.app(scope, receive, send)
             return
-        semaphore = self._semaphore()
+        upload = scope["method"] == "POST" and scope["path"] in self.upload_paths
+        semaphore = self._semaphore(upload)
         self.waiting += 1
         try:
             async with asyncio.timeout(self.queue_timeout):
                 await semaphore.acquire()
         except TimeoutError:
             log.warning(
-                "queue timeout on %s %s: %d requests inside, %d waiting",
+                "queue timeout on %s %s: %d %s inside, %d waiting",
                 scope["method"],
                 scope["path"],
-                self.slots,
+                self.upload_slots if upload else self.slots,
+                "uploads" if upload else "requests",
                 self.waiting,
             )
             response = problem(

@@ -17,16 +17,20 @@ from service.admission import AdmissionGate
 from service.artifacts import ArtifactRejected, ArtifactStore
 from service.deps import Services
 from service.jobs_runner import JobRunner
+from service.leader import Leadership
 from service.problems import install_problem_handlers, move_problem_schemas, problem
 from service.settings import Settings
 from service.store import db
+from service.store.layer_cache import LayerJsonCache
 from service.store.paging import CursorError
 from service.store.repo import Conflict
+from service.store.statistics import StatisticsRefresher
 from service.store.submit import MissingReference
 from service.upload import UploadError
 
 log = logging.getLogger("curvprof.app")
 POOL_OVERFLOW = 8
+UPLOAD_PATHS = frozenset({"/v1/checkpoints", "/v1/datasets"})  # their own admission lane
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -73,44 +77,54 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         db.upgrade(settings.database_url)
-        # requests inside the app <= api_threads (the AdmissionGate), each on one worker
-        # thread with at most one connection; the few routes that open a second session
-        # (CSV export, downloads) take the overflow. A checkout that still waits
-        # db_pool_timeout seconds is answered 503 (docs/reliability.md)
-        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_threads
-        pool = db.PoolSize(settings.api_threads, POOL_OVERFLOW, settings.db_pool_timeout)
+        # requests inside the app <= api_threads + upload_slots (the AdmissionGate's two
+        # lanes), each on one worker thread with at most one connection; the few routes
+        # that open a second session (CSV export, downloads) take the overflow. A checkout
+        # that still waits db_pool_timeout seconds is answered 503 (docs/reliability.md)
+        inside = settings.api_threads + settings.upload_slots
+        anyio.to_thread.current_default_thread_limiter().total_tokens = inside
+        pool = db.PoolSize(inside, POOL_OVERFLOW, settings.db_pool_timeout)
         engine = db.make_engine(settings.database_url, pool)
-        db.refresh_statistics(engine)
         sessions = db.make_session_factory(engine)
         # the job runner has its own pool, so a saturated API never starves it
         runner_engine = db.make_engine(
             settings.database_url, db.PoolSize(2 * settings.max_concurrent_jobs + 2, 2, 60.0)
         )
-        runner = (
-            JobRunner(settings, db.make_session_factory(runner_engine))
-            if settings.run_jobs
-            else None
-        )
-        if runner is not None:
-            runner.on_layer_stored = app.state.metrics.observe_layer
         artifacts = ArtifactStore(settings.artifacts_dir)
         stale = artifacts.remove_stale_uploads()
         if stale:
             log.info("removed %d partial uploads left by a previous server", stale)
-        app.state.services = Services(
+        services = app.state.services = Services(
             settings=settings,
             engine=engine,
             sessions=sessions,
             artifacts=artifacts,
-            runner=runner,
+            runner=None,
+            layer_cache=LayerJsonCache(settings.layer_cache_bytes),
         )
-        if runner is not None:
-            runner.start()
+
+        statistics = StatisticsRefresher(engine)
+
+        def lead() -> None:
+            """The leader's duties (service/leader.py): statistics, then the job runner."""
+            statistics.refresh()
+            statistics.start()
+            if settings.run_jobs:
+                runner = JobRunner(settings, db.make_session_factory(runner_engine))
+                runner.on_layer_stored = app.state.metrics.observe_layer
+                runner.start()
+                services.runner = runner
+
+        leadership = Leadership(settings.data_dir, lead)
+        leadership.start()
         try:
             yield
         finally:
-            if runner is not None:
-                runner.stop()
+            leadership.stop()
+            statistics.stop()
+            if services.runner is not None:
+                services.runner.stop()
+            leadership.release()  # only now may a follower take over the jobs
             engine.dispose()
             runner_engine.dispose()
 
@@ -143,7 +157,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.install_metrics(app)
     # outermost of the app's own middleware: the metrics time a request once it is admitted
     app.add_middleware(
-        AdmissionGate, slots=settings.api_threads, queue_timeout=settings.queue_timeout_s
+        AdmissionGate,
+        slots=settings.api_threads,
+        queue_timeout=settings.queue_timeout_s,
+        upload_slots=settings.upload_slots,
+        upload_paths=UPLOAD_PATHS,
     )
     offline_docs.install_offline_docs(app, "/v1/docs")
     from service import dashboard

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
 import anyio
@@ -24,9 +24,10 @@ from service.artifacts import ArtifactStore
 from service.jobs_runner import JobRunner
 from service.problems import idempotent_submission, problems
 from service.settings import Settings
+from service.store.layer_cache import LayerJsonCache
 from service.store.models import IDEMPOTENCY_KEY_LENGTH
 from service.store.submit import BATCH_KEY_LENGTH
-from service.upload import ReceivedUpload, receive_upload
+from service.upload import MinimumRate, ReceivedUpload, receive_upload
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Services:
     sessions: sessionmaker[Session]
     artifacts: ArtifactStore
     runner: JobRunner | None
+    layer_cache: LayerJsonCache = field(default_factory=lambda: LayerJsonCache(0))
 
 
 def get_services(request: Request) -> Services:
@@ -97,6 +99,7 @@ async def accept_upload(
         settings.max_upload_bytes,
         max_fields=settings.max_form_fields,
         max_field_bytes=settings.max_form_field_bytes,
+        min_rate=MinimumRate(settings.upload_min_bytes_per_s, settings.upload_rate_grace_s),
     )
     stored, created = await run_in_threadpool(add, session, services.artifacts, upload, settings)
     if not created:

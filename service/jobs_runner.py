@@ -134,12 +134,25 @@ class JobRunner:
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:
+                self._note_cancellations()
                 if self._ensure_ray():
                     self._claim()
             except Exception:
                 log.exception("job manager iteration failed")
             self._wake.wait(1.0)
             self._wake.clear()
+
+    def _note_cancellations(self) -> None:
+        """Jobs of this runner cancelled by another process (a follower of ``serve --workers``
+        that served the cancel, service/leader.py): their tasks stop as if cancelled here."""
+        with self._lock:
+            running = [job_id for job_id in self._threads if job_id not in self._cancelled]
+        if not running:
+            return
+        with self._session() as s:
+            cancelled = repo.jobs_in_states(s, ["cancelled"], ids=running)
+        with self._lock:
+            self._cancelled.update(row.id for row in cancelled)
 
     def _claim(self) -> None:
         with self._lock:

@@ -58,14 +58,28 @@ class Settings(BaseSettings):
     task_max_retries: NonNegativeInt = 3
     run_jobs: bool = True
     """start the in-process job runner"""
+    workers: PositiveInt = 1
+    """processes of `curvprof serve` on its port; the one holding data_dir/leader.lock runs
+    the jobs (service/leader.py)"""
     api_threads: PositiveInt = 40
     """requests served at once, each on a worker thread with one connection of the pool; more
     wait in a queue (service/admission.py)"""
+    upload_slots: PositiveInt = 4
+    """uploads receiving their body at once, apart from the api_threads slots; more wait in
+    their own queue (service/admission.py)"""
+    upload_min_bytes_per_s: PositiveInt = 16 * 1024
+    """an upload body that arrives slower than this on average (after upload_rate_grace_s)
+    is cut with a 408 and its partial file removed"""
+    upload_rate_grace_s: PositiveFloat = 10.0
+    """seconds an upload may take before its rate is judged"""
     queue_timeout_s: PositiveFloat = 30.0
     """seconds a request waits in the queue, then 503"""
     keep_alive_s: PositiveInt = 75
     """seconds an idle HTTP connection stays open; longer than the idle timeout of clients and
     load balancers, so none sends on a connection the server is closing"""
+    layer_cache_bytes: NonNegativeInt = 64 * 1024**2
+    """bytes of full layer rows' JSON kept per server process for full pages of GET
+    /v1/layers (service/store/layer_cache.py); 0: none"""
     db_pool_timeout: PositiveFloat = 5.0
     """seconds a request waits for a connection, then 503"""
 

@@ -9,11 +9,13 @@ cleanup (``remove_stale_uploads``) removes only those whose server died.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -192,6 +194,46 @@ class _Receiver:
             self.fields[self._name] = self._buffer.decode("utf-8", "replace")
 
 
+@dataclass(frozen=True)
+class MinimumRate:
+    """A body must arrive at ``bytes_per_s`` on average once it is ``grace_s`` old: after
+    ``t`` seconds, at least ``bytes_per_s * t`` bytes. A client that sends slower, or stops,
+    is cut (408) the moment its average falls below the rate: the wait for each chunk ends
+    when the bytes so far would no longer be enough."""
+
+    bytes_per_s: float
+    grace_s: float
+
+    def wait_s(self, received: int, elapsed: float) -> float:
+        """How long the next chunk may take before the body is too slow."""
+        return max(self.grace_s, received / self.bytes_per_s) - elapsed
+
+
+async def _chunks(request: Request, rate: MinimumRate | None) -> AsyncIterator[bytes]:
+    """The body's chunks; :class:`UploadError` 408 when they come slower than ``rate``."""
+    stream = request.stream().__aiter__()
+    loop = asyncio.get_running_loop()
+    started, received = loop.time(), 0
+    while True:
+        try:
+            if rate is None:
+                chunk = await anext(stream)
+            else:
+                async with asyncio.timeout(rate.wait_s(received, loop.time() - started)):
+                    chunk = await anext(stream)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            assert rate is not None  # only a rate sets a timeout
+            raise UploadError(
+                408,
+                f"the upload arrived slower than {rate.bytes_per_s:g} bytes/s "
+                f"({received} bytes in {loop.time() - started:.1f} s)",
+            ) from None
+        received += len(chunk)
+        yield chunk
+
+
 async def receive_upload(
     request: Request,
     tmp_dir: Path,
@@ -200,11 +242,13 @@ async def receive_upload(
     file_field: str = "file",
     max_fields: int = MAX_FIELDS,
     max_field_bytes: int = MAX_FIELD_BYTES,
+    min_rate: MinimumRate | None = None,
 ) -> ReceivedUpload:
     """Stream the request's multipart body; the file field lands in a temp file under tmp_dir.
 
     413 as soon as the file passes ``max_bytes`` or the other fields pass ``max_fields`` x
     ``max_field_bytes``: the rest of the body is not read (the connection is then closed).
+    408 as soon as the body falls behind ``min_rate``. The temp file is removed on either.
     """
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
@@ -224,7 +268,7 @@ async def receive_upload(
             receiver = _Receiver(out, max_bytes, file_field, max_fields, max_field_bytes)
             parser = MultipartParser(boundary, receiver.callbacks())  # type: ignore[arg-type]
             received = 0
-            async for chunk in request.stream():
+            async for chunk in _chunks(request, min_rate):
                 received += len(chunk)
                 if received > envelope:
                     raise UploadError(413, f"upload larger than the limit of {max_bytes} bytes")

@@ -5,6 +5,7 @@ Every client command takes ``--json`` (JSON on stdout, one document per line).""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -92,26 +93,44 @@ def serve(
     ] = "text",
     log_level: Annotated[str, typer.Option(envvar="CURVPROF_LOG_LEVEL")] = "info",
     as_json: Annotated[bool, typer.Option("--json", help="the same as --log-format json")] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="server processes on the one port; one of them runs the jobs "
+            "(default CURVPROF_WORKERS, 1)",
+        ),
+    ] = None,
 ) -> int:
     """Run the REST service (embedded DB and Ray)."""
     import uvicorn
 
     from service.app import create_app
     from service.logging_config import log_config
+    from service.store import db
 
-    settings = service_settings(data_dir=data_dir, db_url=db_url, ray_address=ray_address)
+    given = {"data_dir": data_dir, "db_url": db_url, "ray_address": ray_address}
+    settings = service_settings(**given)
+    workers = workers or settings.workers
+    common: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": log_config("json" if as_json else log_format, log_level),
+        "timeout_keep_alive": settings.keep_alive_s,
+    }
+    if workers > 1:
+        # each worker process builds its settings from the environment; the schema is
+        # migrated once here, not by N processes at once; the leader starts its own Ray
+        os.environ.update({f"CURVPROF_{k.upper()}": v for k, v in given.items() if v})
+        db.upgrade(settings.database_url)
+        uvicorn.run("service.app:create_app", factory=True, workers=workers, **common)
+        return 0
     if settings.run_jobs:
         # imported here: an API-only replica (CURVPROF_RUN_JOBS=false) never imports Ray
         from workers.execution import init_ray
 
         init_ray(settings.ray_address, num_cpus=settings.ray_num_cpus)
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_config=log_config("json" if as_json else log_format, log_level),
-        timeout_keep_alive=settings.keep_alive_s,
-    )
+    uvicorn.run(create_app(settings), **common)
     return 0
 
 

@@ -39,7 +39,7 @@ class UploadDoc:
     summary: str
     file_description: str
     form_fields: dict[str, str] = field(default_factory=dict)
-    problems: tuple[int, ...] = (400, 413, 415)
+    problems: tuple[int, ...] = (400, 408, 413, 415)
 
     def request_body(self) -> dict[str, Any]:
         properties: dict[str, Any] = {

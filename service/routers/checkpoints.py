@@ -26,7 +26,7 @@ add_artifact_routes(
         "model.safetensors (+ config), a .zip of a Hugging Face directory (config.json, "
         "model.safetensors, tokenizer files), or a .pt2 program",
         form_fields={"config": "architecture config JSON"},
-        problems=(400, 409, 413, 415),
+        problems=(400, 408, 409, 413, 415),
     ),
 )
 

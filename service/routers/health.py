@@ -31,8 +31,13 @@ async def readyz(services: ServicesDep) -> JSONResponse:
     from workers.execution import ray_ready  # imports Ray: on the first probe, not at start-up
 
     database = await run_in_threadpool(db.ping, services.engine)
-    ray_ok = await run_in_threadpool(ray_ready)
+    # a follower of `serve --workers N` (service/leader.py) serves the API only: the leader
+    # drives Ray, and this process is ready with its database alone
+    follower = services.settings.run_jobs and services.runner is None
+    ray_ok = True if follower else await run_in_threadpool(ray_ready)
     checks: dict[str, object] = {"database": database, "ray": ray_ok}
+    if follower:
+        checks["jobs"] = "run by another process of this server"
     if services.runner is not None and services.runner.ray_error:
         checks["ray_error"] = services.runner.ray_error
     ok = database and ray_ok

@@ -76,6 +76,7 @@ def _checked_sort(sort: str | None) -> str | None:
 @router.get("/layers", **read_route(Page[LayerRow] | Page[LayerBrief], 400))
 def list_layers(
     session: SessionDep,
+    services: ServicesDep,
     filters: FiltersDep,
     sort: SortQuery = None,
     cursor: str | None = None,
@@ -86,18 +87,16 @@ def list_layers(
     ] = "full",
 ) -> Response:
     sort = _checked_sort(sort)
-    page: Page[LayerRow] | Page[LayerBrief]
-    if view == "brief":
-        briefs, next_cursor = queries.query_layer_briefs(
-            session, filters, sort=sort, cursor=cursor, limit=limit
+    if view == "full":  # each row's JSON is encoded once per process (store/layer_cache.py)
+        body = queries.query_layer_page_json(
+            session, filters, services.layer_cache, sort=sort, cursor=cursor, limit=limit
         )
-        page = Page[LayerBrief](items=briefs, next_cursor=next_cursor)
-    else:
-        rows, next_cursor = queries.query_layers(
-            session, filters, sort=sort, cursor=cursor, limit=limit
-        )
-        page = Page[LayerRow](items=rows, next_cursor=next_cursor)
+        return Response(body, media_type="application/json")
+    briefs, next_cursor = queries.query_layer_briefs(
+        session, filters, sort=sort, cursor=cursor, limit=limit
+    )
     # rows were validated once when read; serialise without a second validation pass
+    page = Page[LayerBrief](items=briefs, next_cursor=next_cursor)
     return Response(page.model_dump_json(), media_type="application/json")
 
 

@@ -98,7 +98,8 @@ def refresh_statistics(engine: Engine) -> None:
     sorts every match (a filter on two kinds sorted by ``s``: 13,000 rows sorted for a
     page of 50, 70 ms at 10^5 layers) where the sort column's index stops after the page
     (9 ms). PostgreSQL samples (autovacuum does it too, but only some time after a bulk
-    load). Run at start-up; about 0.7 s per 10^5 layers on SQLite."""
+    load). Run by the leader at start-up and again as the layer table grows
+    (``store.statistics``); about 0.7 s per 10^5 layers on SQLite."""
     with engine.begin() as conn:
         if engine.dialect.name == "sqlite":
             for table in STATISTICS_TABLES:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import ColumnElement, Select, select
@@ -29,6 +30,7 @@ from api_schemas.queries import StoredLayer
 from service.store import paging, provenance
 from service.store.codec import unpack_profile, unpack_profile_json
 from service.store.labels import JobLabelFilters
+from service.store.layer_cache import LayerJsonCache, LayerKey
 from service.store.models import JobRow, LayerProfileRow, LayerResultRow, layer_column
 
 SORTABLE: dict[str, InstrumentedAttribute[Any]] = {
@@ -136,12 +138,54 @@ def query_layers(
     return [layer_row(row[0], blobs[row[0].id]) for row in rows], next_cursor
 
 
+LAYER_KEY_COLUMNS: tuple[InstrumentedAttribute[Any], ...] = (
+    LayerResultRow.id,
+    LayerResultRow.job_id,
+    LayerResultRow.created_at,
+)  # a row's key in the LayerJsonCache
+
+
+def query_layer_page_json(
+    session: Session,
+    filters: LayerFilters,
+    cache: LayerJsonCache,
+    **page: Unpack[LayerPage],
+) -> bytes:
+    """The page of :func:`query_layers` as the JSON of ``Page[LayerRow]``, byte for byte,
+    built from each row's ``LayerRow.model_dump_json()``: from ``cache`` for the rows seen
+    before; the others (their columns and stored profiles alone) are read, validated and
+    encoded once, then cached. The page is chosen on the key columns only."""
+    what = select(*LAYER_KEY_COLUMNS)
+    rows, next_cursor = _keyset_page(session, what, filters, page)
+    keys: list[LayerKey] = [(r[0], r[1], r[2]) for r in rows]
+    fragments = cache.get_many(keys)
+    missing = [key[0] for key in keys if key not in fragments]
+    if missing:
+        for row, blob in session.execute(
+            select(LayerResultRow, LayerProfileRow.blob)
+            .join(LayerProfileRow, LayerProfileRow.layer_id == LayerResultRow.id)
+            .where(LayerResultRow.id.in_(missing))
+        ):
+            key = (row.id, row.job_id, row.created_at)
+            fragments[key] = layer_row(row, blob).model_dump_json().encode()
+            cache.put(key, fragments[key])
+    parts = [b'{"items":[']
+    for i, key in enumerate(keys):
+        parts += (b",", fragments[key]) if i else (fragments[key],)
+    parts += (
+        b'],"next_cursor":',
+        b"null" if next_cursor is None else json.dumps(next_cursor).encode(),
+        b"}",
+    )
+    return b"".join(parts)  # one copy of the page's bytes
+
+
 def query_layer_briefs(
     session: Session, filters: LayerFilters, **page: Unpack[LayerPage]
 ) -> tuple[list[LayerBrief], str | None]:
     """A page of brief rows: indexed columns only, the stored profile is never read."""
     rows, next_cursor = _keyset_page(session, select(*BRIEF_COLUMNS), filters, page)
-    return [layer_brief(row._mapping) for row in rows], next_cursor
+    return [layer_brief(row) for row in rows], next_cursor
 
 
 def column_value(field: LayerField, stored: Any) -> Any:
@@ -151,9 +195,11 @@ def column_value(field: LayerField, stored: Any) -> Any:
     return stored
 
 
-def layer_brief(values: Any) -> LayerBrief:
+def layer_brief(values: Sequence[Any]) -> LayerBrief:
+    """A brief row from the values of ``BRIEF_COLUMNS``, in their order (the page's key
+    columns may follow)."""
     return LayerBrief.model_construct(
-        **{f.name: column_value(f, values[layer_column(f.name)]) for f in BRIEF_FIELDS}
+        **{f.name: column_value(f, v) for f, v in zip(BRIEF_FIELDS, values, strict=False)}
     )
 
 

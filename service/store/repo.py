@@ -314,9 +314,14 @@ def list_jobs(
     return [row[0] for row in rows], next_cursor
 
 
-def jobs_in_states(session: Session, states: Sequence[str]) -> list[JobRow]:
-    stmt = select(JobRow).where(JobRow.state.in_(states)).order_by(JobRow.created_at, JobRow.id)
-    return list(session.scalars(stmt))
+def jobs_in_states(
+    session: Session, states: Sequence[str], *, ids: Sequence[str] | None = None
+) -> list[JobRow]:
+    """The jobs in ``states`` (of ``ids`` only, when given), oldest first."""
+    stmt = select(JobRow).where(JobRow.state.in_(states))
+    if ids is not None:
+        stmt = stmt.where(JobRow.id.in_(ids))
+    return list(session.scalars(stmt.order_by(JobRow.created_at, JobRow.id)))
 
 
 def set_job_state(

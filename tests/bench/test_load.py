@@ -23,3 +23,33 @@ def test_fifty_concurrent_clients_get_no_errors(tmp_path: Path) -> None:
     assert result.errors == 0 and not result.error_kinds, result.error_kinds
     assert set(result.kinds) == set(KINDS) and all(result.kinds[k].requests for k in KINDS)
     assert 0 < result.kinds["layers_brief"].p50_ms <= result.kinds["layers_brief"].p99_ms
+
+
+@pytest.mark.timeout(300)
+def test_two_server_processes_get_no_errors_and_their_cpu_is_counted(tmp_path: Path) -> None:
+    result = run_load(
+        f"sqlite:///{tmp_path / 'load.db'}",
+        tmp_path,
+        backend="sqlite",
+        clients=20,
+        requests=3,
+        layers=500,
+        workers=2,
+    )
+    assert result.requests == 60 and result.workers == 2
+    assert result.errors == 0 and not result.error_kinds, result.error_kinds
+    assert result.repeats[0].server_cpu_s > 0
+
+
+@pytest.mark.timeout(300)
+def test_request_cpu_measures_every_kind_on_a_real_server(tmp_path: Path) -> None:
+    from bench.request_cpu import measure
+    from bench.store import populate, template_profiles
+
+    url = f"sqlite:///{tmp_path / 'cpu.db'}"
+    populate(url, 300, template_profiles(), per_job=3)
+    figures = measure(url, tmp_path, requests=5)
+    assert set(figures) == set(KINDS)
+    assert all(wall > 0 for _, wall, _ in figures.values())
+    assert sum(cpu for cpu, _, _ in figures.values()) > 0  # /proc counts in 10 ms ticks
+    assert figures["layers_full"][2] > figures["layers_brief"][2] > 0  # arrays vs scalars

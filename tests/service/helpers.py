@@ -90,3 +90,15 @@ def partial_upload(url: str, file_bytes: int, *, chunked: bool, total: int) -> s
     for _ in range(file_bytes // len(block)):
         send(block)
     return sock
+
+
+def partial_json_post(url: str, path: str, body: bytes, *, total: int) -> socket.socket:
+    """Open a JSON POST by hand that declares ``total`` bytes and sends only ``body``."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)))
+    sock.sendall(
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {total}\r\n"
+        "Content-Type: application/json\r\n\r\n".encode()
+        + body
+    )
+    return sock

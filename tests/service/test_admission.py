@@ -15,7 +15,7 @@ import httpx
 from sqlalchemy import event
 
 from service.embedded import EmbeddedServer
-from tests.service.helpers import partial_upload
+from tests.service.helpers import partial_json_post
 
 
 def _max_checked_out(server: EmbeddedServer) -> Callable[[], int]:
@@ -59,7 +59,8 @@ def test_requests_beyond_the_slots_queue_and_hold_no_connection(make_server, db_
 
 def test_a_request_queued_too_long_is_503_with_retry_after(make_server) -> None:  # type: ignore[no-untyped-def]
     server = make_server(api_threads=1, queue_timeout_s=0.5)
-    upload = partial_upload(server.url, 65536, chunked=False, total=1 << 20)  # holds the slot
+    # a JSON body that never ends holds the one slot (an upload would take its own lane)
+    upload = partial_json_post(server.url, "/v1/jobs", b'{"checkpoint_id": ', total=1 << 10)
     try:
         response = httpx.get(server.url + "/v1/jobs", timeout=30)
         assert response.status_code == 503

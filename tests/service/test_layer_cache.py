@@ -1,0 +1,110 @@
+"""Full layer pages from the per-process row JSON cache (service/store/layer_cache.py): the
+same bytes as ``Page[LayerRow].model_dump_json()`` cold, warm and under eviction, on SQLite
+and PostgreSQL; the bound in bytes; and a row id handed out again never serves old bytes."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from sqlalchemy import delete
+
+from api_schemas import JobSpec, LayerRow, Page
+from service.store import db, queries, repo
+from service.store.layer_cache import LayerJsonCache
+from service.store.models import LayerResultRow
+from tests.service.helpers import fake_profile, store_layer
+
+
+@pytest.fixture
+def session(db_url: str):  # type: ignore[no-untyped-def]
+    db.upgrade(db_url)
+    engine = db.make_engine(db_url)
+    with db.make_session_factory(engine)() as s:
+        yield s
+    engine.dispose()
+
+
+def _job(session):  # type: ignore[no-untyped-def]
+    job, _ = repo.create_job(
+        session, JobSpec(checkpoint_id="zoo:mlp", dataset="digits"), arch="mlp"
+    )
+    return job
+
+
+def _expected(session, filters, **kw) -> bytes:  # type: ignore[no-untyped-def]
+    rows, cursor = queries.query_layers(session, filters, **kw)
+    return Page[LayerRow](items=rows, next_cursor=cursor).model_dump_json().encode()
+
+
+@pytest.mark.parametrize("max_bytes", [0, 3000, 64 * 1024**2])
+def test_full_pages_are_the_models_json_byte_for_byte(session, max_bytes: int) -> None:  # type: ignore[no-untyped-def]
+    job = _job(session)
+    for i, alpha in enumerate([0.5, 1.0, None, 2.0, 1.5, None, 3.0, 0.25]):
+        flags = ["few_points"] if alpha is None else []
+        profile = fake_profile(
+            f"l{i}", "conv" if i % 2 else "linear", alpha=alpha, gamma=0.1 * i, flags=flags
+        )
+        store_layer(session, job, profile, node_id=f"n{i % 3}", data_indices=[i])
+    cache = LayerJsonCache(max_bytes)
+    pages = 0
+    for _ in range(2):  # cold, then from the cache (where it keeps anything)
+        for sort in ("alpha", "-alpha", "id", "-id", "name"):
+            for filters in (queries.LayerFilters(), queries.LayerFilters(kind=["conv"])):
+                cursor = None
+                while True:
+                    got = queries.query_layer_page_json(
+                        session, filters, cache, sort=sort, cursor=cursor, limit=3
+                    )
+                    assert got == _expected(session, filters, sort=sort, cursor=cursor, limit=3)
+                    cursor = Page[LayerRow].model_validate_json(got).next_cursor
+                    pages += 1
+                    if cursor is None:
+                        break
+    assert pages == 2 * 5 * (3 + 2)
+    assert cache.bytes <= max_bytes
+    if max_bytes == 0:
+        assert len(cache) == 0 and cache.hits == 0
+    elif max_bytes > 10**6:
+        assert len(cache) == 8 and cache.hits > cache.misses
+
+
+def test_a_stored_nan_bic_is_dropped_as_in_the_model(session) -> None:  # type: ignore[no-untyped-def]
+    job = _job(session)
+    store_layer(session, job, fake_profile("l0", bic={"a": 1.5, "b": math.nan}))
+    cache = LayerJsonCache(1 << 20)
+    for _ in range(2):
+        got = queries.query_layer_page_json(session, queries.LayerFilters(), cache)
+        assert got == _expected(session, queries.LayerFilters())
+        assert Page[LayerRow].model_validate_json(got).items[0].bic == {"a": 1.5}
+
+
+def test_the_cache_drops_the_least_recently_used_rows_within_its_bytes() -> None:
+    cache = LayerJsonCache(10)
+    keys = [(i, "job", None) for i in range(4)]
+    cache.put(keys[0], b"aaaa")  # type: ignore[arg-type]
+    cache.put(keys[1], b"bbbb")  # type: ignore[arg-type]
+    assert cache.get_many([keys[0]]) == {keys[0]: b"aaaa"}  # type: ignore[dict-item]
+    cache.put(keys[2], b"cccc")  # type: ignore[arg-type]  # 12 bytes: drops keys[1]
+    assert set(cache.get_many(keys)) == {keys[0], keys[2]}  # type: ignore[arg-type]
+    assert cache.bytes == 8
+    cache.put(keys[3], b"x" * 11)  # type: ignore[arg-type]  # over the bound alone: not kept
+    assert len(cache) == 2 and cache.bytes == 8
+
+
+def test_a_row_id_handed_out_again_is_not_served_from_the_cache(session) -> None:  # type: ignore[no-untyped-def]
+    job = _job(session)
+    store_layer(session, job, fake_profile("old", alpha=1.0))
+    cache = LayerJsonCache(1 << 20)
+    first = queries.query_layer_page_json(session, queries.LayerFilters(), cache)
+    old_id = Page[LayerRow].model_validate_json(first).items[0].id
+    session.execute(delete(LayerResultRow))  # by hand: the service itself never deletes rows
+    session.commit()
+    other = _job(session)
+    store_layer(session, other, fake_profile("new", alpha=2.0))
+    got = queries.query_layer_page_json(session, queries.LayerFilters(), cache)
+    assert got == _expected(session, queries.LayerFilters())
+    items = Page[LayerRow].model_validate_json(got).items
+    assert [r.name for r in items] == ["new"]
+    if session.bind.dialect.name == "sqlite":
+        assert items[0].id == old_id  # SQLite did hand the id out again
