@@ -83,15 +83,16 @@ def _output_function(
 
 
 def loss_hessian_products(batch: Batch, out: torch.Tensor, tangents: torch.Tensor) -> torch.Tensor:
-    """H_L t for each of the K output tangents t (K, *out.shape), forward-over-reverse."""
-    grad_loss = torch.func.grad(batch.loss_of_output)
-    out = out.detach()
-
-    def one(t: torch.Tensor) -> torch.Tensor:
-        tangent_out: torch.Tensor = jvp(grad_loss, (out,), (t,))[1]
-        return tangent_out
-
-    return vmap(one)(tangents)
+    """H_L t for each of the K output tangents t (K, *out.shape): one batched double
+    back-propagation through the loss alone (``is_grads_batched``; far less per-call overhead
+    than a vmapped forward-over-reverse on these small tensors)."""
+    o = out.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(batch.loss_of_output(o), o, create_graph=True)
+        if not g.requires_grad:  # the loss is linear in its output: H_L = 0
+            return torch.zeros_like(tangents)
+        (products,) = torch.autograd.grad(g, o, tangents, is_grads_batched=True)
+    return products
 
 
 def _batched_jvp(
@@ -174,11 +175,12 @@ def numerically_ggn(
     *,
     products: Callable[..., GGNProducts] = ggn_products,
     exact_in_output: OutputCurvature = output_space_curvature,
+    options: dict[str, int] | None = None,
 ) -> NumericalCheck:
     """max_k |h_k − h_k^GGN| / max_k |h_k| over the first two directions, on a sub-batch, with
-    h^GGN from ``products`` (the implementation the route will use) and the exact h from
-    ``exact_in_output`` (an exact output-space route) where it applies, else the double
-    backward through the weight."""
+    h^GGN from ``products`` (the implementation the route will use, with ``options``) and the
+    exact h from ``exact_in_output`` (an exact output-space route) where it applies, else the
+    double backward through the weight."""
     sub = micro_batches[0].split(CHECK_EXAMPLES, limit=1)
     n = min(2, U.shape[1])
     U2, V2 = U[:, :n], V[:, :n]
@@ -194,7 +196,7 @@ def numerically_ggn(
         hx = block.products(directions)
         exact = torch.stack([(d * hd).sum() for d, hd in zip(directions, hx, strict=True)])
         block.release()
-    ggn = products(model, sub, spec, U2, V2, weight_products=False).h
+    ggn = products(model, sub, spec, U2, V2, weight_products=False, **(options or {})).h
     exact = exact.to(torch.float64)
     scale = float(exact.abs().max())
     diff = float((exact - ggn).abs().max())

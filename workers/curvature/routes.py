@@ -24,7 +24,7 @@ from torch import nn
 from api_schemas import HkRoute
 from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
 from workers.curvature.ggn_output import layer_ggn_products
-from workers.curvature.ggn_route import numerically_ggn
+from workers.curvature.ggn_route import CHECK_EXAMPLES, numerically_ggn
 from workers.curvature.hvp import BlockHessian, directional_curvature
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import MODEL_LOSS, Batch
@@ -32,6 +32,21 @@ from workers.curvature.output_space import output_space_curvature
 from workers.curvature.piecewise_linear import output_structure
 
 ROUTES: tuple[str, ...] = get_args(HkRoute)
+# the check runs the route's own implementation on chunks of its sub-batch, and C reverse
+# passes wherever the route will: examples that interact above the layer then fail it
+CHECK_OPTIONS = {"chunk": CHECK_EXAMPLES // 4}
+
+
+def exact_in_output(
+    model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The cheapest exact h_k and M from the layer output: the double backward on a
+    single-use ``nn.Linear`` (least per-call overhead), else forward-over-reverse (also
+    convolutions); None where neither applies."""
+    fast = output_space_curvature(model, micro_batches, spec, U, V)
+    if fast is not None:
+        return fast
+    return forward_over_reverse_curvature(model, micro_batches, spec, U, V)
 
 
 @dataclass
@@ -58,7 +73,7 @@ def ggn_refusal(
             return structure.reason
         check = numerically_ggn(
             model, micro_batches, spec, U, V, products=layer_ggn_products,
-            exact_in_output=forward_over_reverse_curvature,
+            exact_in_output=exact_in_output, options=CHECK_OPTIONS | {"reverse_below": U.shape[1]},
         )  # fmt: skip
     except (RuntimeError, ValueError, AssertionError) as exc:  # e.g. a static-batch program
         return f"cannot prove: the probe forward failed ({type(exc).__name__})"
