@@ -10,7 +10,9 @@
   the weight (``hvp.py``), exact for any twice-differentiable model.
 
 Every route is exact (tested against dense float64 Hessians); the choice is a matter of cost
-only. A GGN-route failure under ``vmap`` (an op without a batching rule) falls back.
+only. A GGN-route failure under ``vmap`` (an op without a batching rule) falls back. Whatever
+the route, the rounding error of its h_k is measured by running it again on a sub-batch in two
+precisions (``noise_floor.py``): the noise floor does not depend on the route.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from workers.curvature.ggn_route import CHECK_EXAMPLES, numerically_ggn
 from workers.curvature.hvp import BlockHessian, directional_curvature
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import MODEL_LOSS, Batch
+from workers.curvature.noise_floor import RoundingEstimate, rounding_error
 from workers.curvature.output_space import output_space_curvature
 from workers.curvature.piecewise_linear import output_structure
 
@@ -51,14 +54,16 @@ def exact_in_output(
 
 @dataclass
 class RoutedCurvature:
-    """h_k by one exact route, with the K×K matrix M (every route: its asymmetry gives the
-    noise floor) and ‖H V_k‖ when the route gives them (with the diagnostics)."""
+    """h_k by one exact route, with the K×K matrix M (every route), ‖H V_k‖ when the route
+    gives them (with the diagnostics), and the rounding error of h_k measured by running the
+    route in two precisions (``noise_floor.py``; None where the model cannot be copied)."""
 
     h: torch.Tensor
     route: HkRoute
     M: torch.Tensor | None = None
     hv_norms: torch.Tensor | None = None
     reason: str | None = None  # why the GGN route was not taken
+    rounding: RoundingEstimate | None = None
 
 
 def ggn_refusal(
@@ -82,6 +87,33 @@ def ggn_refusal(
     return None
 
 
+def run_route(
+    route: HkRoute,
+    model: nn.Module,
+    micro_batches: list[Batch],
+    spec: LayerSpec,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    *,
+    diagnostics: bool,
+    block: BlockHessian | None = None,
+) -> RoutedCurvature | None:
+    """h_k (and M, ‖H V_k‖) by ``route`` alone; None where it does not apply. The
+    weight-space route reuses ``block`` when given (its graph serves Lanczos too)."""
+    if route == "ggn_jvp":
+        ggn = layer_ggn_products(model, micro_batches, spec, U, V, weight_products=diagnostics)
+        return RoutedCurvature(ggn.h.cpu(), route, ggn.M, ggn.hv_norms)
+    if route == "output_double_backward":
+        fast = output_space_curvature(model, micro_batches, spec, U, V)
+        return None if fast is None else RoutedCurvature(fast[0].cpu(), route, fast[1])
+    own = block is None
+    block = BlockHessian(model, micro_batches, spec.parameter) if block is None else block
+    curv = directional_curvature(block, spec, U, V)
+    if own:
+        block.release()
+    return RoutedCurvature(curv.h.cpu(), route, curv.M, curv.hv_norms)
+
+
 def routed_curvature(
     model: nn.Module,
     micro_batches: list[Batch],
@@ -92,17 +124,32 @@ def routed_curvature(
     block: BlockHessian,
     diagnostics: bool,
 ) -> RoutedCurvature:
-    """h_k for the K paired columns of U (m, K), V (n, K) by the cheapest exact route."""
+    """h_k for the K paired columns of U (m, K), V (n, K) by the cheapest exact route, with
+    its rounding error estimated by the same route in two precisions."""
     reason = ggn_refusal(model, micro_batches, spec, U, V)
+    found: RoutedCurvature | None = None
     if reason is None:
         try:
-            ggn = layer_ggn_products(model, micro_batches, spec, U, V, weight_products=diagnostics)
-            return RoutedCurvature(ggn.h.cpu(), "ggn_jvp", ggn.M, ggn.hv_norms)
+            found = run_route("ggn_jvp", model, micro_batches, spec, U, V, diagnostics=diagnostics)
         except (RuntimeError, NotImplementedError) as exc:  # no batching rule for some op
             reason = f"vmap failed: {type(exc).__name__}"
-    if not diagnostics:
-        fast = output_space_curvature(model, micro_batches, spec, U, V)
-        if fast is not None:
-            return RoutedCurvature(fast[0].cpu(), "output_double_backward", fast[1], reason=reason)
-    curv = directional_curvature(block, spec, U, V)
-    return RoutedCurvature(curv.h.cpu(), "weight_double_backward", curv.M, curv.hv_norms, reason)
+    if found is None and not diagnostics:
+        found = run_route(
+            "output_double_backward", model, micro_batches, spec, U, V, diagnostics=False
+        )
+    if found is None:
+        found = run_route(
+            "weight_double_backward", model, micro_batches, spec, U, V,
+            diagnostics=True, block=block,
+        )  # fmt: skip
+    assert found is not None
+    found.reason = reason
+    route = found.route
+
+    def h_by_route(m: nn.Module, batches: list[Batch]) -> torch.Tensor:
+        again = run_route(route, m, batches, spec, U, V, diagnostics=diagnostics)
+        assert again is not None  # the route applied to the same layer of the original
+        return again.h
+
+    found.rounding = rounding_error(h_by_route, model, micro_batches)
+    return found
