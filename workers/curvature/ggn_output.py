@@ -234,4 +234,4 @@ def layer_ggn_products(
     if not weight_products:
         return GGNProducts(h=h, M=products)
     M, norms = compressed_from_products(spec, U, V, products)
-    return GGNProducts(h=torch.diagonal(M).clone(), M=M, hv_norms=norms)
+    return GGNProducts(h=h, M=M, hv_norms=norms)

@@ -95,10 +95,15 @@ def cast_model(model: nn.Module, dtype: torch.dtype) -> nn.Module:
 
 
 def rounding_error(
-    compute: HCompute, model: nn.Module, micro_batches: list[Batch]
+    compute: HCompute,
+    model: nn.Module,
+    micro_batches: list[Batch],
+    *,
+    working: torch.Tensor | None = None,
 ) -> RoundingEstimate | None:
     """ε_k and ε for the route ``compute`` (see the module docstring), or None where the
-    model cannot be copied into the other precision."""
+    model cannot be copied into the other precision. ``working``: h on ``sub_batch`` in the
+    working precision, when the caller has it already (the GGN route's check)."""
     dtype = working_dtype(model)
     if dtype is None:
         return None
@@ -109,8 +114,13 @@ def rounding_error(
     except (RuntimeError, TypeError, AttributeError, copy.Error):
         return None
     low_model, high_model = (other, model) if dtype == torch.float64 else (model, other)
-    low = compute(low_model, [cast_batch(sub, low_dtype)]).to(torch.float64).cpu()
-    high = compute(high_model, [cast_batch(sub, torch.float64)]).to(torch.float64).cpu()
+
+    def h_of(m: nn.Module, dt: torch.dtype) -> torch.Tensor:
+        if m is model and working is not None:
+            return working.to(torch.float64).cpu()
+        return compute(m, [cast_batch(sub, dt)]).to(torch.float64).cpu()
+
+    low, high = h_of(low_model, low_dtype), h_of(high_model, torch.float64)
     err = (low - high).abs()
     if dtype == torch.float64:
         err = err * _UNIT_ROUNDOFF_RATIO

@@ -30,14 +30,14 @@ from workers.curvature.ggn_route import CHECK_EXAMPLES, numerically_ggn
 from workers.curvature.hvp import BlockHessian, directional_curvature
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import MODEL_LOSS, Batch
-from workers.curvature.noise_floor import RoundingEstimate, rounding_error
+from workers.curvature.noise_floor import RoundingEstimate, rounding_error, sub_batch
 from workers.curvature.output_space import output_space_curvature
 from workers.curvature.piecewise_linear import output_structure
 
 ROUTES: tuple[str, ...] = get_args(HkRoute)
 # the check runs the route's own implementation on chunks of its sub-batch, and C reverse
 # passes wherever the route will: examples that interact above the layer then fail it
-CHECK_OPTIONS = {"chunk": CHECK_EXAMPLES // 4}
+CHECK_OPTIONS = {"chunk": CHECK_EXAMPLES // 2}
 
 
 def exact_in_output(
@@ -66,25 +66,53 @@ class RoutedCurvature:
     rounding: RoundingEstimate | None = None
 
 
+def check_products(
+    model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
+) -> torch.Tensor:
+    """h^GGN for all K directions by the route's own implementation on chunks of the check's
+    sub-batch, with C reverse passes wherever the full run takes them (``CHECK_OPTIONS``)."""
+    options = CHECK_OPTIONS | {"reverse_below": U.shape[1]}
+    return layer_ggn_products(model, micro_batches, spec, U, V, weight_products=False, **options).h
+
+
+@dataclass(frozen=True)
+class GGNDecision:
+    """Why the GGN route is refused (None: taken), and h^GGN on the check's sub-batch for all
+    K directions when it was computed (the working-precision half of the noise estimate)."""
+
+    reason: str | None
+    sub_h: torch.Tensor | None = None
+
+
+def ggn_decision(
+    model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
+) -> GGNDecision:
+    """Structure, then numbers on the noise estimate's sub-batch (``noise_floor.sub_batch``)."""
+    if micro_batches[0].loss == MODEL_LOSS:
+        return GGNDecision("the model's own loss is not a function of its output alone")
+    try:
+        structure = output_structure(model, micro_batches[0].split(1, limit=1)[0], spec.parameter)
+        if not structure.piecewise_linear:
+            return GGNDecision(structure.reason)
+        sub = [sub_batch(micro_batches[0])]
+        sub_h = check_products(model, sub, spec, U, V)
+        check = numerically_ggn(
+            model, micro_batches, spec, U, V, exact_in_output=exact_in_output, sub=sub,
+            ggn_h=sub_h,
+        )  # fmt: skip
+    except (RuntimeError, ValueError, AssertionError) as exc:  # e.g. a static-batch program
+        return GGNDecision(f"cannot prove: the probe forward failed ({type(exc).__name__})")
+    if not check.passed:
+        rel = check.relative_difference
+        return GGNDecision(f"exact h differs from the GGN by {rel:.1e} (relative)")
+    return GGNDecision(None, sub_h)
+
+
 def ggn_refusal(
     model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
 ) -> str | None:
     """None when the layer block is GGN-exact (structure, then numbers), else the reason."""
-    if micro_batches[0].loss == MODEL_LOSS:
-        return "the model's own loss is not a function of its output alone"
-    try:
-        structure = output_structure(model, micro_batches[0].split(1, limit=1)[0], spec.parameter)
-        if not structure.piecewise_linear:
-            return structure.reason
-        check = numerically_ggn(
-            model, micro_batches, spec, U, V, products=layer_ggn_products,
-            exact_in_output=exact_in_output, options=CHECK_OPTIONS | {"reverse_below": U.shape[1]},
-        )  # fmt: skip
-    except (RuntimeError, ValueError, AssertionError) as exc:  # e.g. a static-batch program
-        return f"cannot prove: the probe forward failed ({type(exc).__name__})"
-    if not check.passed:
-        return f"exact h differs from the GGN by {check.relative_difference:.1e} (relative)"
-    return None
+    return ggn_decision(model, micro_batches, spec, U, V).reason
 
 
 def run_route(
@@ -126,7 +154,8 @@ def routed_curvature(
 ) -> RoutedCurvature:
     """h_k for the K paired columns of U (m, K), V (n, K) by the cheapest exact route, with
     its rounding error estimated by the same route in two precisions."""
-    reason = ggn_refusal(model, micro_batches, spec, U, V)
+    decision = ggn_decision(model, micro_batches, spec, U, V)
+    reason = decision.reason
     found: RoutedCurvature | None = None
     if reason is None:
         try:
@@ -147,9 +176,14 @@ def routed_curvature(
     route = found.route
 
     def h_by_route(m: nn.Module, batches: list[Batch]) -> torch.Tensor:
-        again = run_route(route, m, batches, spec, U, V, diagnostics=diagnostics)
+        # h alone: on the GGN route h is the same number with or without the weight
+        # products (and the check's run is reused), the weight-space route computes it all
+        if route == "ggn_jvp":
+            return check_products(m, batches, spec, U, V)
+        again = run_route(route, m, batches, spec, U, V, diagnostics=False)
         assert again is not None  # the route applied to the same layer of the original
         return again.h
 
-    found.rounding = rounding_error(h_by_route, model, micro_batches)
+    working = decision.sub_h if route == "ggn_jvp" else None
+    found.rounding = rounding_error(h_by_route, model, micro_batches, working=working)
     return found
