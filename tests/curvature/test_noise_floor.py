@@ -50,10 +50,14 @@ def test_float64_bound_is_at_float64_rounding_and_sets_the_floor() -> None:
 
 
 def test_the_sub_batch_is_a_mean_of_its_own() -> None:
-    batch = make_batch(torch.randn(40, 3), torch.randint(0, 2, (40,)), "cross_entropy",
+    """min(16, B/8) examples by default, their own normaliser, cast to the asked dtype."""
+    batch = make_batch(torch.randn(200, 3), torch.randint(0, 2, (200,)), "cross_entropy",
                        dtype=torch.float64)  # fmt: skip
     sub = cast_batch(sub_batch(batch), torch.float32)
     assert sub.inputs.shape[0] == 16 and sub.normaliser == 16 and sub.n_examples == 16
     assert sub.inputs.dtype == torch.float32 and sub.targets.dtype == torch.long
-    small = sub_batch(sub)
-    assert small.normaliser == 16 and small.inputs.shape[0] == 16
+    small = sub_batch(batch.split(40, limit=1)[0])  # a micro-batch keeps the batch's B
+    assert small.inputs.shape[0] == 16 and small.normaliser == 16
+    few = make_batch(torch.randn(40, 3), torch.randint(0, 2, (40,)), "cross_entropy",
+                     dtype=torch.float64)  # fmt: skip
+    assert sub_batch(few).n_examples == 5 and sub_batch(few, 16).normaliser == 16

@@ -5,7 +5,7 @@ The asymmetry of the K×K matrix M (``hvp.compressed_diagnostics``) sees only ro
 breaks the symmetry of M; rounding in the forward pass and in the back-propagations moves
 h_k to the value of a nearby model, symmetrically, and it stays unseen (issue 12 measured
 ε_HVP 2.6–6,500× below the true float32 error). This estimate measures the error itself: on
-a sub-batch S of at most ``EXAMPLES`` examples of the first micro-batch, with its own
+a sub-batch S of the first min(16, B/8) examples of the first micro-batch, with its own
 normaliser (so h_S is a mean over S, as h is a mean over the batch), the same route runs in
 the working precision and in a higher one,
 
@@ -18,11 +18,13 @@ rounding that grows as √B, so the bound is
 
     ε = SAFETY · √(max(1, B/|S|)) · max_k ε_k,
 
-with SAFETY = 4 set by measurement: on the models of tests/curvature/test_noise_floor.py and
-bench/hk_noise.py (piecewise-linear, tanh, convolutional, attention; every route) the raw
-max_k ε_k lay between 0.21× and 15× the true max_k |h_k(float32) − h_k(float64)| on the
-whole batch (docs/benchmarks.md), where M's asymmetry lay 10⁻⁵–10⁻¹× below it. ε is the
-noise floor (the fit keeps h_k > 10ε).
+with SAFETY = 4 set by measurement: on the 28 layer/route pairs of ``bench/hk_noise.py``
+(ReLU and tanh MLPs, a CNN, the zoo GPT; every route, with and without the diagnostics) the
+raw max_k ε_k lay between 0.33× and 7.3× the true max_k |h_k(float32) − h_k(float64)| on the
+whole batch, so ε between 1.9× and 41× it, where M's asymmetry lay between 2·10⁻⁵× and
+1.5× it (docs/benchmarks.md). ε is the noise floor (the fit keeps h_k > 10ε). The GGN
+route's check already runs h^GGN on this sub-batch in the working precision
+(``routes.ggn_decision``); only the other precision is then run again.
 
 The estimate needs a copy of the model in the other precision (``copy.deepcopy``); a model
 that cannot be copied or cast gives None, and the caller keeps M's asymmetry.
@@ -41,6 +43,7 @@ from torch import nn
 from workers.curvature.measurement import MODEL_LOSS, Batch
 
 EXAMPLES = 16
+FRACTION = 8
 SAFETY = 4.0
 # (model, micro-batches) -> h_k (K,): one route, the same in both precisions
 HCompute = Callable[[nn.Module, list[Batch]], torch.Tensor]
@@ -66,10 +69,17 @@ def working_dtype(model: nn.Module) -> torch.dtype | None:
     return None
 
 
-def sub_batch(batch: Batch, examples: int = EXAMPLES) -> Batch:
-    """The first ``examples`` examples of ``batch`` as a batch of their own: the loss is their
-    mean (the normaliser scaled by the share of examples; the model's own loss is its own)."""
-    sub = batch.split(examples, limit=1)[0]
+def estimate_examples(batch: Batch) -> int:
+    """|S| = min(``EXAMPLES``, B/``FRACTION``) examples (at least one): the estimate costs at
+    most about 1/``FRACTION`` of the route in each precision."""
+    return max(1, min(EXAMPLES, batch.n_examples // FRACTION))
+
+
+def sub_batch(batch: Batch, examples: int | None = None) -> Batch:
+    """The first ``examples`` examples of ``batch`` (default ``estimate_examples``) as a batch
+    of their own: the loss is their mean (the normaliser scaled by the share of examples; the
+    model's own loss is its own)."""
+    sub = batch.split(examples or estimate_examples(batch), limit=1)[0]
     n = int(sub.inputs.shape[0])
     if batch.loss == MODEL_LOSS or n == batch.n_examples:
         return replace(sub, n_examples=n)
@@ -102,8 +112,9 @@ def rounding_error(
     working: torch.Tensor | None = None,
 ) -> RoundingEstimate | None:
     """ε_k and ε for the route ``compute`` (see the module docstring), or None where the
-    model cannot be copied into the other precision. ``working``: h on ``sub_batch`` in the
-    working precision, when the caller has it already (the GGN route's check)."""
+    model cannot be copied into the other precision. ``working``: h on ``sub_batch`` (its
+    default size) in the working precision, when the caller has it already (the GGN route's
+    check, where the two sub-batches coincide)."""
     dtype = working_dtype(model)
     if dtype is None:
         return None

@@ -87,14 +87,15 @@ class GGNDecision:
 def ggn_decision(
     model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
 ) -> GGNDecision:
-    """Structure, then numbers on the noise estimate's sub-batch (``noise_floor.sub_batch``)."""
+    """Structure, then numbers on the first ``CHECK_EXAMPLES`` examples as a batch of their
+    own (``noise_floor.sub_batch``; the noise estimate's sub-batch when B ≥ 128)."""
     if micro_batches[0].loss == MODEL_LOSS:
         return GGNDecision("the model's own loss is not a function of its output alone")
     try:
         structure = output_structure(model, micro_batches[0].split(1, limit=1)[0], spec.parameter)
         if not structure.piecewise_linear:
             return GGNDecision(structure.reason)
-        sub = [sub_batch(micro_batches[0])]
+        sub = [sub_batch(micro_batches[0], CHECK_EXAMPLES)]
         sub_h = check_products(model, sub, spec, U, V)
         check = numerically_ggn(
             model, micro_batches, spec, U, V, exact_in_output=exact_in_output, sub=sub,
@@ -184,6 +185,9 @@ def routed_curvature(
         assert again is not None  # the route applied to the same layer of the original
         return again.h
 
-    working = decision.sub_h if route == "ggn_jvp" else None
+    same = sub_batch(micro_batches[0]).n_examples == min(
+        CHECK_EXAMPLES, micro_batches[0].inputs.shape[0]
+    )  # the check's sub-batch is the estimate's
+    working = decision.sub_h if route == "ggn_jvp" and same else None
     found.rounding = rounding_error(h_by_route, model, micro_batches, working=working)
     return found
