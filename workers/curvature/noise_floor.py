@@ -19,12 +19,13 @@ rounding that grows as √B, so the bound is
     ε = SAFETY · √(max(1, B/|S|)) · max_k ε_k,
 
 with SAFETY = 4 set by measurement: on the 28 layer/route pairs of ``bench/hk_noise.py``
-(ReLU and tanh MLPs, a CNN, the zoo GPT; every route, with and without the diagnostics) the
-raw max_k ε_k lay between 0.33× and 7.3× the true max_k |h_k(float32) − h_k(float64)| on the
-whole batch, so ε between 1.9× and 41× it, where M's asymmetry lay between 2·10⁻⁵× and
-1.5× it (docs/benchmarks.md). ε is the noise floor (the fit keeps h_k > 10ε). The GGN
-route's check already runs h^GGN on this sub-batch in the working precision
-(``routes.ggn_decision``); only the other precision is then run again.
+(ReLU and tanh MLPs with B = 64, a CNN and the zoo GPT with B = 32, so |S| = 8 and 4; every
+route, with and without the diagnostics) the raw max_k ε_k lay between 0.24× and 22× the true
+max_k |h_k(float32) − h_k(float64)| on the whole batch, so ε between 2.7× and 250× it, where
+M's asymmetry lay between 2·10⁻⁵× and 1.5× it (docs/benchmarks.md). ε is the noise floor
+(the fit keeps h_k > 10ε). Where the GGN route's check ran h^GGN on this same sub-batch in
+the working precision (B ≥ 128: both take 16 examples; ``routes.ggn_decision``) only the
+other precision is run again.
 
 The estimate needs a copy of the model in the other precision (``copy.deepcopy``); a model
 that cannot be copied or cast gives None, and the caller keeps M's asymmetry.
