@@ -27,8 +27,9 @@ M's asymmetry lay between 2·10⁻⁵× and 1.5× it (docs/benchmarks.md). ε is
 the working precision (B ≥ 128: both take 16 examples; ``routes.ggn_decision``) only the
 other precision is run again.
 
-The estimate needs a copy of the model in the other precision (``copy.deepcopy``); a model
-that cannot be copied or cast gives None, and the caller keeps M's asymmetry.
+The estimate needs a copy of the model in the other precision (``copy.deepcopy``) that runs
+on the sub-batch; a model that cannot be copied, cast or run on fewer examples (a program
+traced for one batch size) gives None, and the caller keeps M's asymmetry.
 """
 
 from __future__ import annotations
@@ -132,7 +133,10 @@ def rounding_error(
             return working.to(torch.float64).cpu()
         return compute(m, [cast_batch(sub, dt)]).to(torch.float64).cpu()
 
-    low, high = h_of(low_model, low_dtype), h_of(high_model, torch.float64)
+    try:
+        low, high = h_of(low_model, low_dtype), h_of(high_model, torch.float64)
+    except (RuntimeError, ValueError, AssertionError, NotImplementedError):
+        return None  # e.g. a program traced for one batch size cannot run the sub-batch
     err = (low - high).abs()
     if dtype == torch.float64:
         err = err * _UNIT_ROUNDOFF_RATIO
