@@ -61,4 +61,3 @@ def test_the_sub_batch_is_a_mean_of_its_own() -> None:
     few = make_batch(torch.randn(40, 3), torch.randint(0, 2, (40,)), "cross_entropy",
                      dtype=torch.float64)  # fmt: skip
     assert sub_batch(few).n_examples == 5 and sub_batch(few, 16).normaliser == 16
-
