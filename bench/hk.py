@@ -19,12 +19,19 @@ from bench import peers
 from bench.cases import Setup, rel_diff
 from bench.timing import Entry, method_rows, paired
 from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
-from workers.curvature.ggn_output import layer_ggn_products, rank_one_layer
+from workers.curvature.ggn_output import (
+    capture_layer_io,
+    layer_ggn_products,
+    output_tangents,
+    rank_one_layer,
+    rest_of_network,
+)
 from workers.curvature.ggn_route import ggn_products
 from workers.curvature.hvp import BlockHessian, directional_curvature
-from workers.curvature.measurement import grad_only_for
-from workers.curvature.output_space import output_space_curvature
-from workers.curvature.routes import routed_curvature
+from workers.curvature.measurement import Batch, grad_only_for
+from workers.curvature.noise_floor import rounding_error
+from workers.curvature.output_space import output_space_curvature, padded_directions
+from workers.curvature.routes import routed_curvature, run_route
 
 
 def floor_method(s: Setup, splits: list[tuple[float, float]]) -> Callable[[], torch.Tensor]:
@@ -108,6 +115,67 @@ def rank_one_method(s: Setup) -> Callable[[], torch.Tensor]:
     return run
 
 
+def rank_one_variant_method(
+    s: Setup, *, reverse_below: int | None, chunk: int | None
+) -> Callable[[], torch.Tensor]:
+    """The rank-1 GGN products alone with a chosen tangent mode and example chunking:
+    ``reverse_below=0`` K forward tangents; None: C reverse passes where C < K; ``chunk``
+    None: the engine's ≤ 16 MiB chunks, a large number: the whole batch at once."""
+
+    def run() -> torch.Tensor:
+        if rank_one_layer(s.model, s.spec) is None:
+            raise ValueError("not a single-use linear or convolution layer")
+        return layer_ggn_products(
+            s.model, [s.batch], s.spec, s.U, s.V, weight_products=False,
+            reverse_below=reverse_below, chunk=chunk,
+        ).h  # fmt: skip
+
+    return run
+
+
+def batched_output_double_backward_method(s: Setup) -> Callable[[], torch.Tensor]:
+    """The output double backward with all K tangents in one ``is_grads_batched`` call (not a
+    route: measured against the loop of ``output_space.py``)."""
+    module = rank_one_layer(s.model, s.spec)
+
+    def run() -> torch.Tensor:
+        if not isinstance(module, torch.nn.Linear):
+            raise ValueError("not a single-use linear layer")
+        u, v = padded_directions(s.spec, module.weight, s.U, s.V)
+        a, z = capture_layer_io(s.model, module, s.batch)
+        z = z.detach().requires_grad_(True)
+        rest = rest_of_network(s.model, module, s.batch)
+        with torch.enable_grad():
+            (gz,) = torch.autograd.grad(s.batch.loss_of_output(rest(z)), z, create_graph=True)
+            dz = output_tangents(module, a, u, v)
+            (hz,) = torch.autograd.grad(gz, z, grad_outputs=dz, is_grads_batched=True)
+        return (dz * hz).flatten(1).sum(1).detach().to(torch.float64)
+
+    return run
+
+
+def noise_floor_method(s: Setup, *, diagnostics: bool) -> Callable[[], torch.Tensor]:
+    """The rounding-error estimate alone (``noise_floor.py``: the routed route again on 16
+    examples in float32 and float64), as the routed rows include it."""
+    block = BlockHessian(s.model, [s.batch], s.spec.parameter)
+    route = routed_curvature(
+        s.model, [s.batch], s.spec, s.U, s.V, block=block, diagnostics=diagnostics
+    ).route
+    block.release()
+
+    def h_by_route(m: torch.nn.Module, batches: list[Batch]) -> torch.Tensor:
+        again = run_route(route, m, batches, s.spec, s.U, s.V, diagnostics=False)
+        assert again is not None
+        return again.h
+
+    def run() -> torch.Tensor:
+        est = rounding_error(h_by_route, s.model, [s.batch])
+        assert est is not None
+        return est.per_direction
+
+    return run
+
+
 def forward_over_reverse_method(s: Setup) -> Callable[[], torch.Tensor]:
     """Forward-over-reverse in the layer output, vmapped over all K (any smooth network)."""
 
@@ -130,6 +198,18 @@ def methods(s: Setup) -> dict[str, Callable[[], torch.Tensor]]:
         "ggn vmapped JVP alone": ggn_jvp_method(s),
         "ggn rank-1 output tangents alone": rank_one_method(s),
         "output forward-over-reverse, vmapped": forward_over_reverse_method(s),
+        "ggn rank-1, forward, whole batch (before)": rank_one_variant_method(
+            s, reverse_below=0, chunk=1 << 30
+        ),
+        "ggn rank-1, forward, chunked": rank_one_variant_method(s, reverse_below=0, chunk=None),
+        "ggn rank-1, reverse (C < K), whole batch": rank_one_variant_method(
+            s, reverse_below=None, chunk=1 << 30
+        ),
+        "ggn rank-1, reverse (C < K), chunked": rank_one_variant_method(
+            s, reverse_below=None, chunk=None
+        ),
+        "output double backward, is_grads_batched": batched_output_double_backward_method(s),
+        "noise floor estimate alone (h-only)": noise_floor_method(s, diagnostics=False),
     }
     if have["pyhessian"]:
         out["pyhessian (docs: all params)"] = peers.pyhessian_hk(s, freeze_others=False)

@@ -13,8 +13,10 @@ from workers.curvature.forward_over_reverse import forward_over_reverse_curvatur
 from workers.curvature.ggn_output import layer_ggn_products, rank_one_layer
 from workers.curvature.ggn_route import ggn_products, numerically_ggn
 from workers.curvature.gradient import gradient_svd
+from workers.curvature.hvp import BlockHessian
 from workers.curvature.measurement import make_batch
 from workers.curvature.output_space import output_space_curvature
+from workers.curvature.routes import ggn_refusal, routed_curvature
 
 
 class TokenMLP(nn.Module):
@@ -104,3 +106,59 @@ def test_numerical_check_rejects_a_smooth_block(exact: str) -> None:
         exact_in_output=exact_in_output,
     )  # fmt: skip
     assert not check.passed and check.relative_difference > 1e-3
+
+
+class BatchCentred(nn.Module):
+    """Piecewise linear, but the examples interact above fc1: its activations are centred
+    over the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.head = nn.Linear(5, 6), nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        hidden = torch.relu(self.fc1(x))
+        return self.head(hidden - hidden.mean(dim=0, keepdim=True))
+
+
+@pytest.mark.parametrize("case", sorted(MODELS))
+def test_reverse_passes_and_chunks_equal_the_dense_block_hessian(case: str) -> None:
+    """h alone from C = 3 reverse passes and from K forward tangents, each over the whole
+    batch and in chunks of 7 examples: the same dense h_k and M."""
+    model, x, y, batch, specs = float64_case(*MODELS[case], "cross_entropy")
+    for spec in specs:
+        G, H = dense_reference(model, x, y, "cross_entropy", spec)
+        svd = gradient_svd(G, 4)
+        flat = torch.stack(
+            [torch.outer(svd.U[:, k], svd.V[:, k]).reshape(-1) for k in range(svd.k)]
+        )
+        M = flat @ H @ flat.T
+        scale = float(M.abs().max())
+        for reverse_below in (0, 100):  # off; whenever C < 100
+            for chunk in (None, 7):
+                r = layer_ggn_products(
+                    model, batch.split(x.shape[0] // 2 + 1), spec, svd.U, svd.V,
+                    weight_products=False, reverse_below=reverse_below, chunk=chunk,
+                )  # fmt: skip
+                assert r.M is not None
+                torch.testing.assert_close(r.M, M, rtol=0, atol=1e-12 * scale)
+                torch.testing.assert_close(r.h, torch.diagonal(M), rtol=0, atol=1e-12 * scale)
+
+
+def test_examples_that_interact_fail_the_check_and_the_route_stays_exact() -> None:
+    """Chunks and reverse passes assume independent examples; the check runs both on its
+    sub-batch, so batch centring above the layer is refused, and the layer's h (by another
+    route) still equals the dense one."""
+    model, x, y, batch, specs = float64_case(BatchCentred, (30, 5), "cross_entropy")
+    spec = specs[0]
+    G, H = dense_reference(model, x, y, "cross_entropy", spec)
+    svd = gradient_svd(G, 4)
+    reason = ggn_refusal(model, [batch], spec, svd.U, svd.V)
+    assert reason is not None and reason.startswith("exact h differs from the GGN")
+    block = BlockHessian(model, [batch], spec.parameter)
+    routed = routed_curvature(model, [batch], spec, svd.U, svd.V, block=block, diagnostics=False)
+    block.release()
+    assert routed.route == "output_double_backward"
+    flat = torch.stack([torch.outer(svd.U[:, k], svd.V[:, k]).reshape(-1) for k in range(4)])
+    ref = torch.diagonal(flat @ H @ flat.T)
+    torch.testing.assert_close(routed.h, ref, rtol=0, atol=1e-12 * float(ref.abs().max()))

@@ -282,6 +282,8 @@ def _profile_one(
     lz = _lanczos(block, spec, settings)
     block.release()
     noise = diagnostics.hvp_noise if diagnostics is not None else None
+    if curv is not None and curv.rounding is not None:  # the measured rounding error of h_k
+        noise = curv.rounding.eps
     h_floor = 10.0 * noise if noise is not None and math.isfinite(noise) else 0.0
     eigs = np.array([], dtype=float)
     if lz is not None:

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from torch.func import jvp, vjp, vmap
 
+from workers.curvature.ggn_reverse import reverse_tangents
 from workers.curvature.ggn_route import (
     GGNProducts,
     compressed_from_products,
@@ -42,6 +43,7 @@ from workers.curvature.measurement import Batch, output_tensor
 from workers.curvature.output_space import output_space_matrix, padded_directions
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+CHUNK_BYTES = 16 * 2**20
 
 
 class _Captured(Exception):
@@ -137,12 +139,23 @@ def _one_micro_batch(
     batch: Batch,
     u: torch.Tensor,
     v: torch.Tensor,
+    a: torch.Tensor,
+    z: torch.Tensor,
     weight_products: bool,
+    reverse_below: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(h_k, the K weight-space products H[V_k]) on one micro-batch, or without
-    ``weight_products`` (h_k, M from the output tangents)."""
-    a, z = capture_layer_io(model, module, batch)
+    """(h_k, the K weight-space products H[V_k]) on one micro-batch whose layer input and
+    output are a and z, or without ``weight_products`` (h_k, M from the output tangents;
+    the tangents come from C reverse passes when the model has C < ``reverse_below`` outputs
+    per example, ``ggn_reverse.py``)."""
     rest = rest_of_network(model, module, batch)
+    if not weight_products and reverse_below > 1:
+        found = reverse_tangents(module, rest, a, z, u, v, max_outputs=reverse_below - 1)
+        if found is not None:
+            out, Jdz = found
+            HJdz = loss_hessian_products(batch, out, Jdz)
+            h = (Jdz * HJdz).flatten(1).sum(1).to(torch.float64)
+            return h, output_space_matrix(Jdz, HJdz)
 
     def tangent(t: torch.Tensor) -> Any:
         return jvp(rest, (z,), (t,))
@@ -158,31 +171,67 @@ def _one_micro_batch(
     return h, products
 
 
+def example_chunks(
+    model: nn.Module, module: nn.Module, batch: Batch, K: int, chunk: int | None = None
+) -> list[tuple[Batch, torch.Tensor, torch.Tensor]]:
+    """(sub-batch, its layer input, its layer output) in chunks of ``chunk`` examples, by
+    default as many as keep K tangents of the layer output within ``CHUNK_BYTES`` on a CPU
+    (there fresh pages cost more than the arithmetic on tangents larger than the cache;
+    docs/benchmarks.md); whole where the layer's first dimension is not the example."""
+    a, z = capture_layer_io(model, module, batch)
+    examples = batch.inputs.shape[0]
+    if z.dim() == 0 or z.shape[0] != examples or a.shape[0] != examples:
+        return [(batch, a, z)]
+    if chunk is None:
+        if z.device.type != "cpu":
+            return [(batch, a, z)]
+        chunk = max(1, CHUNK_BYTES // max(K * z[0].numel() * z.element_size(), 1))
+    if chunk >= examples:
+        return [(batch, a, z)]
+    # copies, not views: forward-mode AD on a view would carry a tangent of its whole base
+    return [(sub, a[i * chunk : (i + 1) * chunk].clone(), z[i * chunk : (i + 1) * chunk].clone())
+            for i, sub in enumerate(batch.split(chunk))]  # fmt: skip
+
+
 def layer_ggn_products(
     model: nn.Module,
     micro_batches: list[Batch],
     spec: LayerSpec,
     U: torch.Tensor,
     V: torch.Tensor,
-    **options: bool,
+    *,
+    weight_products: bool = True,
+    reverse_below: int | None = None,
+    chunk: int | None = None,
 ) -> GGNProducts:
     """``ggn_route.ggn_products`` (same ``weight_products`` option), with rank-1 output tangents
-    on a layer ``rank_one_layer`` accepts, else the full weight tangent through the model."""
+    on a layer ``rank_one_layer`` accepts, else the full weight tangent through the model.
+
+    On the rank-1 path the examples are taken in chunks (``example_chunks``; ``chunk``
+    examples if given), and h alone comes from C reverse passes (``ggn_reverse.py``) where
+    the model has C < ``reverse_below`` outputs per example (default K, the number of
+    directions: then the C passes are fewer than the K tangents; 0 turns it off). Chunks and
+    the reverse passes both assume examples that do not interact above the layer; the
+    engine's check runs them on chunks of its sub-batch, so a model that mixes examples fails
+    the check (``routes.ggn_refusal``)."""
     module = rank_one_layer(model, spec)
     if module is None:
-        return ggn_products(model, micro_batches, spec, U, V, **options)
-    weight_products = options.get("weight_products", True)
+        return ggn_products(model, micro_batches, spec, U, V, weight_products=weight_products)
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
     K = U.shape[1]
+    below = K if reverse_below is None else reverse_below
     u, v = padded_directions(spec, weight, U, V)
     h = torch.zeros(K, dtype=torch.float64, device=weight.device)
     products = weight.new_zeros((K, *weight.shape)) if weight_products else h.new_zeros((K, K))
     with torch.no_grad():
         for batch in micro_batches:
-            h_b, products_b = _one_micro_batch(model, module, batch, u, v, weight_products)
-            h += h_b
-            products += products_b
+            for sub, a, z in example_chunks(model, module, batch, K, chunk):
+                h_b, products_b = _one_micro_batch(
+                    model, module, sub, u, v, a, z, weight_products, below
+                )
+                h += h_b
+                products += products_b
     if not weight_products:
         return GGNProducts(h=h, M=products)
     M, norms = compressed_from_products(spec, U, V, products)
-    return GGNProducts(h=torch.diagonal(M).clone(), M=M, hv_norms=norms)
+    return GGNProducts(h=h, M=M, hv_norms=norms)

@@ -10,7 +10,9 @@
   the weight (``hvp.py``), exact for any twice-differentiable model.
 
 Every route is exact (tested against dense float64 Hessians); the choice is a matter of cost
-only. A GGN-route failure under ``vmap`` (an op without a batching rule) falls back.
+only. A GGN-route failure under ``vmap`` (an op without a batching rule) falls back. Whatever
+the route, the rounding error of its h_k is measured by running it again on a sub-batch in two
+precisions (``noise_floor.py``): the noise floor does not depend on the route.
 """
 
 from __future__ import annotations
@@ -24,47 +26,121 @@ from torch import nn
 from api_schemas import HkRoute
 from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
 from workers.curvature.ggn_output import layer_ggn_products
-from workers.curvature.ggn_route import numerically_ggn
+from workers.curvature.ggn_route import CHECK_EXAMPLES, numerically_ggn
 from workers.curvature.hvp import BlockHessian, directional_curvature
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import MODEL_LOSS, Batch
+from workers.curvature.noise_floor import RoundingEstimate, rounding_error, sub_batch
 from workers.curvature.output_space import output_space_curvature
 from workers.curvature.piecewise_linear import output_structure
 
 ROUTES: tuple[str, ...] = get_args(HkRoute)
+# the check runs the route's own implementation on chunks of its sub-batch, and C reverse
+# passes wherever the route will: examples that interact above the layer then fail it
+CHECK_OPTIONS = {"chunk": CHECK_EXAMPLES // 2}
+
+
+def exact_in_output(
+    model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The cheapest exact h_k and M from the layer output: the double backward on a
+    single-use ``nn.Linear`` (least per-call overhead), else forward-over-reverse (also
+    convolutions); None where neither applies."""
+    fast = output_space_curvature(model, micro_batches, spec, U, V)
+    if fast is not None:
+        return fast
+    return forward_over_reverse_curvature(model, micro_batches, spec, U, V)
 
 
 @dataclass
 class RoutedCurvature:
-    """h_k by one exact route, with the K×K matrix M (every route: its asymmetry gives the
-    noise floor) and ‖H V_k‖ when the route gives them (with the diagnostics)."""
+    """h_k by one exact route, with the K×K matrix M (every route), ‖H V_k‖ when the route
+    gives them (with the diagnostics), and the rounding error of h_k measured by running the
+    route in two precisions (``noise_floor.py``; None where the model cannot be copied)."""
 
     h: torch.Tensor
     route: HkRoute
     M: torch.Tensor | None = None
     hv_norms: torch.Tensor | None = None
     reason: str | None = None  # why the GGN route was not taken
+    rounding: RoundingEstimate | None = None
+
+
+def check_products(
+    model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
+) -> torch.Tensor:
+    """h^GGN for all K directions by the route's own implementation on chunks of the check's
+    sub-batch, with C reverse passes wherever the full run takes them (``CHECK_OPTIONS``)."""
+    options = CHECK_OPTIONS | {"reverse_below": U.shape[1]}
+    return layer_ggn_products(model, micro_batches, spec, U, V, weight_products=False, **options).h
+
+
+@dataclass(frozen=True)
+class GGNDecision:
+    """Why the GGN route is refused (None: taken), and h^GGN on the check's sub-batch for all
+    K directions when it was computed (the working-precision half of the noise estimate)."""
+
+    reason: str | None
+    sub_h: torch.Tensor | None = None
+
+
+def ggn_decision(
+    model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
+) -> GGNDecision:
+    """Structure, then numbers on the first ``CHECK_EXAMPLES`` examples as a batch of their
+    own (``noise_floor.sub_batch``; the noise estimate's sub-batch when B ≥ 128)."""
+    if micro_batches[0].loss == MODEL_LOSS:
+        return GGNDecision("the model's own loss is not a function of its output alone")
+    try:
+        structure = output_structure(model, micro_batches[0].split(1, limit=1)[0], spec.parameter)
+        if not structure.piecewise_linear:
+            return GGNDecision(structure.reason)
+        sub = [sub_batch(micro_batches[0], CHECK_EXAMPLES)]
+        sub_h = check_products(model, sub, spec, U, V)
+        check = numerically_ggn(
+            model, micro_batches, spec, U, V, exact_in_output=exact_in_output, sub=sub,
+            ggn_h=sub_h,
+        )  # fmt: skip
+    except (RuntimeError, ValueError, AssertionError) as exc:  # e.g. a static-batch program
+        return GGNDecision(f"cannot prove: the probe forward failed ({type(exc).__name__})")
+    if not check.passed:
+        rel = check.relative_difference
+        return GGNDecision(f"exact h differs from the GGN by {rel:.1e} (relative)")
+    return GGNDecision(None, sub_h)
 
 
 def ggn_refusal(
     model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
 ) -> str | None:
     """None when the layer block is GGN-exact (structure, then numbers), else the reason."""
-    if micro_batches[0].loss == MODEL_LOSS:
-        return "the model's own loss is not a function of its output alone"
-    try:
-        structure = output_structure(model, micro_batches[0].split(1, limit=1)[0], spec.parameter)
-        if not structure.piecewise_linear:
-            return structure.reason
-        check = numerically_ggn(
-            model, micro_batches, spec, U, V, products=layer_ggn_products,
-            exact_in_output=forward_over_reverse_curvature,
-        )  # fmt: skip
-    except (RuntimeError, ValueError, AssertionError) as exc:  # e.g. a static-batch program
-        return f"cannot prove: the probe forward failed ({type(exc).__name__})"
-    if not check.passed:
-        return f"exact h differs from the GGN by {check.relative_difference:.1e} (relative)"
-    return None
+    return ggn_decision(model, micro_batches, spec, U, V).reason
+
+
+def run_route(
+    route: HkRoute,
+    model: nn.Module,
+    micro_batches: list[Batch],
+    spec: LayerSpec,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    *,
+    diagnostics: bool,
+    block: BlockHessian | None = None,
+) -> RoutedCurvature | None:
+    """h_k (and M, ‖H V_k‖) by ``route`` alone; None where it does not apply. The
+    weight-space route reuses ``block`` when given (its graph serves Lanczos too)."""
+    if route == "ggn_jvp":
+        ggn = layer_ggn_products(model, micro_batches, spec, U, V, weight_products=diagnostics)
+        return RoutedCurvature(ggn.h.cpu(), route, ggn.M, ggn.hv_norms)
+    if route == "output_double_backward":
+        fast = output_space_curvature(model, micro_batches, spec, U, V)
+        return None if fast is None else RoutedCurvature(fast[0].cpu(), route, fast[1])
+    own = block is None
+    block = BlockHessian(model, micro_batches, spec.parameter) if block is None else block
+    curv = directional_curvature(block, spec, U, V)
+    if own:
+        block.release()
+    return RoutedCurvature(curv.h.cpu(), route, curv.M, curv.hv_norms)
 
 
 def routed_curvature(
@@ -77,17 +153,41 @@ def routed_curvature(
     block: BlockHessian,
     diagnostics: bool,
 ) -> RoutedCurvature:
-    """h_k for the K paired columns of U (m, K), V (n, K) by the cheapest exact route."""
-    reason = ggn_refusal(model, micro_batches, spec, U, V)
+    """h_k for the K paired columns of U (m, K), V (n, K) by the cheapest exact route, with
+    its rounding error estimated by the same route in two precisions."""
+    decision = ggn_decision(model, micro_batches, spec, U, V)
+    reason = decision.reason
+    found: RoutedCurvature | None = None
     if reason is None:
         try:
-            ggn = layer_ggn_products(model, micro_batches, spec, U, V, weight_products=diagnostics)
-            return RoutedCurvature(ggn.h.cpu(), "ggn_jvp", ggn.M, ggn.hv_norms)
+            found = run_route("ggn_jvp", model, micro_batches, spec, U, V, diagnostics=diagnostics)
         except (RuntimeError, NotImplementedError) as exc:  # no batching rule for some op
             reason = f"vmap failed: {type(exc).__name__}"
-    if not diagnostics:
-        fast = output_space_curvature(model, micro_batches, spec, U, V)
-        if fast is not None:
-            return RoutedCurvature(fast[0].cpu(), "output_double_backward", fast[1], reason=reason)
-    curv = directional_curvature(block, spec, U, V)
-    return RoutedCurvature(curv.h.cpu(), "weight_double_backward", curv.M, curv.hv_norms, reason)
+    if found is None and not diagnostics:
+        found = run_route(
+            "output_double_backward", model, micro_batches, spec, U, V, diagnostics=False
+        )
+    if found is None:
+        found = run_route(
+            "weight_double_backward", model, micro_batches, spec, U, V,
+            diagnostics=True, block=block,
+        )  # fmt: skip
+    assert found is not None
+    found.reason = reason
+    route = found.route
+
+    def h_by_route(m: nn.Module, batches: list[Batch]) -> torch.Tensor:
+        # h alone: on the GGN route h is the same number with or without the weight
+        # products (and the check's run is reused), the weight-space route computes it all
+        if route == "ggn_jvp":
+            return check_products(m, batches, spec, U, V)
+        again = run_route(route, m, batches, spec, U, V, diagnostics=False)
+        assert again is not None  # the route applied to the same layer of the original
+        return again.h
+
+    same = sub_batch(micro_batches[0]).n_examples == min(
+        CHECK_EXAMPLES, micro_batches[0].inputs.shape[0]
+    )  # the check's sub-batch is the estimate's
+    working = decision.sub_h if route == "ggn_jvp" and same else None
+    found.rounding = rounding_error(h_by_route, model, micro_batches, working=working)
+    return found

@@ -1,0 +1,89 @@
+"""The GGN-exact route by C reverse passes from the outputs, for models with few outputs per
+example (docs/engine.md, step 5).
+
+On a GGN-exact layer (``piecewise_linear.py``) h_k = ⟨J V_k, H_L J V_k⟩ (``ggn_route.py``),
+and on a single-use linear or convolution layer J V_k = J_g dz_k with the rank-1 output
+tangents dz_k = (a v_k) u_kᵀ or u_k ⊗ conv(a, v_k) (``ggn_output.py``; g: z ↦ f is the rest of
+the network). The forward route pushes K tangents of the layer output's size through g. When
+each example has only C outputs f_b ∈ ℝ^C (C < K), the C rows of J_g are cheaper: one vmapped
+VJP with the C one-hot cotangents e_c, broadcast over the examples, gives
+
+    G_{c,b} = Σ_{b'} ∂f_{b',c}/∂z_b = ∂f_{b,c}/∂z_b       (examples do not interact),
+
+and then, with P_b the positions (tokens, pixels) and o the output features (channels),
+
+    (J V_k)_{b,c} = ⟨G_{c,b}, dz_{b,k}⟩ = Σ_{s∈P_b} (Σ_o u_{k,o} G_{c,b,o,s}) p_{b,k,s},
+    p_{b,k} = a_b v_k (linear)  or  conv(a_b, v_k) (convolution, one output channel),
+
+so the cost is C back-propagations through g plus one product of G with U, independent of
+K. The identity G_{c,b} = ∂f_{b,c}/∂z_b needs examples that do not interact (no batch
+statistics above the layer); the engine's two-direction check (``ggn_route.numerically_ggn``,
+which runs this implementation against the exact h) refuses the route otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import vjp, vmap
+
+
+def outputs_per_example(out: torch.Tensor, examples: int) -> int | None:
+    """C, the number of outputs of one example, or None when dim 0 is not the example."""
+    if out.dim() < 1 or out.shape[0] != examples:
+        return None
+    return out[0].numel()
+
+
+def output_jacobian(
+    rest: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor, max_outputs: int
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(model output f = g(z), G (C, *z.shape) with G[c, b] = ∂f_{b,c}/∂z_b), or None when
+    the output's first dimension is not the example or C > ``max_outputs``."""
+    out, pullback = vjp(rest, z)[:2]
+    C = outputs_per_example(out, z.shape[0])
+    if C is None or max_outputs < C:
+        return None
+    eye = torch.eye(C, dtype=out.dtype, device=out.device)
+    cotangents = eye.reshape(C, 1, *out.shape[1:]).expand(C, *out.shape)
+    (G,) = vmap(pullback)(cotangents)
+    return out, G
+
+
+def reverse_output_tangents(
+    module: nn.Module, a: torch.Tensor, G: torch.Tensor, u: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """(K, B, C): (J V_k)_{b,c} from G (C, *z.shape), u (m_full, K) and v (n, K)."""
+    C, B, K = G.shape[0], G.shape[1], u.shape[1]
+    if isinstance(module, nn.Linear):  # z: (B, *positions, m); a: (B, *positions, n)
+        p = (a @ v).reshape(B, -1, K)  # (B, P, K)
+        Gu = (G.reshape(C, B, -1, G.shape[-1]) @ u).reshape(C, B, -1, K)  # (C, B, P, K)
+        return torch.einsum("cbpk,bpk->kbc", Gu, p)
+    conv: Any = module  # z: (B, O, *spatial)
+    kernels = v.T.reshape(K, *conv.weight.shape[1:])
+    q: torch.Tensor = conv._conv_forward(a, kernels, None).reshape(B, K, -1)  # (B, K, S)
+    Gu = u.T @ G.reshape(C * B, G.shape[2], -1)  # (C·B, K, S)
+    return (Gu.reshape(C, B, K, -1) * q).sum(-1).permute(2, 1, 0)
+
+
+def reverse_tangents(
+    module: nn.Module,
+    rest: Callable[[torch.Tensor], torch.Tensor],
+    a: torch.Tensor,
+    z: torch.Tensor,
+    u: torch.Tensor,
+    v: torch.Tensor,
+    max_outputs: int,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(f, J V_k (K, *f.shape)) for the layer ``module`` with input a, output z and the rest
+    of the network g, by C reverse passes when C ≤ ``max_outputs``, else None (also where the
+    output has no example dimension first; the forward of g is then spent, one pass)."""
+    found = output_jacobian(rest, z, max_outputs)
+    if found is None:
+        return None
+    out, G = found
+    JV = reverse_output_tangents(module, a, G, u, v)
+    return out, JV.reshape(u.shape[1], *out.shape)
