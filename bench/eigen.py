@@ -18,12 +18,16 @@ from scipy.sparse.linalg import LinearOperator, eigsh
 from bench import peers
 from bench.cases import Setup
 from bench.timing import Entry, method_rows
-from workers.curvature.hvp import BlockHessian, layer_matvec
+from workers.curvature.ggn_block import ggn_block
+from workers.curvature.hvp import BlockHessian, block_matvec, layer_matvec
 from workers.curvature.lanczos import lanczos_top
+from workers.curvature.routes import ggn_refusal
+from workers.curvature.seeded_lanczos import block_lanczos_top
 
 K = 20
 AGREE = 1e-6
 DENSE_MAX = 2500
+BLOCK = 10  # columns per later block (the first is the K gradient directions)
 
 
 def reference(s: Setup) -> tuple[np.ndarray, str]:
@@ -59,6 +63,43 @@ def curvprof_method(s: Setup, tol: float) -> Callable[[], dict[str, Any]]:
     return run
 
 
+def block_method(s: Setup, tol: float, *, ggn: bool) -> Callable[[], dict[str, Any]]:
+    """curvprof's seeded block Lanczos: the first block is the K gradient directions
+    vec(u_k v_kᵀ) (their products are computed here, in one batched call, and counted: in a
+    profile they come from the h_k step), later blocks at most ``BLOCK`` columns, each block's
+    products from one batched call: the GGN operator (``ggn=True``: the route decision, proof
+    and two-direction check, is timed too) or the batched double backward."""
+    start = torch.stack(
+        [torch.outer(s.U[:, k], s.V[:, k]).reshape(-1) for k in range(s.U.shape[1])], dim=1
+    )
+
+    def run() -> dict[str, Any]:
+        weight = s.weight
+        if ggn:
+            with torch.enable_grad():
+                op = ggn_block(s.model, [s.batch], s.spec, s.U, s.V)
+            if isinstance(op, str):
+                raise RuntimeError(f"GGN refused: {op}")
+            products, release = op.products, op.release
+        else:
+            block = BlockHessian(s.model, [s.batch], s.spec.parameter)
+            products, release = block.batched_products, block.release
+        matvec = block_matvec(products, s.spec, weight)
+        with torch.enable_grad():
+            res = block_lanczos_top(
+                matvec, s.dim, k=K, tol=tol, start=start, start_products=matvec(start),
+                block_size=BLOCK,
+            )  # fmt: skip
+        release()
+        return {
+            "eigenvalues": res.eigenvalues,
+            "n_hvp": res.n_matvec + start.shape[1],
+            "self_converged": res.n_converged,
+        }
+
+    return run
+
+
 def agree(vals: np.ndarray, ref: np.ndarray) -> tuple[int, float]:
     v = np.full(K, np.nan)
     v[: min(K, len(vals))] = np.asarray(vals, dtype=float)[:K]
@@ -66,17 +107,32 @@ def agree(vals: np.ndarray, ref: np.ndarray) -> tuple[int, float]:
     return int(np.sum(rel <= AGREE)), float(np.nanmax(rel))
 
 
-def run_case(s: Setup, repeats: int, *, with_pyhessian: bool) -> dict[str, Any]:
+def run_case(
+    s: Setup, repeats: int, *, with_pyhessian: bool, with_eigenthings: bool = True
+) -> dict[str, Any]:
     ref, how = reference(s)
     have = peers.available()
     cur = curvprof_method(s, tol=1e-6)
-    todo = [Entry("curvprof lanczos_top", cur, repeats)]
+    todo = [Entry("curvprof lanczos_top (single vector)", cur, repeats)]
+    todo.append(
+        Entry(
+            "curvprof block Lanczos, batched double backward",
+            block_method(s, 1e-6, ggn=False),
+            repeats,
+        )
+    )
+    with torch.enable_grad():
+        refusal = ggn_refusal(s.model, [s.batch], s.spec, s.U, s.V)
+    if refusal is None:
+        todo.append(
+            Entry("curvprof block Lanczos, batched GGN", block_method(s, 1e-6, ggn=True), repeats)
+        )
     probe = cur()
     if have["curvlinops"]:
         todo.append(
             Entry("curvlinops + eigsh (tol 1e-6)", peers.curvlinops_eigsh(s, K, 1e-6), repeats)
         )
-    if have["eigenthings"]:
+    if have["eigenthings"] and with_eigenthings:
         todo.append(
             Entry(
                 "eigenthings lanczos (docs: 2k steps)", peers.eigenthings_eigs(s, K, None), repeats
@@ -110,8 +166,48 @@ def run_case(s: Setup, repeats: int, *, with_pyhessian: bool) -> dict[str, Any]:
     return {
         **s.layer_case(),
         "reference": how,
+        "ggn_refusal": refusal,
         "reference_top": ref.tolist(),
         "gap_ratio_19_20": float(ref[18] / ref[19]) if ref[19] != 0 else float("nan"),
         "gradient_seconds": None,
         "rows": rows,
     }
+
+
+def main() -> None:
+    """``python -m bench.eigen [--models cnn,gpt,mlp] [--repeats 3] [--out FILE]``: case 2
+    alone (curvprof's solvers beside curvlinops + eigsh; ``--all-peers`` adds the others)."""
+    import argparse
+    import json
+    import os
+    from pathlib import Path
+
+    from bench import cases, report
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--models", default="cnn,gpt,mlp")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--all-peers", action="store_true")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+    batch = {"cnn": 256, "gpt": 32, "mlp": 1024}
+    out = []
+    for name in args.models.split(","):
+        with open("/proc/loadavg") as f:
+            load_before = f.read().split()[:3]
+        setup = cases.make_setup(name, "full", batch_size=batch[name])
+        res = run_case(
+            setup, args.repeats, with_pyhessian=args.all_peers, with_eigenthings=args.all_peers
+        )
+        with open("/proc/loadavg") as f:
+            res["loadavg"] = {"before": load_before, "after": f.read().split()[:3]}
+        out.append(res)
+        print("\n".join(report.eigen_tables([res])), flush=True)
+        print(f"load average before/after: {res['loadavg']}", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(out, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()

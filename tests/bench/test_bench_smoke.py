@@ -13,6 +13,7 @@ from bench import cases, eigen, hk, peers, timing, whole
 from workers.curvature.gradient import gradient_svd, layer_gradients
 from workers.curvature.inventory import layer_inventory
 from workers.curvature.measurement import make_batch
+from workers.curvature.routes import ggn_refusal
 
 
 def tiny_setup() -> cases.Setup:
@@ -79,6 +80,24 @@ def test_lanczos_drivers_agree_with_dense_eigh() -> None:
     dim, mv = layer_matvec(block, s.spec)
     vals = whole.lanczos_steps(mv, dim, dim)  # a full Krylov space: every eigenvalue
     assert abs(vals[0] - ref[0]) <= 1e-8 * abs(ref[0])
+
+
+@pytest.mark.parametrize("ggn", [False, True])
+def test_block_lanczos_rows_agree_with_dense_eigh(ggn: bool) -> None:
+    """The bench's seeded block Lanczos rows (batched double backward; batched GGN where the
+    route decision accepts the block) against dense eigh, and what they count."""
+    s = tiny_setup()
+    ref, _ = eigen.reference(s)
+    with torch.enable_grad():
+        refusal = ggn_refusal(s.model, [s.batch], s.spec, s.U, s.V)
+    if ggn and refusal is not None:
+        with pytest.raises(RuntimeError, match="GGN refused"):
+            eigen.block_method(s, 1e-10, ggn=True)()
+        return
+    res = eigen.block_method(s, 1e-10, ggn=ggn)()
+    n = min(len(res["eigenvalues"]), 5)
+    assert abs(res["eigenvalues"][:n] - ref[:n]).max() <= 1e-8 * abs(ref[0])
+    assert res["n_hvp"] >= s.U.shape[1]  # the seed block's products are counted
 
 
 @pytest.mark.parametrize("peer", ["curvlinops", "pyhessian", "eigenthings"])

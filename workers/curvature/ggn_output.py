@@ -67,7 +67,7 @@ def rank_one_layer(model: nn.Module, spec: LayerSpec) -> nn.Module | None:
     return None
 
 
-def _layer_map(module: nn.Module, a: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+def layer_map(module: nn.Module, a: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """W ↦ the layer output on input a without its bias (linear in W)."""
     if isinstance(module, nn.Linear):
         return lambda w: nn.functional.linear(a, w)
@@ -167,7 +167,7 @@ def _one_micro_batch(
         return h, output_space_matrix(Jdz, HJdz)
     (pulled,) = vmap(vjp(rest, z)[1])(HJdz)
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
-    (products,) = vmap(vjp(_layer_map(module, a), weight)[1])(pulled)
+    (products,) = vmap(vjp(layer_map(module, a), weight)[1])(pulled)
     return h, products
 
 

@@ -69,7 +69,7 @@ def _tangents(
     return torch.stack([spec.embed(torch.outer(u[:, k], v[:, k])) for k in range(K)])
 
 
-def _output_function(
+def output_function(
     model: nn.Module, batch: Batch, parameter: str
 ) -> tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]:
     """(W ↦ f(W) on ``batch`` with every other parameter and buffer fixed, W)."""
@@ -120,14 +120,14 @@ def ggn_products(
     weight_products: bool = True,
 ) -> GGNProducts:
     """h_k and M (with ``weight_products`` from H[V_k], and ‖H[V_k]‖) on a GGN-exact layer."""
-    outputs, weight = _output_function(model, micro_batches[0], spec.parameter)
+    outputs, weight = output_function(model, micro_batches[0], spec.parameter)
     T = _tangents(spec, U, V, weight)
     K = T.shape[0]
     h = torch.zeros(K, dtype=torch.float64, device=weight.device)
     output_M = h.new_zeros((K, K))
     products = torch.zeros_like(T) if weight_products else None
     for batch in micro_batches:
-        outputs, weight = _output_function(model, batch, spec.parameter)
+        outputs, weight = output_function(model, batch, spec.parameter)
         with torch.no_grad():
             out, JT = _batched_jvp(outputs, weight, T)
             HJT = loss_hessian_products(batch, out, JT)

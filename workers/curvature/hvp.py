@@ -62,6 +62,34 @@ class BlockHessian:
         self.n_products += len(directions)
         return out
 
+    def batched_products(self, directions: torch.Tensor) -> torch.Tensor:
+        """H[X_i] for a stack X (b, *W.shape), summed over micro-batches: one double backward
+        per micro-batch for the whole block (``is_grads_batched``, a vmap over the backward
+        of the reused gradient graph), falling back to one per direction where an op has no
+        batching rule."""
+        out = torch.zeros_like(directions, dtype=self.weight.dtype)
+        with grad_only_for(self.model, [self.weight]):
+            for index in range(len(self.micro_batches)):
+                graph = self._gradient_graph(index)
+                x = directions.to(graph.dtype)
+                try:
+                    (hx,) = torch.autograd.grad(
+                        graph, self.weight, grad_outputs=x, retain_graph=True,
+                        is_grads_batched=True,
+                    )  # fmt: skip
+                except RuntimeError:  # no batching rule for some op of the backward
+                    hx = torch.stack(
+                        [
+                            torch.autograd.grad(graph, self.weight, grad_outputs=xi,
+                                                retain_graph=True)[0]
+                            for xi in x
+                        ]
+                    )  # fmt: skip
+                out += hx
+                del graph
+        self.n_products += directions.shape[0]
+        return out
+
     def release(self) -> None:
         self._graphs.clear()
 
@@ -87,6 +115,23 @@ def layer_matvec(block: BlockHessian, spec: LayerSpec) -> LayerMatvec:
         return spec.matrix(hx).reshape(-1).to(torch.float64)
 
     return LayerMatvec(m * n, matvec)
+
+
+def block_matvec(
+    products: Callable[[torch.Tensor], torch.Tensor], spec: LayerSpec, weight: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """(dim, b) columns vec(X_i) ↦ (dim, b) columns vec(H[X_i]) on the (m, n) matrix of
+    ``spec``, from ``products``: (b, *W.shape) ↦ (b, *W.shape) in one batched call
+    (``BlockHessian.batched_products``, ``ggn_block.GGNBlock.products``)."""
+    m, n = spec.shape
+
+    def matvec(x: torch.Tensor) -> torch.Tensor:
+        cols = x.to(device=weight.device, dtype=weight.dtype).t().reshape(-1, m, n)
+        hx = products(torch.stack([spec.embed(c) for c in cols]))
+        flat = torch.stack([spec.matrix(h).reshape(-1) for h in hx], dim=1)
+        return flat.to(torch.float64)
+
+    return matvec
 
 
 @dataclass(frozen=True)

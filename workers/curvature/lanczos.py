@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypedDict, Unpack
 
 import numpy as np
 import scipy.linalg
@@ -37,12 +38,43 @@ _F64 = torch.float64
 _BREAKDOWN = 1e-12
 
 __all__ = [
+    "BlockMatVec",
+    "LanczosOptions",
     "LanczosResult",
     "MatVec",
     "block_lanczos",
     "lanczos",
     "lanczos_top",
+    "options_with_defaults",
+    "ritz_result",
 ]
+# (dim, b) block of columns x_i -> (dim, b) block of H x_i, in one batched call
+BlockMatVec = Callable[[torch.Tensor], torch.Tensor]
+
+
+class LanczosOptions(TypedDict, total=False):
+    """The keywords every solver takes (defaults in ``_DEFAULTS``).
+
+    ``k`` top values reported; ``tol`` the relative residual bound of "converged"; ``seed``
+    of the random start and restarts; ``device`` of the float64 basis; ``n_negative`` smallest
+    Ritz values reported; ``return_vectors`` whether the top-k Ritz vectors are returned."""
+
+    k: int
+    tol: float
+    seed: int
+    device: str | torch.device
+    n_negative: int
+    return_vectors: bool
+
+
+_DEFAULTS = LanczosOptions(k=20, tol=1e-8, seed=0, device="cpu", n_negative=3, return_vectors=False)
+
+
+def options_with_defaults(given: LanczosOptions) -> LanczosOptions:
+    unknown = set(given) - set(_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown Lanczos option {sorted(unknown)[0]!r}")
+    return {**_DEFAULTS, **given}
 
 
 @dataclass
@@ -74,7 +106,7 @@ def _orthogonalise(x: torch.Tensor, basis: torch.Tensor, passes: int = 2) -> tor
     return x
 
 
-def _ritz(
+def ritz_result(
     theta: np.ndarray,
     residual: np.ndarray,
     s: np.ndarray,
@@ -199,7 +231,7 @@ class _Lanczos:
         e = np.asarray(self.beta[:-1])
         theta, s = scipy.linalg.eigh_tridiagonal(d, e)
         residual = np.abs(self.beta[-1] * s[-1, :])
-        return _ritz(
+        return ritz_result(
             theta,
             residual,
             s,
@@ -215,16 +247,7 @@ class _Lanczos:
 
 
 def lanczos(
-    matvec: MatVec,
-    dim: int,
-    *,
-    steps: int,
-    k: int = 20,
-    tol: float = 1e-8,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    n_negative: int = 3,
-    return_vectors: bool = False,
+    matvec: MatVec, dim: int, *, steps: int, **options: Unpack[LanczosOptions]
 ) -> LanczosResult:
     """``steps``-step Lanczos: H V_m = V_m T_m + β_m v_{m+1} e_mᵀ; Ritz values θ = eig(T_m).
 
@@ -233,25 +256,23 @@ def lanczos(
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    state = _Lanczos(matvec, dim, capacity=steps, seed=seed, device=device)
-    state.run(steps, k)
-    return state.result(k=k, tol=tol, n_negative=n_negative, return_vectors=return_vectors)
+    o = options_with_defaults(options)
+    state = _Lanczos(matvec, dim, capacity=steps, seed=o["seed"], device=o["device"])
+    state.run(steps, o["k"])
+    return state.result(
+        k=o["k"], tol=o["tol"], n_negative=o["n_negative"], return_vectors=o["return_vectors"]
+    )
 
 
 def lanczos_top(
     matvec: MatVec,
     dim: int,
     *,
-    k: int = 20,
-    tol: float = 1e-8,
-    seed: int = 0,
     m0: int | None = None,
     m_max: int = 300,
-    device: str | torch.device = "cpu",
-    n_negative: int = 3,
-    return_vectors: bool = False,
     growth: float = 1.5,
     step: int | None = 1,
+    **options: Unpack[LanczosOptions],
 ) -> LanczosResult:
     """Top-k eigenvalues: grow one Krylov basis from m0 (default k) by ``step`` matvecs
     (or ×growth when ``step`` is None) up to m_max, checking convergence at each size.
@@ -263,13 +284,15 @@ def lanczos_top(
     (the older schedule m = max(3k, k+40) with ×1.5 growth is ``m0=max(3*k, k+40),
     step=None``.)
     """
+    o = options_with_defaults(options)
+    k, tol, n_negative = o["k"], o["tol"], o["n_negative"]
     if k < 1 or m_max < 1:
         raise ValueError("k and m_max must be >= 1")
     if step is not None and step < 1:
         raise ValueError("step must be >= 1")
     target = min(k if m0 is None else m0, m_max, dim)
     target = max(target, 1)
-    state = _Lanczos(matvec, dim, capacity=target, seed=seed, device=device)
+    state = _Lanczos(matvec, dim, capacity=target, seed=o["seed"], device=o["device"])
     while True:
         state.run(target, k)
         res = state.result(k=k, tol=tol, n_negative=n_negative, return_vectors=False)
@@ -278,23 +301,18 @@ def lanczos_top(
             break
         grown = target + step if step is not None else math.ceil(growth * target)
         target = min(max(target + 1, grown), m_max, dim)
-    if return_vectors:
+    if o["return_vectors"]:
         res = state.result(k=k, tol=tol, n_negative=n_negative, return_vectors=True)
     return res
 
 
 def block_lanczos(
-    matvec_block: Callable[[torch.Tensor], torch.Tensor],
+    matvec_block: BlockMatVec,
     dim: int,
     *,
     block_size: int,
     steps: int,
-    k: int = 20,
-    tol: float = 1e-8,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    n_negative: int = 3,
-    return_vectors: bool = False,
+    **options: Unpack[LanczosOptions],
 ) -> LanczosResult:
     """Block Lanczos: H 𝒱_j = 𝒱_{j−1}B_{j−1}ᵀ + 𝒱_j A_j + 𝒱_{j+1}B_j, θ = eig(block-tridiag T).
 
@@ -306,8 +324,9 @@ def block_lanczos(
     """
     if block_size < 1 or steps < 1 or dim < 1:
         raise ValueError("block_size, steps and dim must be >= 1")
-    dev = torch.device(device)
-    gen = torch.Generator(device=dev).manual_seed(seed)
+    o = options_with_defaults(options)
+    dev = torch.device(o["device"])
+    gen = torch.Generator(device=dev).manual_seed(o["seed"])
     V = torch.empty((min(steps * block_size, dim), dim), dtype=_F64, device=dev)
     z = torch.randn((dim, min(block_size, dim)), generator=gen, dtype=_F64, device=dev)
     q = torch.linalg.qr(z).Q
@@ -366,16 +385,16 @@ def block_lanczos(
             t[offs[j] : offs[j + 1], offs[j + 1] : offs[j + 2]] = b_blocks[j].T
     theta, s = scipy.linalg.eigh(t)
     residual = np.linalg.norm(b_blocks[-1] @ s[offs[-2] :, :], axis=0)
-    return _ritz(
+    return ritz_result(
         theta,
         residual,
         s,
         V[:n],
-        k=k,
-        tol=tol,
-        n_negative=n_negative,
+        k=o["k"],
+        tol=o["tol"],
+        n_negative=o["n_negative"],
         steps=n,
         n_matvec=n,
         restarts=restarts,
-        return_vectors=return_vectors,
+        return_vectors=o["return_vectors"],
     )
