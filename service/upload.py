@@ -95,27 +95,28 @@ def remove_stale_uploads(tmp_dir: Path) -> int:
     return removed
 
 
+@dataclass(eq=False)
 class _Receiver:
-    def __init__(
-        self, out: IO[bytes], max_bytes: int, file_field: str, max_fields: int, max_field_bytes: int
-    ) -> None:
-        self.out = out
-        self.max_bytes = max_bytes
-        self.max_fields = max_fields
-        self.max_field_bytes = max_field_bytes
-        self.file_field = file_field
-        self.hasher = hashlib.sha256()
-        self.size = 0
-        self.too_large = False
-        self.filename: str | None = None
-        self.got_file = False
-        self.fields: dict[str, str] = {}
-        self._header_field = b""
-        self._header_value = b""
-        self._headers: dict[bytes, bytes] = {}
-        self._name: str | None = None
-        self._is_file = False
-        self._buffer = bytearray()
+    """The multipart parser's callbacks: the file part streamed to ``out`` (hashed and
+    counted against ``max_bytes``), the other fields kept within their bounds."""
+
+    out: IO[bytes]
+    max_bytes: int
+    file_field: str
+    max_fields: int
+    max_field_bytes: int
+    hasher: hashlib._Hash = field(default_factory=hashlib.sha256, init=False)
+    size: int = field(default=0, init=False)
+    too_large: bool = field(default=False, init=False)
+    filename: str | None = field(default=None, init=False)
+    got_file: bool = field(default=False, init=False)
+    fields: dict[str, str] = field(default_factory=dict, init=False)
+    _header_field: bytes = field(default=b"", init=False)
+    _header_value: bytes = field(default=b"", init=False)
+    _headers: dict[bytes, bytes] = field(default_factory=dict, init=False)
+    _name: str | None = field(default=None, init=False)
+    _is_file: bool = field(default=False, init=False)
+    _buffer: bytearray = field(default_factory=bytearray, init=False)
 
     def callbacks(self) -> dict[str, object]:
         return {

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import KW_ONLY, dataclass, field
 
 from sqlalchemy import Engine, func, select
 
@@ -23,25 +24,20 @@ from service.store.models import LayerResultRow
 log = logging.getLogger("curvprof.store")
 
 
+@dataclass(eq=False)
 class StatisticsRefresher:
     """``ANALYZE`` again after enough new layer rows; :meth:`check` once, or poll on a thread."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        *,
-        every_rows: int = 10_000,
-        min_rows: int = 100,
-        poll_s: float = 30.0,
-    ) -> None:
-        self.engine = engine
-        self.every_rows = every_rows
-        self.min_rows = min_rows
-        self.poll_s = poll_s
-        self.analyzed_rows: int | None = None  # the table's size at the last ANALYZE
-        self.refreshes = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    engine: Engine
+    _: KW_ONLY
+    every_rows: int = 10_000
+    min_rows: int = 100
+    poll_s: float = 30.0
+    analyzed_rows: int | None = field(default=None, init=False)
+    """the table's size at the last ANALYZE"""
+    refreshes: int = field(default=0, init=False)
+    _stop: threading.Event = field(default_factory=threading.Event, init=False)
+    _thread: threading.Thread | None = field(default=None, init=False)
 
     def rows(self) -> int:
         with self.engine.connect() as conn:
