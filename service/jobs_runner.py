@@ -35,6 +35,9 @@ if TYPE_CHECKING:
     from workers.execution.prepare import DataSource, ModelSource
 
 log = logging.getLogger("curvprof.jobs")
+# extra runs for layers a run ended without a result for (their task was lost or cancelled
+# by Ray without the job being cancelled); after them such a layer fails
+UNREPORTED_ROUNDS = 1
 
 
 @dataclass
@@ -273,18 +276,35 @@ class JobRunner:
             else:
                 self._job_log(job_id, logging.WARNING, f"layer {outcome.name}: {outcome.error}")
 
-        result = run_layer_groups(
-            prepared.model_reference,
-            prepared.data_reference,
-            group_layers(remaining, self.settings.layers_per_task),
-            settings,
-            on_layer=on_layer,
-            on_submit=on_submit,
-            on_retry=on_retry,
-            should_stop=lambda: self._should_stop(job_id),
-            num_gpus=gpus_per_task(self.settings.num_gpus_per_task),
-            max_retries=self.settings.task_max_retries,
-        )
+        for round_ in range(1 + UNREPORTED_ROUNDS):
+            result = run_layer_groups(
+                prepared.model_reference,
+                prepared.data_reference,
+                group_layers(remaining, self.settings.layers_per_task),
+                settings,
+                on_layer=on_layer,
+                on_submit=on_submit,
+                on_retry=on_retry,
+                should_stop=lambda: self._should_stop(job_id),
+                num_gpus=gpus_per_task(self.settings.num_gpus_per_task),
+                max_retries=self.settings.task_max_retries,
+            )
+            if result == "stopped":
+                break
+            with self._session() as s:
+                remaining = self._unreported(s, job_id)
+                if remaining and round_ == UNREPORTED_ROUNDS:
+                    repo.set_layers_state(
+                        s, job_id, remaining, "failed", error="no result was stored for it"
+                    )
+            if not remaining:
+                break
+            self._job_log(
+                job_id,
+                logging.WARNING,
+                f"{len(remaining)} layers ended with no stored result: run again "
+                f"({', '.join(remaining)})",
+            )
         with self._session() as s:
             if result == "stopped":
                 if job_id in self._cancelled:
@@ -308,6 +328,14 @@ class JobRunner:
             else:
                 self._job_log(job_id, logging.INFO, f"succeeded: {progress.total} layers")
                 repo.set_job_state(s, job_id, "succeeded", only_from=["running"])
+
+    def _unreported(self, s: Session, job_id: str) -> list[str]:
+        """Layers of a finished run that neither stored a result nor failed: a job succeeds
+        only when every layer is stored, so these run again (``UNREPORTED_ROUNDS``)."""
+        job = s.get(JobRow, job_id)
+        assert job is not None
+        layers = repo.job_model(s, job).progress.layers
+        return [lp.name for lp in layers if lp.state not in ("succeeded", "failed")]
 
     def _prepare(
         self, spec: JobSpec, ckpt: CheckpointRow | None, dataset: DatasetRow | None
