@@ -51,7 +51,8 @@ SMALL = {
     "seed": 0,
 }
 # ~1 s per layer: long enough to stop a node while it computes one.
-LONG = {**SMALL, "zoo_config": {"widths": [48] * 11}, "batch_size": 512, "lanczos_steps": 200}
+# long enough (~1 s a layer) that node 2 is busy mid-job when it is stopped
+LONG = {**SMALL, "zoo_config": {"widths": [48] * 11}, "batch_size": 1024, "lanczos_steps": 400}
 PROVENANCE_KEYS = {"id", "job_id", "node_id", "hostname", "wall_seconds"}
 
 
