@@ -4,25 +4,15 @@ and runs again. Checked on a real store, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from api_schemas import JobSpec
 from service.jobs_runner import JobRunner
 from service.settings import Settings
-from service.store import db, repo
+from service.store import repo
 from tests.service.helpers import fake_profile, store_layer
-
-
-@pytest.fixture
-def sessions(db_url: str) -> Iterator[sessionmaker[Session]]:
-    db.upgrade(db_url)
-    engine = db.make_engine(db_url)
-    yield db.make_session_factory(engine)
-    engine.dispose()
 
 
 def test_only_stored_and_failed_layers_are_reported(

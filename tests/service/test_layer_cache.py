@@ -10,19 +10,10 @@ import pytest
 from sqlalchemy import delete
 
 from api_schemas import JobSpec, LayerRow, Page
-from service.store import db, queries, repo
+from service.store import queries, repo
 from service.store.layer_cache import LayerJsonCache
 from service.store.models import LayerResultRow
 from tests.service.helpers import fake_profile, store_layer
-
-
-@pytest.fixture
-def session(db_url: str):  # type: ignore[no-untyped-def]
-    db.upgrade(db_url)
-    engine = db.make_engine(db_url)
-    with db.make_session_factory(engine)() as s:
-        yield s
-    engine.dispose()
 
 
 def _job(session):  # type: ignore[no-untyped-def]

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
 from sqlalchemy import Engine, text
 
 from api_schemas import JobSpec
@@ -32,14 +31,6 @@ def _analyzed_rows(engine: Engine) -> int | None:
             text("SELECT reltuples FROM pg_class WHERE relname = 'layer_results'")
         )
         return int(reltuples) if reltuples is not None and reltuples >= 0 else None
-
-
-@pytest.fixture
-def engine(db_url: str):  # type: ignore[no-untyped-def]
-    db.upgrade(db_url)
-    engine = db.make_engine(db_url)
-    yield engine
-    engine.dispose()
 
 
 def _store(engine: Engine, first: int, n: int) -> None:

@@ -22,15 +22,6 @@ def _spec(**kw: object) -> JobSpec:
     return JobSpec(checkpoint_id="zoo:mlp", dataset="digits", **kw)  # type: ignore[arg-type]
 
 
-@pytest.fixture
-def session(db_url: str):  # type: ignore[no-untyped-def]
-    db.upgrade(db_url)
-    engine = db.make_engine(db_url)
-    with db.make_session_factory(engine)() as s:
-        yield s
-    engine.dispose()
-
-
 def _insert_old_job(conn: Connection) -> None:
     """Job ``j1``, as a revision before this one stored it."""
     conn.execute(
