@@ -28,9 +28,13 @@ from service.routers.layers import CSV_COLUMNS, csv_cells, layer_filters
 from service.store import db, queries, repo
 from service.store import provenance as stored_provenance
 from service.store.models import Base
-from tests.service.conftest import db_url  # noqa: F401  (SQLite, and PostgreSQL when set)
+from tests.service.conftest import (  # noqa: F401  (SQLite, and PostgreSQL when set; a migrated store)
+    db_url,
+    engine,
+    session,
+    sessions,
+)
 from tests.service.helpers import fake_profile, store_layer
-from tests.service.test_store import session  # noqa: F401  (a migrated store)
 
 # the columns of layer_results that are neither registry fields nor Provenance fields
 SETTINGS_COLUMNS = {"dtype", "top_k", "created_at"}
