@@ -75,12 +75,12 @@ def test_the_orm_table_and_the_migrated_database_hold_every_column(db_url: str) 
     assert set(orm) == set(registry) | set(provenance) | SETTINGS_COLUMNS
     assert set(stored_provenance.COLUMNS) | {"node_id"} == set(Provenance.model_fields)
     db.upgrade(db_url)
-    engine = db.make_engine(db_url)
+    store = db.make_engine(db_url)
     try:
-        migrated = {c["name"]: c["nullable"] for c in inspect(engine).get_columns("layer_results")}
-        indexes = {ix["name"] for ix in inspect(engine).get_indexes("layer_results")}
+        migrated = {c["name"]: c["nullable"] for c in inspect(store).get_columns("layer_results")}
+        indexes = {ix["name"] for ix in inspect(store).get_indexes("layer_results")}
     finally:
-        engine.dispose()
+        store.dispose()
     assert migrated == orm  # every column, as nullable as the ORM declares it
     for f in COLUMN_FIELDS:
         if f.stored == "column":
