@@ -18,6 +18,7 @@ import torch
 from bench import peers
 from bench.cases import Setup, rel_diff
 from bench.timing import Entry, method_rows, paired
+from workers.curvature.forward_over_forward import forward_over_forward_curvature
 from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
 from workers.curvature.ggn_output import (
     capture_layer_io,
@@ -188,6 +189,18 @@ def forward_over_reverse_method(s: Setup) -> Callable[[], torch.Tensor]:
     return run
 
 
+def forward_over_forward_method(s: Setup) -> Callable[[], torch.Tensor]:
+    """Forward over forward in the layer output (layer norms decomposed), vmapped over all K."""
+
+    def run() -> torch.Tensor:
+        out = forward_over_forward_curvature(s.model, [s.batch], s.spec, s.U, s.V)
+        if out is None:
+            raise ValueError("not a single-use linear or convolution layer")
+        return out
+
+    return run
+
+
 def methods(s: Setup) -> dict[str, Callable[[], torch.Tensor]]:
     have = peers.available()
     out: dict[str, Callable[[], torch.Tensor]] = {
@@ -198,6 +211,7 @@ def methods(s: Setup) -> dict[str, Callable[[], torch.Tensor]]:
         "ggn vmapped JVP alone": ggn_jvp_method(s),
         "ggn rank-1 output tangents alone": rank_one_method(s),
         "output forward-over-reverse, vmapped": forward_over_reverse_method(s),
+        "output forward-over-forward, vmapped": forward_over_forward_method(s),
         "ggn rank-1, forward, whole batch (before)": rank_one_variant_method(
             s, reverse_below=0, chunk=1 << 30
         ),
