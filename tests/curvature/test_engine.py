@@ -46,8 +46,10 @@ def test_h_and_sigma_match_dense_hessian(case: str) -> None:
         )
 
 
-@pytest.mark.parametrize("case", ["mlp_tanh", "cnn", "attention_fused"])
+@pytest.mark.parametrize("case", ["mlp_tanh", "mlp_relu", "cnn", "attention_fused"])
 def test_lanczos_matches_dense_eigenvalues(case: str) -> None:
+    """Double-backward products on smooth layers; on the GGN-exact ReLU layers (route
+    ``ggn_jvp``) products from the held layer-output Jacobian (``ggn_jacobian.py``)."""
     make_model, make_x, classes = CASES[case]
     g = torch.Generator().manual_seed(1)
     torch.manual_seed(1)
@@ -63,6 +65,7 @@ def test_lanczos_matches_dense_eigenvalues(case: str) -> None:
     (layer,) = profile.layers
     _, H = dense_reference(model, x, y, "cross_entropy", spec)
     exact = torch.linalg.eigvalsh(H).flip(0).numpy()
+    assert (layer.route == "ggn_jvp") == (case == "mlp_relu")  # SmallCNN: tanh above conv2
     assert layer.lanczos is not None and layer.lanczos.n_converged >= 3
     top = [v for v, c in zip(layer.eigenvalues, layer.lanczos.converged, strict=True) if c][:3]
     np.testing.assert_allclose(top, exact[:3], rtol=1e-7)

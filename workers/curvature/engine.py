@@ -27,11 +27,14 @@ from api_schemas import (
 from api_schemas.enums import ProfilePhase
 from workers.curvature import fits as fitting
 from workers.curvature.ggn import ggn_curvature
+from workers.curvature.ggn_jacobian import jacobian_ggn
 from workers.curvature.gradient import GradientSVD, gradient_svd, layer_gradients
 from workers.curvature.graph import Forward
 from workers.curvature.hvp import (
     BlockHessian,
     CompressedDiagnostics,
+    LayerMatvec,
+    block_matvec,
     compressed_diagnostics,
     layer_matvec,
 )
@@ -219,12 +222,31 @@ def _no_phase(name: ProfilePhase) -> None:
     """The default ``on_phase``: nobody listens."""
 
 
+def _eigen_matvec(
+    model: nn.Module,
+    micro: list[Batch],
+    spec: LayerSpec,
+    block: BlockHessian,
+    curv: RoutedCurvature | None,
+) -> LayerMatvec:
+    """The Lanczos operator: on a layer the route found GGN-exact, products from the held
+    layer-output Jacobian (``ggn_jacobian.py``: no pass through the network per product)
+    where it applies; else the block's reused-graph double backward."""
+    if curv is not None and curv.route == "ggn_jvp":
+        held = jacobian_ggn(model, micro, spec)
+        if held is not None:
+            columns = block_matvec(held.products, spec, held.weight)
+            m, n = spec.shape
+            return LayerMatvec(m * n, lambda v: columns(v.reshape(-1, 1))[:, 0])
+    return layer_matvec(block, spec)
+
+
 def _lanczos(
-    block: BlockHessian, spec: LayerSpec, settings: ProfileSettings
+    operator: LayerMatvec, settings: ProfileSettings, device: torch.device
 ) -> LanczosResult | None:
     if settings.lanczos_steps <= 0:
         return None
-    dim, matvec = layer_matvec(block, spec)
+    dim, matvec = operator
     steps = min(settings.lanczos_steps, dim)
     tol = 1e-8 if settings.dtype == "float64" else 1e-4
     k = min(settings.top_k, steps)
@@ -235,7 +257,7 @@ def _lanczos(
         k=k,
         tol=tol,
         seed=settings.seed,
-        device=block.weight.device,
+        device=device,
     )
 
 
@@ -279,7 +301,10 @@ def _profile_one(
                 flags.append("ggn_unavailable")
         kron, mc = _kronecker(spec, svd, projections, micro[0].n_examples, flags)
     phase("Lanczos")
-    lz = _lanczos(block, spec, settings)
+    lz = None
+    if settings.lanczos_steps > 0:
+        operator = _eigen_matvec(model, micro, spec, block, curv)
+        lz = _lanczos(operator, settings, block.weight.device)
     block.release()
     noise = diagnostics.hvp_noise if diagnostics is not None else None
     if curv is not None and curv.rounding is not None:  # the measured rounding error of h_k
