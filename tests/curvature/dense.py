@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch.func import functional_call
 
-from tests.curvature.models import MLP, SmallCNN, TinyTransformer
+from tests.curvature.models import MLP, PiecewiseLinearCNN, SmallCNN, TinyTransformer
 from workers.curvature.measurement import make_batch, output_tensor
 
 
@@ -39,6 +39,11 @@ CASES = {
     "mlp_relu": (lambda: MLP((5, 7, 6, 3), "relu"), lambda g: torch.randn(40, 5, generator=g), 3),
     "mlp_gelu": (lambda: MLP((5, 7, 6, 3), "gelu"), lambda g: torch.randn(40, 5, generator=g), 3),
     "cnn": (lambda: SmallCNN(4), lambda g: torch.randn(24, 1, 6, 6, generator=g), 4),
+    "cnn_relu": (  # piecewise linear in every weight in eval mode: GGN-exact
+        lambda: PiecewiseLinearCNN(4).eval(),
+        lambda g: torch.randn(24, 1, 4, 4, generator=g),
+        4,
+    ),
     "attention": (lambda: TinyTransformer(4, 3), lambda g: torch.randn(16, 5, 4, generator=g), 3),
     "attention_fused": (
         lambda: TinyTransformer(4, 3, fused=True),

@@ -27,7 +27,7 @@ from api_schemas import (
 from api_schemas.enums import ProfilePhase
 from workers.curvature import fits as fitting
 from workers.curvature.ggn import ggn_curvature
-from workers.curvature.ggn_jacobian import jacobian_ggn
+from workers.curvature.ggn_jacobian import jacobian_ggn, pays_off
 from workers.curvature.gradient import GradientSVD, gradient_svd, layer_gradients
 from workers.curvature.graph import Forward
 from workers.curvature.hvp import (
@@ -229,10 +229,10 @@ def _eigen_matvec(
     block: BlockHessian,
     curv: RoutedCurvature | None,
 ) -> LayerMatvec:
-    """The Lanczos operator: on a layer the route found GGN-exact, products from the held
-    layer-output Jacobian (``ggn_jacobian.py``: no pass through the network per product)
+    """The Lanczos operator: on a convolution the route found GGN-exact, products from the
+    held layer-output Jacobian (``ggn_jacobian.py``: no pass through the network per product)
     where it applies; else the block's reused-graph double backward."""
-    if curv is not None and curv.route == "ggn_jvp":
+    if curv is not None and curv.route == "ggn_jvp" and pays_off(model, spec):
         held = jacobian_ggn(model, micro, spec)
         if held is not None:
             columns = block_matvec(held.products, spec, held.weight)

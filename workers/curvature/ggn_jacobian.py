@@ -78,6 +78,15 @@ class JacobianGGN:
         self._held.clear()
 
 
+def pays_off(model: nn.Module, spec: LayerSpec) -> bool:
+    """Whether the engine's eigen step should hold G for this layer: on convolutions only.
+    On an ``nn.Linear`` the layer map and its adjoint cost B·m·n per product, as much as
+    the reused-graph double backward of a dense network (measured on the bench's MLP, B = 1024:
+    20 Lanczos steps in 0.159 s from G against 0.117 s by the double backward; on its CNN,
+    B = 256, 3.3 s against 7.6 s; docs/benchmarks.md)."""
+    return isinstance(rank_one_layer(model, spec), nn.modules.conv._ConvNd)
+
+
 def jacobian_ggn(
     model: nn.Module, micro_batches: list[Batch], spec: LayerSpec
 ) -> JacobianGGN | None:
