@@ -8,7 +8,7 @@ import torch
 from torch.func import jvp
 
 from tests.curvature.dense import dense_reference
-from tests.curvature.models import MLP, MLPWith, PiecewiseLinearCNN, SmallCNN, TinyTransformer
+from tests.curvature.test_forward_over_reverse import MODELS  # the same smooth and residual models
 from tests.curvature.test_ggn_route import float64_case
 from workers.curvature.forward_over_forward import (
     decomposed_layer_norm,
@@ -16,14 +16,6 @@ from workers.curvature.forward_over_forward import (
     forward_over_forward_curvature,
 )
 from workers.curvature.gradient import gradient_svd
-
-MODELS = {
-    "tanh_mlp": (lambda: MLP((5, 7, 6, 3), "tanh"), (24, 5)),
-    "layer_norm_mlp": (lambda: MLPWith(torch.nn.LayerNorm(6)), (24, 5)),
-    "tanh_cnn": (lambda: SmallCNN(3), (12, 1, 6, 6)),
-    "transformer": (lambda: TinyTransformer(4, 3), (10, 5, 4)),
-    "residual_cnn": (lambda: PiecewiseLinearCNN(3), (12, 1, 4, 4)),
-}
 
 
 @pytest.mark.parametrize("case", sorted(MODELS))
