@@ -28,12 +28,11 @@ from torch.func import jvp, vmap
 from workers.curvature.ggn_output import (
     capture_layer_io,
     output_tangents,
-    rank_one_layer,
+    rank_one_directions,
     rest_of_network,
 )
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import Batch
-from workers.curvature.output_space import padded_directions
 
 
 def decomposed_layer_norm(
@@ -72,17 +71,14 @@ def forward_over_forward_curvature(
 ) -> torch.Tensor | None:
     """h_k (K,) float64, summed over micro-batches; None unless the layer is a single-use
     linear or convolution layer."""
-    module = rank_one_layer(model, spec)
-    if module is None:
+    layer = rank_one_directions(model, spec, U, V)
+    if layer is None:
         return None
-    weight: torch.Tensor = module.weight  # type: ignore[assignment]
-    K = U.shape[1]
-    u, v = padded_directions(spec, weight, U, V)
-    h = torch.zeros(K, dtype=torch.float64, device=weight.device)
+    h = torch.zeros(U.shape[1], dtype=torch.float64, device=layer.weight.device)
     with torch.no_grad(), decomposed_layer_norms():
         for batch in micro_batches:
-            a, z = capture_layer_io(model, module, batch)
-            rest = rest_of_network(model, module, batch)
+            a, z = capture_layer_io(model, layer.module, batch)
+            rest = rest_of_network(model, layer.module, batch)
 
             def phi(zz: torch.Tensor, batch: Batch = batch, rest: Any = rest) -> torch.Tensor:
                 return batch.loss_of_output(rest(zz))
@@ -95,5 +91,6 @@ def forward_over_forward_curvature(
                 out: torch.Tensor = jvp(first, (z,), (t,))[1]
                 return out
 
-            h += vmap(second)(output_tangents(module, a, u, v)).to(torch.float64)
+            dz = output_tangents(layer.module, a, layer.u, layer.v)
+            h += vmap(second)(dz).to(torch.float64)
     return h

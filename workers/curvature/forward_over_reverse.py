@@ -25,12 +25,12 @@ from torch.func import grad, jvp, vmap
 from workers.curvature.ggn_output import (
     capture_layer_io,
     output_tangents,
-    rank_one_layer,
+    rank_one_directions,
     rest_of_network,
 )
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import Batch
-from workers.curvature.output_space import output_space_matrix, padded_directions
+from workers.curvature.output_space import output_space_matrix
 
 
 def _output_hessian_products(
@@ -52,12 +52,11 @@ def forward_over_reverse_curvature(
 ) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(h_k (K,), M (K, K)) in float64, summed over micro-batches; None unless the layer is a
     single-use linear or convolution layer."""
-    module = rank_one_layer(model, spec)
-    if module is None:
+    layer = rank_one_directions(model, spec, U, V)
+    if layer is None:
         return None
-    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    module, weight, u, v = layer.module, layer.weight, layer.u, layer.v
     K = U.shape[1]
-    u, v = padded_directions(spec, weight, U, V)
     h = torch.zeros(K, dtype=torch.float64, device=weight.device)
     M = h.new_zeros((K, K))
     with torch.no_grad():

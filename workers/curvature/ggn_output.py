@@ -25,6 +25,7 @@ pushes the full weight tangent through the whole model.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -65,6 +66,29 @@ def rank_one_layer(model: nn.Module, spec: LayerSpec) -> nn.Module | None:
     if type(module) in _CONVS and module.groups == 1:
         return module
     return None
+
+
+@dataclass(frozen=True)
+class RankOneDirections:
+    """A layer ``rank_one_layer`` accepts, its weight, and the K directions as (u, v) in the
+    weight's dtype, u padded to all the weight's rows (``output_space.padded_directions``)."""
+
+    module: nn.Module
+    weight: torch.Tensor
+    u: torch.Tensor
+    v: torch.Tensor
+
+
+def rank_one_directions(
+    model: nn.Module, spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
+) -> RankOneDirections | None:
+    """The rank-1 routes' common start; None where ``rank_one_layer`` refuses the layer."""
+    module = rank_one_layer(model, spec)
+    if module is None:
+        return None
+    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    u, v = padded_directions(spec, weight, U, V)
+    return RankOneDirections(module, weight, u, v)
 
 
 def layer_map(module: nn.Module, a: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -214,13 +238,12 @@ def layer_ggn_products(
     the reverse passes both assume examples that do not interact above the layer; the
     engine's check runs them on chunks of its sub-batch, so a model that mixes examples fails
     the check (``routes.ggn_refusal``)."""
-    module = rank_one_layer(model, spec)
-    if module is None:
+    layer = rank_one_directions(model, spec, U, V)
+    if layer is None:
         return ggn_products(model, micro_batches, spec, U, V, weight_products=weight_products)
-    weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    module, weight, u, v = layer.module, layer.weight, layer.u, layer.v
     K = U.shape[1]
     below = K if reverse_below is None else reverse_below
-    u, v = padded_directions(spec, weight, U, V)
     h = torch.zeros(K, dtype=torch.float64, device=weight.device)
     products = weight.new_zeros((K, *weight.shape)) if weight_products else h.new_zeros((K, K))
     with torch.no_grad():
