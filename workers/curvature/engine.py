@@ -243,9 +243,7 @@ def _eigen_matvec(
 
 def _lanczos(
     operator: LayerMatvec, settings: ProfileSettings, device: torch.device
-) -> LanczosResult | None:
-    if settings.lanczos_steps <= 0:
-        return None
+) -> LanczosResult:
     dim, matvec = operator
     steps = min(settings.lanczos_steps, dim)
     tol = 1e-8 if settings.dtype == "float64" else 1e-4
@@ -301,7 +299,7 @@ def _profile_one(
                 flags.append("ggn_unavailable")
         kron, mc = _kronecker(spec, svd, projections, micro[0].n_examples, flags)
     phase("Lanczos")
-    lz = None
+    lz: LanczosResult | None = None
     if settings.lanczos_steps > 0:
         operator = _eigen_matvec(model, micro, spec, block, curv)
         lz = _lanczos(operator, settings, block.weight.device)
