@@ -9,6 +9,8 @@ import torch
 from torch.func import functional_call
 
 from tests.curvature.models import MLP, PiecewiseLinearCNN, SmallCNN, TinyTransformer
+from workers.curvature.gradient import GradientSVD, gradient_svd
+from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import make_batch, output_tensor
 
 
@@ -63,3 +65,14 @@ def dense_top_directions(
     U, S, Vh = torch.linalg.svd(grad)
     directions = [torch.outer(U[:, j], Vh[j]).reshape(-1) for j in range(k)]
     return S, [float(v @ hessian @ v) for v in directions]
+
+
+def dense_compressed(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, spec: LayerSpec, k: int
+) -> tuple[GradientSVD, torch.Tensor, float]:
+    """(the top-k gradient SVD, the dense M_jk = ⟨V_j, H V_k⟩, max|H|) of a layer, float64,
+    under cross-entropy."""
+    G, H = dense_reference(model, x, y, "cross_entropy", spec)
+    svd = gradient_svd(G, k)
+    flat = torch.stack([torch.outer(svd.U[:, j], svd.V[:, j]).reshape(-1) for j in range(svd.k)])
+    return svd, flat @ H @ flat.T, float(H.abs().max())

@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.curvature.dense import dense_reference
+from tests.curvature.dense import dense_compressed
 from tests.curvature.models import MLP, MLPWith, PiecewiseLinearCNN, SmallCNN, TinyTransformer
 from tests.curvature.test_ggn_route import float64_case
 from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
-from workers.curvature.gradient import gradient_svd
 
 MODELS = {
     "tanh_mlp": (lambda: MLP((5, 7, 6, 3), "tanh"), (24, 5)),
@@ -26,13 +25,7 @@ def test_forward_over_reverse_equals_the_dense_block_hessian(case: str) -> None:
     model, x, y, batch, specs = float64_case(*MODELS[case], "cross_entropy")
     checked = 0
     for spec in specs:
-        G, H = dense_reference(model, x, y, "cross_entropy", spec)
-        svd = gradient_svd(G, 4)
-        flat = torch.stack(
-            [torch.outer(svd.U[:, k], svd.V[:, k]).reshape(-1) for k in range(svd.k)]
-        )
-        M_ref = flat @ H @ flat.T
-        scale = float(H.abs().max())
+        svd, M_ref, scale = dense_compressed(model, x, y, spec, 4)
         out = forward_over_reverse_curvature(
             model, batch.split(x.shape[0] // 2 + 1), spec, svd.U, svd.V
         )
