@@ -176,20 +176,37 @@ def _stored(url: str, job_id: str) -> dict[str, tuple[int, Any]]:
     return numbers
 
 
+def _kill_a_busy_worker(server: ServerProcess, job_id: str) -> dict[str, Any]:
+    """kill -9 the Ray worker running one of the job's tasks and wait for the job to end:
+    Ray retries that task, and exactly one layer, one that was running, shows one attempt
+    more than it had before the kill. Returns the finished job."""
+    _wait(lambda: bool(server.busy_workers()), 120, "a task to start")
+    time.sleep(2.0)  # into the computation (a task announces its attempt as it starts)
+    layers = server.job(job_id)["progress"]["layers"]
+    running = {lp["name"] for lp in layers if lp["state"] == "running"}
+    attempts = {lp["name"]: lp["attempts"] for lp in layers}
+    _wait(lambda: bool(server.busy_workers()), 120, "a busy worker")
+    os.kill(server.busy_workers()[0], signal.SIGKILL)
+    _wait(lambda: server.job(job_id)["state"] in ("succeeded", "failed"), 300, "the job")
+    done = server.job(job_id)
+    assert done["state"] == "succeeded", done["error"]
+    layers = done["progress"]["layers"]
+    retried = [lp["name"] for lp in layers if lp["attempts"] > attempts[lp["name"]]]
+    assert len(retried) == 1 and set(retried) <= running, done["progress"]
+    assert all(lp["attempts"] <= attempts[lp["name"]] + 1 for lp in layers)
+    return done
+
+
 def _kill_mid_job_and_mid_upload(
-    server: ServerProcess, url: str, job_id: str, *, before_kill: Callable[[], bool]
+    server: ServerProcess, url: str, job_id: str
 ) -> dict[str, tuple[int, Any]]:
-    """Start an upload, wait for ``before_kill`` and two stored layers, then kill -9 the
-    server with both in flight; returns the layers stored before the kill. (The upload comes
-    first: waiting for its temp file after the layers let a fast job finish before the kill.)"""
+    """Start an upload, wait for two stored layers, then kill -9 the server with both in
+    flight; returns the layers stored before the kill. (The upload comes first: waiting for
+    its temp file after the layers let a fast job finish before the kill.)"""
     tmp_dir = server.data_dir / "artifacts" / "tmp"
     upload = partial_upload(server.url, 1 << 20, chunked=False, total=64 << 20)
     _wait(lambda: bool(list(tmp_dir.glob("upload-*.part"))), 30, "the upload's temp file")
-    _wait(
-        lambda: server.job(job_id)["progress"]["done"] >= 2 and before_kill(),
-        180,
-        "two layers stored",
-    )
+    _wait(lambda: server.job(job_id)["progress"]["done"] >= 2, 180, "two layers stored")
     server.kill()
     upload.close()
     assert list(tmp_dir.glob("upload-*.part")), "the kill left the partial upload"
@@ -199,16 +216,13 @@ def _kill_mid_job_and_mid_upload(
 
 
 def _resumed(
-    servers: list[ServerProcess],
-    data_dir: Path,
+    server: ServerProcess,
     url: str,
     job_id: str,
     before: dict[str, tuple[int, Any]],
 ) -> tuple[dict[str, Any], dict[str, tuple[int, Any]]]:
-    """A new server on the same store finishes the job: 0 lost, 0 duplicated, the rows
-    stored before the kill kept (not redone), no file left behind."""
-    server = ServerProcess(data_dir, url)
-    servers.append(server)
+    """The server started on the store of a killed one has finished the job: 0 lost, 0
+    duplicated, the rows stored before the kill kept (not redone), no file left behind."""
     _wait(lambda: server.job(job_id)["state"] in ("succeeded", "failed"), 300, "job resumed")
     done = server.job(job_id)
     assert done["state"] == "succeeded", done["error"]
@@ -217,7 +231,7 @@ def _resumed(
     after = _stored(url, job_id)
     assert len(after) == 8  # 0 lost, 0 duplicated (the store also refuses a second row)
     assert all(after[name][0] == before[name][0] for name in before)  # kept, not redone
-    leftovers = [p for p in (data_dir / "artifacts").rglob("*") if p.is_file()]
+    leftovers = [p for p in (server.data_dir / "artifacts").rglob("*") if p.is_file()]
     assert leftovers == []  # the partial upload was removed at start-up
     return done, after
 
@@ -234,24 +248,16 @@ def test_kill_a_worker_then_the_server_mid_job(
 
     # 1. kill -9 of the Ray worker running a task: Ray retries it, the progress shows it
     job_a = first.submit(JOB)
-    _wait(lambda: bool(first.busy_workers()), 120, "a task to start")
-    time.sleep(2.0)  # into the computation (a task counts its attempt as it starts)
-    layers = first.job(job_a)["progress"]["layers"]
-    running = {lp["name"] for lp in layers if lp["state"] == "running"}
-    _wait(lambda: bool(first.busy_workers()), 120, "a busy worker")
-    os.kill(first.busy_workers()[0], signal.SIGKILL)
-    _wait(lambda: first.job(job_a)["state"] in ("succeeded", "failed"), 300, "job A")
-    done_a = first.job(job_a)
-    assert done_a["state"] == "succeeded", done_a["error"]
-    retried = [lp["name"] for lp in done_a["progress"]["layers"] if lp["attempts"] >= 2]
-    assert len(retried) == 1 and set(retried) <= running, done_a["progress"]
+    _kill_a_busy_worker(first, job_a)
     numbers_a = _stored(url, job_a)
     assert len(numbers_a) == 8
 
     # 2. kill -9 of the server mid-job and mid-upload: the next server resumes the job
     job_b = first.submit({**JOB})  # the same job again (no Idempotency-Key: a new job)
-    before = _kill_mid_job_and_mid_upload(first, url, job_b, before_kill=lambda: True)
-    done_b, after = _resumed(servers, data_dir, url, job_b, before)
+    before = _kill_mid_job_and_mid_upload(first, url, job_b)
+    second = ServerProcess(data_dir, url)
+    servers.append(second)
+    done_b, after = _resumed(second, url, job_b, before)
     attempts = {lp["name"]: lp["attempts"] for lp in done_b["progress"]["layers"]}
     assert all(attempts[name] == 1 for name in before)
 
@@ -264,23 +270,20 @@ def test_kill_a_worker_then_the_server_mid_job(
         return
     for server in servers:  # the SQLite servers' work is done: their CPU is the next one's
         server.stop()
-    # 4. on PostgreSQL, one job takes both kills: a worker mid-task (its retry shows in the
-    # progress), then the server mid-job and mid-upload; resumed, it matches job A bit for bit
+    # 4. on PostgreSQL, one job takes both kills: the server mid-job and mid-upload, then,
+    # once the next server has resumed it, a worker mid-task (its retry shows in the
+    # progress); it ends matching job A bit for bit. (The server goes first: a worker's
+    # retry is queued behind the other layers, so waiting for it let the job finish.)
     with fresh_pg_database(PG_URL) as pg_url:
         pg_dir = tmp_path / "pg-data"
         pg_server = ServerProcess(pg_dir, pg_url)
         servers.append(pg_server)
         job_c = pg_server.submit(JOB)
-        _wait(lambda: bool(pg_server.busy_workers()), 120, "a task to start on PostgreSQL")
-        time.sleep(2.0)
-        os.kill(pg_server.busy_workers()[0], signal.SIGKILL)
-
-        def retry_seen() -> bool:
-            layers = pg_server.job(job_c)["progress"]["layers"]
-            return any(lp["attempts"] >= 2 for lp in layers)
-
-        before_c = _kill_mid_job_and_mid_upload(pg_server, pg_url, job_c, before_kill=retry_seen)
-        _, after_c = _resumed(servers, pg_dir, pg_url, job_c, before_c)
+        before_c = _kill_mid_job_and_mid_upload(pg_server, pg_url, job_c)
+        pg_resumed = ServerProcess(pg_dir, pg_url)
+        servers.append(pg_resumed)
+        _kill_a_busy_worker(pg_resumed, job_c)
+        _, after_c = _resumed(pg_resumed, pg_url, job_c, before_c)
         assert set(after_c) == set(numbers_a)
         for name in after_c:
             assert after_c[name][1] == numbers_a[name][1], name
