@@ -100,7 +100,7 @@ def ggn_jvp_method(s: Setup) -> Callable[[], torch.Tensor]:
     """The GGN route's vmapped JVP alone (no check): what it costs once a layer is proved."""
 
     def run() -> torch.Tensor:
-        return ggn_products(s.model, [s.batch], s.spec, s.U, s.V, weight_products=False).h
+        return ggn_products(s.model, [s.batch], s.spec, (s.U, s.V), weight_products=False).h
 
     return run
 

@@ -11,7 +11,7 @@ from tests.curvature.models import MLP, PiecewiseLinearCNN
 from workers.curvature import layer_inventory
 from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
 from workers.curvature.ggn_output import layer_ggn_products, rank_one_layer
-from workers.curvature.ggn_route import ggn_products, numerically_ggn
+from workers.curvature.ggn_route import GGNProducts, ggn_products, numerically_ggn
 from workers.curvature.gradient import gradient_svd
 from workers.curvature.hvp import BlockHessian
 from workers.curvature.measurement import make_batch
@@ -54,7 +54,12 @@ def float64_case(make_model, shape, loss: str):
     return model, x, y, batch, specs
 
 
-@pytest.mark.parametrize("products", [ggn_products, layer_ggn_products])
+def full_tangent_products(model, micro_batches, spec, U, V, **options) -> GGNProducts:
+    """``ggn_products`` called as ``layer_ggn_products`` is."""
+    return ggn_products(model, micro_batches, spec, (U, V), **options)
+
+
+@pytest.mark.parametrize("products", [full_tangent_products, layer_ggn_products])
 @pytest.mark.parametrize("loss", ["cross_entropy", "mse"])
 @pytest.mark.parametrize("case", sorted(MODELS))
 def test_ggn_products_equal_the_dense_block_hessian(case: str, loss: str, products) -> None:
@@ -62,7 +67,7 @@ def test_ggn_products_equal_the_dense_block_hessian(case: str, loss: str, produc
     every layer of these models takes)."""
     model, x, y, batch, specs = float64_case(*MODELS[case], loss)
     for spec in specs:
-        assert products is ggn_products or rank_one_layer(model, spec) is not None
+        assert products is full_tangent_products or rank_one_layer(model, spec) is not None
         G, H = dense_reference(model, x, y, loss, spec)
         svd = gradient_svd(G, 4)
         flat = torch.stack(

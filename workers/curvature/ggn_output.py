@@ -240,7 +240,7 @@ def layer_ggn_products(
     the check (``routes.ggn_refusal``)."""
     layer = rank_one_directions(model, spec, U, V)
     if layer is None:
-        return ggn_products(model, micro_batches, spec, U, V, weight_products=weight_products)
+        return ggn_products(model, micro_batches, spec, (U, V), weight_products=weight_products)
     module, weight, u, v = layer.module, layer.weight, layer.u, layer.v
     K = U.shape[1]
     below = K if reverse_below is None else reverse_below

@@ -114,12 +114,14 @@ def ggn_products(
     model: nn.Module,
     micro_batches: list[Batch],
     spec: LayerSpec,
-    U: torch.Tensor,
-    V: torch.Tensor,
+    directions: tuple[torch.Tensor, torch.Tensor],
     *,
     weight_products: bool = True,
 ) -> GGNProducts:
-    """h_k and M (with ``weight_products`` from H[V_k], and ‖H[V_k]‖) on a GGN-exact layer."""
+    """h_k and M (with ``weight_products`` from H[V_k], and ‖H[V_k]‖) on a GGN-exact layer,
+    for the directions u_k v_kᵀ of ``directions = (U, V)``, each pushed through the whole
+    model as a full weight tangent."""
+    U, V = directions
     outputs, weight = output_function(model, micro_batches[0], spec.parameter)
     T = _tangents(spec, U, V, weight)
     K = T.shape[0]
@@ -175,7 +177,7 @@ def numerically_ggn(
     U: torch.Tensor,
     V: torch.Tensor,
     *,
-    products: Callable[..., GGNProducts] = ggn_products,
+    products: Callable[..., GGNProducts] | None = None,
     exact_in_output: OutputCurvature = output_space_curvature,
     options: dict[str, int] | None = None,
     sub: list[Batch] | None = None,
@@ -183,9 +185,10 @@ def numerically_ggn(
 ) -> NumericalCheck:
     """max_k |h_k − h_k^GGN| / max_k |h_k| over the first two directions, on a sub-batch
     (``sub``, by default the first ``CHECK_EXAMPLES`` examples), with h^GGN from ``products``
-    (the implementation the route will use, with ``options``; or given as ``ggn_h``, computed
-    on ``sub``) and the exact h from ``exact_in_output`` (an exact output-space route) where
-    it applies, else the double backward through the weight."""
+    (the implementation the route will use, with ``options``, called as
+    ``products(model, sub, spec, U, V, weight_products=False)``; by default ``ggn_products``;
+    or given as ``ggn_h``, computed on ``sub``) and the exact h from ``exact_in_output`` (an
+    exact output-space route) where it applies, else the double backward through the weight."""
     sub = micro_batches[0].split(CHECK_EXAMPLES, limit=1) if sub is None else sub
     n = min(2, U.shape[1])
     U2, V2 = U[:, :n], V[:, :n]
@@ -201,7 +204,10 @@ def numerically_ggn(
         hx = block.products(directions)
         exact = torch.stack([(d * hd).sum() for d, hd in zip(directions, hx, strict=True)])
         block.release()
-    if ggn_h is None:
+    if ggn_h is None and products is None:
+        ggn_h = ggn_products(model, sub, spec, (U2, V2), weight_products=False).h
+    elif ggn_h is None:
+        assert products is not None
         ggn_h = products(model, sub, spec, U2, V2, weight_products=False, **(options or {})).h
     ggn = ggn_h[:n].to(torch.float64)
     exact = exact.to(torch.float64)
