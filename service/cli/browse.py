@@ -109,6 +109,15 @@ def summary(client: ClientOptions, job_id: JobIds = None) -> int:
 
 
 @options(client=ClientOptions)
+def checkpoints(client: ClientOptions) -> int:
+    """List uploaded checkpoints (every page)."""
+    with connect(client) as api:
+        items = list(api.iter_checkpoints())
+    print_listing(items, CHECKPOINT_COLUMNS, client.json)
+    return 0
+
+
+@options(client=ClientOptions)
 def plot(
     client: ClientOptions,
     output: Annotated[Path, typer.Option("--output", "-o", help="the PNG file to write")],
@@ -156,15 +165,6 @@ def preconditioner(job: JobArgument, client: ClientOptions) -> int:
             for p in layer.params
         ),
     )
-    return 0
-
-
-@options(client=ClientOptions)
-def checkpoints(client: ClientOptions) -> int:
-    """List uploaded checkpoints (every page)."""
-    with connect(client) as api:
-        items = list(api.iter_checkpoints())
-    print_listing(items, CHECKPOINT_COLUMNS, client.json)
     return 0
 
 

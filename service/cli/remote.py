@@ -269,23 +269,6 @@ def follow(client: Any, job_id: str, *, as_json: bool = False) -> int:
     return exit_code(job.state)
 
 
-@options(client=ClientOptions, labels=LabelFilters)
-def jobs(
-    client: ClientOptions,
-    labels: LabelFilters,
-    state: Annotated[str | None, typer.Option(help="state(s), comma-separated")] = None,
-    name: Annotated[str | None, typer.Option(help="jobs of this name")] = None,
-    batch_id: Annotated[str | None, typer.Option()] = None,
-    limit: Annotated[int | None, typer.Option(help="at most this many jobs")] = None,
-) -> int:
-    """List jobs (every page; --limit to stop early)."""
-    filters = {"state": state, "batch_id": batch_id, "name": name, **labels.query()}
-    with connect(client) as api:
-        found = list(islice(api.iter_jobs(page_size=min(limit or 200, 200), **filters), limit))
-    print_listing(found, JOB_COLUMNS, client.json)
-    return 0
-
-
 @options(client=ClientOptions)
 def status(
     job: JobArgument,
@@ -308,6 +291,23 @@ def status(
             ((layer.name, layer.state, layer.error or "") for layer in found.progress.layers),
         )
     return exit_code(found.state)
+
+
+@options(client=ClientOptions, labels=LabelFilters)
+def jobs(
+    client: ClientOptions,
+    labels: LabelFilters,
+    state: Annotated[str | None, typer.Option(help="state(s), comma-separated")] = None,
+    name: Annotated[str | None, typer.Option(help="jobs of this name")] = None,
+    batch_id: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int | None, typer.Option(help="at most this many jobs")] = None,
+) -> int:
+    """List jobs (every page; --limit to stop early)."""
+    filters = {"state": state, "batch_id": batch_id, "name": name, **labels.query()}
+    with connect(client) as api:
+        found = list(islice(api.iter_jobs(page_size=min(limit or 200, 200), **filters), limit))
+    print_listing(found, JOB_COLUMNS, client.json)
+    return 0
 
 
 def checked_kinds(kind: str | None) -> str | None:
