@@ -1,21 +1,15 @@
 """Initial schema: checkpoints, datasets, jobs, job_layers, layer_results.
 
-Revision ID: 0001
-Revises:
-Create Date: 2025-01-01
+Written 2025-01-01.
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
+from service.migrations.columns import id_column, job_id_column
+
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
-
-BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 INDEXED_FLOATS = (
     "alpha",
@@ -84,10 +78,8 @@ def upgrade() -> None:
 
     op.create_table(
         "job_layers",
-        sa.Column("id", BigId, primary_key=True, autoincrement=True),
-        sa.Column(
-            "job_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
-        ),
+        id_column(),
+        job_id_column(),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("layer_name", sa.String(512), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
@@ -99,10 +91,8 @@ def upgrade() -> None:
 
     op.create_table(
         "layer_results",
-        sa.Column("id", BigId, primary_key=True, autoincrement=True),
-        sa.Column(
-            "job_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
-        ),
+        id_column(),
+        job_id_column(),
         sa.Column("layer_name", sa.String(512), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("checkpoint_id", sa.String(128)),

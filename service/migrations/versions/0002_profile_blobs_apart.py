@@ -5,22 +5,17 @@ compressed profile inline, each SQLite row spilled over a page and a filter matc
 rows read 10⁴ pages; kept apart, the hot table stays compact (PostgreSQL already moved the
 blobs out of line through TOAST). Existing blobs are copied, not recomputed.
 
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-28
+Written 2026-11-28.
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
+from service.migrations.columns import BigId
+
 revision = "0002"
 down_revision = "0001"
-branch_labels = None
-depends_on = None
 
-BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 KIND_PAIRS = ("gamma", "s")
 
 

@@ -6,22 +6,16 @@ record of what was submitted), ``job_tags`` holds one row per tag, and ``layer_r
 lets a checkpoint series be read and sorted by step without a join. Jobs stored before this
 revision have no labels: their columns stay null.
 
-Revision ID: 0003_job_labels
-Revises: 0002
-Create Date: 2026-12-01
+Written 2026-12-01.
 """
-
-from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
+from service.migrations.columns import id_column, job_id_column
+
 revision = "0003_job_labels"
 down_revision = "0002"
-branch_labels = None
-depends_on = None
-
-BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def upgrade() -> None:
@@ -32,12 +26,7 @@ def upgrade() -> None:
     op.create_index("ix_jobs_step", "jobs", ["step"])
     op.create_table(
         "job_tags",
-        sa.Column(
-            "job_id",
-            sa.String(36),
-            sa.ForeignKey("jobs.id", ondelete="CASCADE"),
-            primary_key=True,
-        ),
+        job_id_column(primary_key=True),
         sa.Column("tag", sa.String(64), primary_key=True),
     )
     op.create_index("ix_job_tags_tag", "job_tags", ["tag"])
@@ -46,10 +35,8 @@ def upgrade() -> None:
     op.create_index("ix_layer_results_step", "layer_results", ["step"])
     op.create_table(
         "job_logs",
-        sa.Column("id", BigId, primary_key=True, autoincrement=True),
-        sa.Column(
-            "job_id", sa.String(36), sa.ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False
-        ),
+        id_column(),
+        job_id_column(),
         sa.Column("at", sa.DateTime(), nullable=False),
         sa.Column("level", sa.String(8), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),

@@ -5,12 +5,8 @@ data set's name and the torch device that computed them.
 (filtered on by ``GET /v1/layers``), filled for the layers stored before from their stored
 profiles. ``data_name`` and ``device`` were never stored: they stay null on those layers.
 
-Revision ID: 0004_layer_route_device
-Revises: 0003_job_labels
-Create Date: 2026-12-02
+Written 2026-12-02.
 """
-
-from __future__ import annotations
 
 import json
 import zlib
@@ -20,8 +16,6 @@ from alembic import op
 
 revision = "0004_layer_route_device"
 down_revision = "0003_job_labels"
-branch_labels = None
-depends_on = None
 
 INDEXED = ("route", "route_reason")
 CHUNK = 1000
