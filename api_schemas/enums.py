@@ -36,6 +36,9 @@ ActiveJobState = Literal["queued", "running"]
 TerminalJobState = Literal["succeeded", "failed", "cancelled"]
 JobState = Literal[ActiveJobState, TerminalJobState]
 LayerState = Literal["pending", "running", TerminalJobState]
+LayerView = Literal["full", "brief"]
+"""Views of a layer listing: ``full``, every array of each layer; ``brief``, the indexed
+scalars only."""
 
 OUTPUT_LOSSES: tuple[OutputLossName, ...] = get_args(OutputLossName)
 NAMED_LOSSES: tuple[NamedLoss, ...] = get_args(NamedLoss)

@@ -64,8 +64,14 @@ def populate(url: str, n_rows: int, blobs: list[bytes], *, per_job: int = 1000) 
     from sqlalchemy import insert
 
     from api_schemas import JobSpec
-    from service.store import db
-    from service.store.models import JobRow, LayerProfileRow, LayerResultRow, utcnow
+    from service.store import db, job_summary
+    from service.store.models import (
+        JobLayerRow,
+        JobRow,
+        LayerProfileRow,
+        LayerResultRow,
+        utcnow,
+    )
 
     started = time.perf_counter()
     db.upgrade(url)
@@ -134,6 +140,23 @@ def populate(url: str, n_rows: int, blobs: list[bytes], *, per_job: int = 1000) 
                 insert(LayerProfileRow),
                 [{"layer_id": row["id"], "blob": blobs[row["id"] % len(blobs)]} for row in rows],
             )
+            conn.execute(
+                insert(JobLayerRow),
+                [
+                    {
+                        "job_id": row["job_id"],
+                        "position": (row["id"] - 1) % per_job,
+                        "layer_name": row["layer_name"],
+                        "state": "succeeded",
+                        "attempts": 1,
+                    }
+                    for row in rows
+                ],
+            )
+    with db.make_session_factory(engine)() as session:  # the jobs have ended: as the runner does
+        for j in range(n_jobs):
+            job_summary.fix(session, f"job{j:05d}")
+        session.commit()
     engine.dispose()
     return time.perf_counter() - started
 

@@ -6,13 +6,14 @@ import csv
 import inspect
 import io
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
 from api_schemas import LayerBrief, LayerDetail, LayerRow, Page
+from api_schemas.enums import LayerView
 from api_schemas.layer_fields import CSV_FIELDS, FILTER_PARAMS, FilterParam
 from api_schemas.wire import INT64_MAX, split_csv
 from service.deps import ReadAuth, ServicesDep, SessionDep, read_route
@@ -82,22 +83,21 @@ def list_layers(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     view: Annotated[
-        Literal["full", "brief"],
+        LayerView,
         Query(description="`full`: every array of each layer; `brief`: indexed scalars only"),
     ] = "full",
 ) -> Response:
-    sort = _checked_sort(sort)
-    if view == "full":  # each row's JSON is encoded once per process (store/layer_cache.py)
-        body = queries.query_layer_page_json(
-            session, filters, services.layer_cache, sort=sort, cursor=cursor, limit=limit
-        )
-        return Response(body, media_type="application/json")
-    briefs, next_cursor = queries.query_layer_briefs(
-        session, filters, sort=sort, cursor=cursor, limit=limit
+    # each row's JSON is encoded once per process (store/layer_cache.py)
+    body = queries.query_layer_page_json(
+        session,
+        filters,
+        services.layer_cache,
+        view,
+        sort=_checked_sort(sort),
+        cursor=cursor,
+        limit=limit,
     )
-    # rows were validated once when read; serialise without a second validation pass
-    page = Page[LayerBrief](items=briefs, next_cursor=next_cursor)
-    return Response(page.model_dump_json(), media_type="application/json")
+    return Response(body, media_type="application/json")
 
 
 def csv_cells(row: LayerRow) -> list[Any]:

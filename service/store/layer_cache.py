@@ -1,11 +1,12 @@
-"""The wire JSON of full layer rows, encoded once per process and kept by row.
+"""The wire JSON of layer rows, full and brief, encoded once per process and kept by row.
 
 A stored layer never changes once committed (rows are only inserted), so the bytes that
-``LayerRow.model_dump_json()`` gives for it are the same on every request. A full page of
-``GET /v1/layers`` is then the concatenation of its rows' cached JSON: no decompression, no
-validation and no encoding for a row seen before (docs/reliability.md, "The load
-benchmark"). The key carries the row's job and creation time beside its id, so an id that
-SQLite hands out again after a row was deleted by hand never serves the old row's bytes.
+``LayerRow.model_dump_json()`` (or ``LayerBrief``'s) gives for it are the same on every
+request. A page of ``GET /v1/layers`` is then the concatenation of its rows' cached JSON: no
+decompression, no validation and no encoding for a row seen before (docs/reliability.md,
+"The load benchmark"). The key names the view and carries the row's job and creation time
+beside its id, so an id that SQLite hands out again after a row was deleted by hand never
+serves the old row's bytes.
 
 The cache is bounded in bytes and drops the least recently used rows first.
 """
@@ -17,7 +18,9 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime
 
-LayerKey = tuple[int, str, datetime]
+from api_schemas.enums import LayerView
+
+LayerKey = tuple[LayerView, int, str, datetime]
 
 
 class LayerJsonCache:

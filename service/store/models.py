@@ -91,6 +91,11 @@ class JobRow(Base):
     # the labels of spec_json, as columns to filter on (migration 0003_job_labels)
     name: Mapped[str | None] = mapped_column(String(200), index=True)
     step: Mapped[int | None] = mapped_column(Integer, index=True)
+    # a listing's figures, fixed when the job ends (job_summary.py; migration 0005)
+    summary_done: Mapped[int | None] = mapped_column(Integer)
+    summary_total: Mapped[int | None] = mapped_column(Integer)
+    summary_failed: Mapped[int | None] = mapped_column(Integer)
+    summary_compute_seconds: Mapped[float | None] = mapped_column(Float)
 
 
 class JobTagRow(Base):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import ColumnElement, Select, select
@@ -18,6 +18,7 @@ from api_schemas import (
     LayerRow,
     SummaryRow,
 )
+from api_schemas.enums import LayerView
 from api_schemas.layer_fields import (
     BRIEF_FIELDS,
     COLUMN_FIELDS,
@@ -145,30 +146,47 @@ LAYER_KEY_COLUMNS: tuple[InstrumentedAttribute[Any], ...] = (
 )  # a row's key in the LayerJsonCache
 
 
+def _encoded_rows(session: Session, view: LayerView, ids: list[int]) -> Iterator[tuple[Any, bytes]]:
+    """(key values, wire JSON) of the rows ``ids`` in ``view``: full rows from their columns
+    and stored profiles, brief rows from their indexed columns alone."""
+    if view == "full":
+        for row, blob in session.execute(
+            select(LayerResultRow, LayerProfileRow.blob)
+            .join(LayerProfileRow, LayerProfileRow.layer_id == LayerResultRow.id)
+            .where(LayerResultRow.id.in_(ids))
+        ):
+            fragment = layer_row(row, blob).model_dump_json().encode()
+            yield (row.id, row.job_id, row.created_at), fragment
+        return
+    width = len(BRIEF_COLUMNS)
+    for values in session.execute(
+        select(*BRIEF_COLUMNS, *LAYER_KEY_COLUMNS).where(LayerResultRow.id.in_(ids))
+    ):
+        yield tuple(values[width:]), layer_brief(values[:width]).model_dump_json().encode()
+
+
 def query_layer_page_json(
     session: Session,
     filters: LayerFilters,
     cache: LayerJsonCache,
+    view: LayerView = "full",
     **page: Unpack[LayerPage],
 ) -> bytes:
-    """The page of :func:`query_layers` as the JSON of ``Page[LayerRow]``, byte for byte,
-    built from each row's ``LayerRow.model_dump_json()``: from ``cache`` for the rows seen
-    before; the others (their columns and stored profiles alone) are read, validated and
-    encoded once, then cached. The page is chosen on the key columns only."""
+    """The page of :func:`query_layers` (``view="full"``) or :func:`query_layer_briefs`
+    (``"brief"``) as the JSON of its ``Page``, byte for byte, built from each row's
+    ``model_dump_json()``: from ``cache`` for the rows seen before; the others (their columns,
+    and for full rows their stored profiles) are read, validated and encoded once, then
+    cached. The page is chosen on the key columns only."""
     what = select(*LAYER_KEY_COLUMNS)
     rows, next_cursor = _keyset_page(session, what, filters, page)
-    keys: list[LayerKey] = [(r[0], r[1], r[2]) for r in rows]
+    keys: list[LayerKey] = [(view, r[0], r[1], r[2]) for r in rows]
     fragments = cache.get_many(keys)
-    missing = [key[0] for key in keys if key not in fragments]
+    missing = [key[1] for key in keys if key not in fragments]
     if missing:
-        for row, blob in session.execute(
-            select(LayerResultRow, LayerProfileRow.blob)
-            .join(LayerProfileRow, LayerProfileRow.layer_id == LayerResultRow.id)
-            .where(LayerResultRow.id.in_(missing))
-        ):
-            key = (row.id, row.job_id, row.created_at)
-            fragments[key] = layer_row(row, blob).model_dump_json().encode()
-            cache.put(key, fragments[key])
+        for key_values, fragment in _encoded_rows(session, view, missing):
+            key = (view, *key_values)
+            fragments[key] = fragment
+            cache.put(key, fragment)
     parts = [b'{"items":[']
     for i, key in enumerate(keys):
         parts += (b",", fragments[key]) if i else (fragments[key],)

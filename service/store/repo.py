@@ -27,7 +27,7 @@ from api_schemas import (
     Provenance,
 )
 from api_schemas.layer_fields import COLUMN_FIELDS
-from service.store import paging
+from service.store import job_summary, paging
 from service.store import provenance as stored_provenance
 from service.store.codec import pack_profile
 from service.store.labels import JobLabelFilters
@@ -230,33 +230,13 @@ def job_model(session: Session, row: JobRow) -> Job:
 
 
 def job_summaries(session: Session, rows: Sequence[JobRow]) -> list[Job]:
-    """The jobs of a listing without their per-layer progress: counts and compute time come
-    from two grouped queries over the whole page (not two queries per job)."""
-    ids = [row.id for row in rows]
-    counts: dict[str, dict[str, int]] = {job_id: {} for job_id in ids}
-    for job_id, state, n in session.execute(
-        select(JobLayerRow.job_id, JobLayerRow.state, func.count())
-        .where(JobLayerRow.job_id.in_(ids))
-        .group_by(JobLayerRow.job_id, JobLayerRow.state)
-    ):
-        counts[job_id][state] = int(n)
-    compute: dict[str, float] = {
-        job_id: float(total or 0.0)
-        for job_id, total in session.execute(
-            select(LayerResultRow.job_id, func.sum(layer_column("wall_seconds")))
-            .where(LayerResultRow.job_id.in_(ids))
-            .group_by(LayerResultRow.job_id)
-        )
-    }
+    """The jobs of a listing without their per-layer progress (``job_summary``)."""
+    figures = job_summary.summaries(session, rows)
     out = []
     for row in rows:
-        by_state = counts[row.id]
-        progress = JobProgress(
-            done=by_state.get("succeeded", 0),
-            total=sum(by_state.values()),
-            failed=by_state.get("failed", 0),
-        )
-        out.append(_job(row, progress, compute.get(row.id, 0.0)))
+        summary = figures[row.id]
+        progress = JobProgress(done=summary.done, total=summary.total, failed=summary.failed)
+        out.append(_job(row, progress, summary.compute_seconds))
     return out
 
 
@@ -344,8 +324,13 @@ def set_job_state(
     if only_from is not None:
         stmt = stmt.where(JobRow.state.in_(only_from))
     result = session.execute(stmt.values(**changes))
+    changed = bool(getattr(result, "rowcount", 0))
+    if changed and state in TERMINAL_STATES:
+        job_summary.fix(session, job_id)
+    elif changed:
+        session.execute(job_summary.clear(job_id))
     session.commit()
-    return bool(getattr(result, "rowcount", 0))
+    return changed
 
 
 def ensure_job_layers(session: Session, job_id: str, names: Iterable[str]) -> None:
@@ -356,6 +341,7 @@ def ensure_job_layers(session: Session, job_id: str, names: Iterable[str]) -> No
             session.add(
                 JobLayerRow(job_id=job_id, position=position, layer_name=name, state="pending")
             )
+    session.execute(job_summary.clear(job_id))
     session.commit()
 
 
@@ -376,6 +362,7 @@ def set_layers_state(
         .where(JobLayerRow.job_id == job_id, JobLayerRow.layer_name.in_(list(names)))
         .values(**values)
     )
+    session.execute(job_summary.clear(job_id))
     session.commit()
 
 
@@ -423,11 +410,13 @@ def record_layer_result(
     try:
         session.flush()
         session.execute(mark)
+        session.execute(job_summary.clear(job.id))
         session.commit()
         return True
     except IntegrityError:
         session.rollback()
         session.execute(mark)
+        session.execute(job_summary.clear(job.id))
         session.commit()
         return False
 

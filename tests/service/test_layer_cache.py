@@ -1,15 +1,17 @@
-"""Full layer pages from the per-process row JSON cache (service/store/layer_cache.py): the
-same bytes as ``Page[LayerRow].model_dump_json()`` cold, warm and under eviction, on SQLite
-and PostgreSQL; the bound in bytes; and a row id handed out again never serves old bytes."""
+"""Layer pages from the per-process row JSON cache (service/store/layer_cache.py): the same
+bytes as ``Page[LayerRow].model_dump_json()`` (full) and ``Page[LayerBrief]``'s (brief) cold,
+warm and under eviction, on SQLite and PostgreSQL; the bound in bytes; and a row id handed
+out again never serves old bytes."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 from sqlalchemy import delete
 
-from api_schemas import JobSpec, LayerRow, Page
+from api_schemas import JobSpec, LayerBrief, LayerRow, Page
 from service.store import queries, repo
 from service.store.layer_cache import LayerJsonCache
 from service.store.models import LayerResultRow
@@ -23,13 +25,17 @@ def _job(session):  # type: ignore[no-untyped-def]
     return job
 
 
-def _expected(session, filters, **kw) -> bytes:  # type: ignore[no-untyped-def]
+def _expected(session, filters, view="full", **kw) -> bytes:  # type: ignore[no-untyped-def]
+    if view == "brief":
+        briefs, cursor = queries.query_layer_briefs(session, filters, **kw)
+        return Page[LayerBrief](items=briefs, next_cursor=cursor).model_dump_json().encode()
     rows, cursor = queries.query_layers(session, filters, **kw)
     return Page[LayerRow](items=rows, next_cursor=cursor).model_dump_json().encode()
 
 
+@pytest.mark.parametrize("view", ["full", "brief"])
 @pytest.mark.parametrize("max_bytes", [0, 3000, 64 * 1024**2])
-def test_full_pages_are_the_models_json_byte_for_byte(session, max_bytes: int) -> None:  # type: ignore[no-untyped-def]
+def test_pages_are_the_models_json_byte_for_byte(session, max_bytes: int, view: str) -> None:  # type: ignore[no-untyped-def]
     job = _job(session)
     for i, alpha in enumerate([0.5, 1.0, None, 2.0, 1.5, None, 3.0, 0.25]):
         flags = ["few_points"] if alpha is None else []
@@ -45,10 +51,11 @@ def test_full_pages_are_the_models_json_byte_for_byte(session, max_bytes: int) -
                 cursor = None
                 while True:
                     got = queries.query_layer_page_json(
-                        session, filters, cache, sort=sort, cursor=cursor, limit=3
+                        session, filters, cache, view, sort=sort, cursor=cursor, limit=3
                     )
-                    assert got == _expected(session, filters, sort=sort, cursor=cursor, limit=3)
-                    cursor = Page[LayerRow].model_validate_json(got).next_cursor
+                    expected = _expected(session, filters, view, sort=sort, cursor=cursor, limit=3)
+                    assert got == expected
+                    cursor = json.loads(got)["next_cursor"]
                     pages += 1
                     if cursor is None:
                         break
@@ -72,7 +79,7 @@ def test_a_stored_nan_bic_is_dropped_as_in_the_model(session) -> None:  # type: 
 
 def test_the_cache_drops_the_least_recently_used_rows_within_its_bytes() -> None:
     cache = LayerJsonCache(10)
-    keys = [(i, "job", None) for i in range(4)]
+    keys = [("full", i, "job", None) for i in range(4)]
     cache.put(keys[0], b"aaaa")  # type: ignore[arg-type]
     cache.put(keys[1], b"bbbb")  # type: ignore[arg-type]
     assert cache.get_many([keys[0]]) == {keys[0]: b"aaaa"}  # type: ignore[dict-item]
@@ -99,3 +106,14 @@ def test_a_row_id_handed_out_again_is_not_served_from_the_cache(session) -> None
     assert [r.name for r in items] == ["new"]
     if session.bind.dialect.name == "sqlite":
         assert items[0].id == old_id  # SQLite did hand the id out again
+
+
+def test_one_cache_keeps_the_views_of_a_row_apart(session) -> None:  # type: ignore[no-untyped-def]
+    job = _job(session)
+    for i in range(3):
+        store_layer(session, job, fake_profile(f"l{i}", alpha=0.5 * i))
+    cache = LayerJsonCache(1 << 20)
+    for view in ("full", "brief", "full", "brief"):
+        got = queries.query_layer_page_json(session, queries.LayerFilters(), cache, view)
+        assert got == _expected(session, queries.LayerFilters(), view)
+    assert len(cache) == 6 and cache.hits == 6

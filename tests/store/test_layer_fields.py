@@ -28,12 +28,6 @@ from service.routers.layers import CSV_COLUMNS, csv_cells, layer_filters
 from service.store import db, queries, repo
 from service.store import provenance as stored_provenance
 from service.store.models import Base
-from tests.service.conftest import (  # noqa: F401  (SQLite, and PostgreSQL when set; a migrated store)
-    db_url,
-    engine,
-    session,
-    sessions,
-)
 from tests.service.helpers import fake_profile, store_layer
 
 # the columns of layer_results that are neither registry fields nor Provenance fields
@@ -63,7 +57,7 @@ def test_each_field_is_a_layer_profile_or_stored_layer_field_of_its_type() -> No
     assert len(FIELDS) == len(LAYER_FIELDS)  # no name declared twice
 
 
-def test_the_orm_table_and_the_migrated_database_hold_every_column(db_url: str) -> None:  # noqa: F811
+def test_the_orm_table_and_the_migrated_database_hold_every_column(db_url: str) -> None:
     table = Base.metadata.tables["layer_results"]
     orm = {c.name: c.nullable for c in table.columns}
     registry = {f.column_name: f.nullable for f in COLUMN_FIELDS}
@@ -138,7 +132,7 @@ def _value(field: LayerField, which: int) -> Any:
     return 0.25 + which + len(field.name) / 100
 
 
-def _stored_pair(session: Session) -> tuple[Any, Any]:  # noqa: F811
+def _stored_pair(session: Session) -> tuple[Any, Any]:
     """Two stored layers, of two jobs, that differ in every registry column."""
     rows = []
     for which in (0, 1):
@@ -157,7 +151,7 @@ def _stored_pair(session: Session) -> tuple[Any, Any]:  # noqa: F811
     return briefs[0], briefs[1]
 
 
-def test_each_column_is_written_read_and_filtered(session: Session) -> None:  # noqa: F811
+def test_each_column_is_written_read_and_filtered(session: Session) -> None:
     low, high = _stored_pair(session)
     for f in BRIEF_FIELDS:
         if f.source == "profile" and f.name != "name":
@@ -184,7 +178,7 @@ def test_each_column_is_written_read_and_filtered(session: Session) -> None:  # 
         assert cells["shape"] == "4x4"
 
 
-def test_a_layer_s_provenance_is_read_back_whole(session: Session) -> None:  # noqa: F811
+def test_a_layer_s_provenance_is_read_back_whole(session: Session) -> None:
     job, _ = repo.create_job(
         session, JobSpec(checkpoint_id="zoo:mlp", dataset="digits"), arch="mlp"
     )
