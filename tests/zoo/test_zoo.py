@@ -139,3 +139,22 @@ def test_double_backward_and_forward_over_reverse_agree_float64(name: str) -> No
         assert hv_rev.abs().max() > 0, pname
         checked += 1
     assert checked >= 2
+
+
+@pytest.mark.parametrize("arch", sorted(TINY))
+def test_meta_shapes_are_the_built_model_s_and_kept_per_config(arch: str) -> None:
+    """The meta-device shapes equal a real model's; asked again, the same config is answered
+    from the cache (a copy: changing it changes nothing kept), another config is built."""
+    from workers.zoo import _cached_state_shapes, meta_state_shapes
+
+    config = TINY[arch]
+    real = {name: tuple(t.shape) for name, t in build_model(config).state_dict().items()}
+    first = meta_state_shapes(config)
+    assert first == real
+    hits = _cached_state_shapes.cache_info().hits
+    first.clear()
+    assert meta_state_shapes(dict(config)) == real
+    assert _cached_state_shapes.cache_info().hits == hits + 1
+    if arch == "mlp":
+        wider = meta_state_shapes({**config, "widths": [w + 1 for w in config["widths"]]})
+        assert wider != real

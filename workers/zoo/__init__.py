@@ -7,7 +7,9 @@ Every model carries ``curvprof_config`` (the full config, defaults filled in, JS
 from __future__ import annotations
 
 import copy
+import functools
 import importlib
+import json
 import math
 from collections.abc import Callable, Mapping
 from types import ModuleType
@@ -128,8 +130,26 @@ def build_model(
 
 def meta_state_shapes(config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
     """The state dict's shapes for ``config``, from a model built on the meta device (nothing
-    allocated); IntakeError when the config cannot be built."""
+    allocated); IntakeError when the config cannot be built. The shapes of the last
+    ``SHAPE_CACHE_SIZE`` configs are kept: a service checks the same few configs again and
+    again, and building even on the meta device costs milliseconds."""
     cfg = resolve_config(config)
+    try:
+        key = json.dumps(cfg, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError):  # not JSON: built each time
+        return _built_state_shapes(cfg)
+    return dict(_cached_state_shapes(key))
+
+
+SHAPE_CACHE_SIZE = 256
+
+
+@functools.lru_cache(maxsize=SHAPE_CACHE_SIZE)
+def _cached_state_shapes(config_json: str) -> dict[str, tuple[int, ...]]:
+    return _built_state_shapes(json.loads(config_json))
+
+
+def _built_state_shapes(cfg: dict[str, Any]) -> dict[str, tuple[int, ...]]:
     try:
         with torch.device("meta"):
             model = ARCHS[cfg["arch"]].build(cfg)
