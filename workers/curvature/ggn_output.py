@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.func import jvp, vjp, vmap
 
-from workers.curvature.ggn_reverse import reverse_tangents
+from workers.curvature.ggn_reverse import output_jacobian, reverse_output_tangents
 from workers.curvature.ggn_route import (
     GGNProducts,
     compressed_from_products,
@@ -169,27 +169,36 @@ def _one_micro_batch(
     reverse_below: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(h_k, the K weight-space products H[V_k]) on one micro-batch whose layer input and
-    output are a and z, or without ``weight_products`` (h_k, M from the output tangents;
-    the tangents come from C reverse passes when the model has C < ``reverse_below`` outputs
-    per example, ``ggn_reverse.py``)."""
+    output are a and z, or without ``weight_products`` (h_k, M from the output tangents).
+
+    When the model has C < ``reverse_below`` outputs per example, everything comes from the
+    C rows of J_g (``ggn_reverse.output_jacobian``: C reverse passes through g): the output
+    tangents J_g dz_k = ⟨G, dz_k⟩ and, with the weight products, the pullbacks
+    ĝ_k = Σ_c (H_L J_g dz_k)_c G_c, so no tangent of the layer output goes through g.
+    Otherwise the K tangents go forward through g in one vmapped JVP and the pullbacks back
+    in one vmapped VJP."""
     rest = rest_of_network(model, module, batch)
-    if not weight_products and reverse_below > 1:
-        found = reverse_tangents(module, rest, a, z, u, v, max_outputs=reverse_below - 1)
-        if found is not None:
-            out, Jdz = found
-            HJdz = loss_hessian_products(batch, out, Jdz)
-            h = (Jdz * HJdz).flatten(1).sum(1).to(torch.float64)
-            return h, output_space_matrix(Jdz, HJdz)
+    found = output_jacobian(rest, z, reverse_below - 1) if reverse_below > 1 else None
+    if found is not None:
+        out, G = found
+        K, C = u.shape[1], G.shape[0]
+        Jdz = reverse_output_tangents(module, a, G, u, v).reshape(K, *out.shape)
+    else:
 
-    def tangent(t: torch.Tensor) -> Any:
-        return jvp(rest, (z,), (t,))
+        def tangent(t: torch.Tensor) -> Any:
+            return jvp(rest, (z,), (t,))
 
-    out, Jdz = vmap(tangent, out_dims=(None, 0))(output_tangents(module, a, u, v))  # type: ignore[arg-type]
+        out, Jdz = vmap(tangent, out_dims=(None, 0))(output_tangents(module, a, u, v))  # type: ignore[arg-type]
     HJdz = loss_hessian_products(batch, out, Jdz)
     h = (Jdz * HJdz).flatten(1).sum(1).to(torch.float64)
     if not weight_products:
         return h, output_space_matrix(Jdz, HJdz)
-    (pulled,) = vmap(vjp(rest, z)[1])(HJdz)
+    if found is not None:
+        B = z.shape[0]
+        pulled = torch.einsum("kbc,cbx->kbx", HJdz.reshape(K, B, C), G.reshape(C, B, -1))
+        pulled = pulled.reshape(K, *z.shape)
+    else:
+        (pulled,) = vmap(vjp(rest, z)[1])(HJdz)
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
     (products,) = vmap(vjp(layer_map(module, a), weight)[1])(pulled)
     return h, products

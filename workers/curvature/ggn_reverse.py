@@ -67,23 +67,3 @@ def reverse_output_tangents(
     q: torch.Tensor = conv._conv_forward(a, kernels, None).reshape(B, K, -1)  # (B, K, S)
     Gu = u.T @ G.reshape(C * B, G.shape[2], -1)  # (C·B, K, S)
     return (Gu.reshape(C, B, K, -1) * q).sum(-1).permute(2, 1, 0)
-
-
-def reverse_tangents(
-    module: nn.Module,
-    rest: Callable[[torch.Tensor], torch.Tensor],
-    a: torch.Tensor,
-    z: torch.Tensor,
-    u: torch.Tensor,
-    v: torch.Tensor,
-    max_outputs: int,
-) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(f, J V_k (K, *f.shape)) for the layer ``module`` with input a, output z and the rest
-    of the network g, by C reverse passes when C ≤ ``max_outputs``, else None (also where the
-    output has no example dimension first; the forward of g is then spent, one pass)."""
-    found = output_jacobian(rest, z, max_outputs)
-    if found is None:
-        return None
-    out, G = found
-    JV = reverse_output_tangents(module, a, G, u, v)
-    return out, JV.reshape(u.shape[1], *out.shape)
