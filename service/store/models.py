@@ -44,31 +44,30 @@ class Base(DeclarativeBase):
     pass
 
 
-class CheckpointRow(Base):
+class StoredArtifact:
+    """The columns of an uploaded artifact: its content id and hash, format, file name, size,
+    stored path and time (``migrations/columns.artifact_columns``)."""
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    format: Mapped[str] = mapped_column(String(16))
+    filename: Mapped[str | None] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    path: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
+
+
+class CheckpointRow(StoredArtifact, Base):
     __tablename__ = "checkpoints"
 
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    sha256: Mapped[str | None] = mapped_column(String(64))
-    format: Mapped[str] = mapped_column(String(16))
     arch: Mapped[str | None] = mapped_column(String(64), index=True)
     config_json: Mapped[str | None] = mapped_column(Text)
-    filename: Mapped[str | None] = mapped_column(String(255))
-    size: Mapped[int] = mapped_column(BigInteger, default=0)
-    path: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
-class DatasetRow(Base):
+class DatasetRow(StoredArtifact, Base):
     __tablename__ = "datasets"
 
-    id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    sha256: Mapped[str | None] = mapped_column(String(64))
-    format: Mapped[str] = mapped_column(String(16))
-    filename: Mapped[str | None] = mapped_column(String(255))
-    size: Mapped[int] = mapped_column(BigInteger, default=0)
     n_examples: Mapped[int | None] = mapped_column(Integer)
-    path: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow, index=True)
 
 
 class JobRow(Base):

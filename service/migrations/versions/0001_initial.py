@@ -6,7 +6,7 @@ Written 2025-01-01.
 import sqlalchemy as sa
 from alembic import op
 
-from service.migrations.columns import id_column, job_id_column
+from service.migrations.columns import artifact_columns, create_job_table
 
 revision = "0001"
 down_revision = None
@@ -28,30 +28,12 @@ INDEXED_FLOATS = (
 def upgrade() -> None:
     op.create_table(
         "checkpoints",
-        sa.Column("id", sa.String(128), primary_key=True),
-        sa.Column("sha256", sa.String(64)),
-        sa.Column("format", sa.String(16), nullable=False),
-        sa.Column("arch", sa.String(64)),
-        sa.Column("config_json", sa.Text()),
-        sa.Column("filename", sa.String(255)),
-        sa.Column("size", sa.BigInteger(), nullable=False),
-        sa.Column("path", sa.Text()),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
+        *artifact_columns(sa.Column("arch", sa.String(64)), sa.Column("config_json", sa.Text())),
     )
     op.create_index("ix_checkpoints_arch", "checkpoints", ["arch"])
     op.create_index("ix_checkpoints_created_at", "checkpoints", ["created_at"])
 
-    op.create_table(
-        "datasets",
-        sa.Column("id", sa.String(128), primary_key=True),
-        sa.Column("sha256", sa.String(64)),
-        sa.Column("format", sa.String(16), nullable=False),
-        sa.Column("filename", sa.String(255)),
-        sa.Column("size", sa.BigInteger(), nullable=False),
-        sa.Column("n_examples", sa.Integer()),
-        sa.Column("path", sa.Text()),
-        sa.Column("created_at", sa.DateTime(), nullable=False),
-    )
+    op.create_table("datasets", *artifact_columns(sa.Column("n_examples", sa.Integer())))
     op.create_index("ix_datasets_created_at", "datasets", ["created_at"])
 
     op.create_table(
@@ -76,10 +58,8 @@ def upgrade() -> None:
     op.create_index("ix_jobs_batch_id", "jobs", ["batch_id"])
     op.create_index("ix_jobs_created_at", "jobs", ["created_at"])
 
-    op.create_table(
+    create_job_table(
         "job_layers",
-        id_column(),
-        job_id_column(),
         sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("layer_name", sa.String(512), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
@@ -87,12 +67,9 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.UniqueConstraint("job_id", "layer_name", name="uq_job_layers_job_layer"),
     )
-    op.create_index("ix_job_layers_job_id", "job_layers", ["job_id"])
 
-    op.create_table(
+    create_job_table(
         "layer_results",
-        id_column(),
-        job_id_column(),
         sa.Column("layer_name", sa.String(512), nullable=False),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("checkpoint_id", sa.String(128)),
@@ -113,7 +90,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.UniqueConstraint("job_id", "layer_name", name="uq_layer_results_job_layer"),
     )
-    for name in ("job_id", "kind", "checkpoint_id", "arch", "node_id", *INDEXED_FLOATS):
+    for name in ("kind", "checkpoint_id", "arch", "node_id", *INDEXED_FLOATS):
         op.create_index(f"ix_layer_results_{name}", "layer_results", [name])
     op.create_index("ix_layer_results_kind_alpha", "layer_results", ["kind", "alpha"])
 

@@ -12,7 +12,7 @@ Written 2026-12-01.
 import sqlalchemy as sa
 from alembic import op
 
-from service.migrations.columns import id_column, job_id_column
+from service.migrations.columns import create_job_table, job_id_column
 
 revision = "0003_job_labels"
 down_revision = "0002"
@@ -33,15 +33,12 @@ def upgrade() -> None:
     with op.batch_alter_table("layer_results") as batch:
         batch.add_column(sa.Column("step", sa.Integer(), nullable=True))
     op.create_index("ix_layer_results_step", "layer_results", ["step"])
-    op.create_table(
+    create_job_table(
         "job_logs",
-        id_column(),
-        job_id_column(),
         sa.Column("at", sa.DateTime(), nullable=False),
         sa.Column("level", sa.String(8), nullable=False),
         sa.Column("message", sa.Text(), nullable=False),
     )
-    op.create_index("ix_job_logs_job_id", "job_logs", ["job_id"])
 
 
 def downgrade() -> None:
