@@ -30,10 +30,13 @@ from workers.zoo import build_model
 
 @dataclass(frozen=True)
 class Size:
+    """One run's models and batches: the GPT and its batch of sequences of ``tokens``, the
+    CNN and its batch of ``images`` of side ``image_side``, then K and the Lanczos steps."""
+
     gpt: dict[str, object]
-    cnn: dict[str, object]
     sequences: int
     tokens: int
+    cnn: dict[str, object]
     images: int
     image_side: int
     top_k: int
