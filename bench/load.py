@@ -396,9 +396,10 @@ def report(result: LoadResult) -> str:
             f"{r.server_cpu_s:.1f} s ({per_request:.1f} ms/request), load generator CPU "
             f"{r.client_cpu_s:.1f} s; load average " + " ".join(f"{x:.1f}" for x in r.load_average)
         )
+        in_app = ", ".join(f"{route} {ms:.0f}" for route, ms in r.in_app_ms.items())
         lines.append(
             "    in the app (mean ms): "
-            + ", ".join(f"{route} {ms:.0f}" for route, ms in r.in_app_ms.items())
+            + (in_app or "not measured (each server process keeps its own /metrics)")
         )
     lines.append(f"  median over repeats: {result.seconds:.1f} s per repeat")
     lines.append("  kind          requests  errors   4xx   p50 ms   p99 ms   max ms")
