@@ -38,6 +38,8 @@ log = logging.getLogger("curvprof.jobs")
 # extra runs for layers a run ended without a result for (their task was lost or cancelled
 # by Ray without the job being cancelled); after them such a layer fails
 UNREPORTED_ROUNDS = 1
+# the start of the job's log line when Ray runs a layer group's task again (its worker died)
+RETRY_LINE = "Ray retries the task of"
 
 
 @dataclass
@@ -243,7 +245,7 @@ class JobRunner:
                 repo.set_layers_state(s, job_id, names, "running", bump_attempts=True)
 
         def on_retry(names: list[str]) -> None:
-            log.info("job %s: Ray retries the task of %s", job_id, ", ".join(names))
+            self._job_log(job_id, logging.WARNING, f"{RETRY_LINE} {', '.join(names)}")
             with self._session() as s:
                 repo.set_layers_state(s, job_id, names, "running", bump_attempts=True)
 
