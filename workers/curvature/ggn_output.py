@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.func import jvp, vjp, vmap
 
-from workers.curvature.ggn_reverse import output_jacobian, reverse_output_tangents
+from workers.curvature.ggn_reverse import jacobian_rows, reverse_output_tangents
 from workers.curvature.ggn_route import (
     GGNProducts,
     compressed_from_products,
@@ -172,15 +172,19 @@ def _one_micro_batch(
     output are a and z, or without ``weight_products`` (h_k, M from the output tangents).
 
     When the model has C < ``reverse_below`` outputs per example, everything comes from the
-    C rows of J_g (``ggn_reverse.output_jacobian``: C reverse passes through g): the output
+    C rows of J_g (``ggn_reverse.jacobian_rows``: C reverse passes through g): the output
     tangents J_g dz_k = ⟨G, dz_k⟩ and, with the weight products, the pullbacks
     ĝ_k = Σ_c (H_L J_g dz_k)_c G_c, so no tangent of the layer output goes through g.
     Otherwise the K tangents go forward through g in one vmapped JVP and the pullbacks back
-    in one vmapped VJP."""
+    in one vmapped VJP (of the pullback taken to look for G, so it costs no further forward)."""
     rest = rest_of_network(model, module, batch)
-    found = output_jacobian(rest, z, reverse_below - 1) if reverse_below > 1 else None
-    if found is not None:
-        out, G = found
+    pullback: Callable[..., Any] | None = None
+    G = None
+    if reverse_below > 1 or weight_products:
+        out, pullback = vjp(rest, z)[:2]
+        if reverse_below > 1:
+            G = jacobian_rows(out, pullback, z.shape[0], reverse_below - 1)
+    if G is not None:
         K, C = u.shape[1], G.shape[0]
         Jdz = reverse_output_tangents(module, a, G, u, v).reshape(K, *out.shape)
     else:
@@ -193,12 +197,13 @@ def _one_micro_batch(
     h = (Jdz * HJdz).flatten(1).sum(1).to(torch.float64)
     if not weight_products:
         return h, output_space_matrix(Jdz, HJdz)
-    if found is not None:
+    if G is not None:
         B = z.shape[0]
         pulled = torch.einsum("kbc,cbx->kbx", HJdz.reshape(K, B, C), G.reshape(C, B, -1))
         pulled = pulled.reshape(K, *z.shape)
     else:
-        (pulled,) = vmap(vjp(rest, z)[1])(HJdz)
+        assert pullback is not None
+        (pulled,) = vmap(pullback)(HJdz)
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
     (products,) = vmap(vjp(layer_map(module, a), weight)[1])(pulled)
     return h, products

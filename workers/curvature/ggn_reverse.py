@@ -44,13 +44,24 @@ def output_jacobian(
     """(model output f = g(z), G (C, *z.shape) with G[c, b] = ∂f_{b,c}/∂z_b), or None when
     the output's first dimension is not the example or C > ``max_outputs``."""
     out, pullback = vjp(rest, z)[:2]
-    C = outputs_per_example(out, z.shape[0])
+    G = jacobian_rows(out, pullback, z.shape[0], max_outputs)
+    return None if G is None else (out, G)
+
+
+def jacobian_rows(
+    out: torch.Tensor, pullback: Callable[..., Any], examples: int, max_outputs: int
+) -> torch.Tensor | None:
+    """G (C, *z.shape) from the pullback of z ↦ f at z (one vmapped VJP with the C one-hot
+    cotangents), or None when the output's first dimension is not the example or
+    C > ``max_outputs``."""
+    C = outputs_per_example(out, examples)
     if C is None or max_outputs < C:
         return None
     eye = torch.eye(C, dtype=out.dtype, device=out.device)
     cotangents = eye.reshape(C, 1, *out.shape[1:]).expand(C, *out.shape)
     (G,) = vmap(pullback)(cotangents)
-    return out, G
+    G_tensor: torch.Tensor = G
+    return G_tensor
 
 
 def reverse_output_tangents(
