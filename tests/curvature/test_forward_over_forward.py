@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch.func import jvp
 
-from tests.curvature.dense import dense_compressed
-from tests.curvature.test_forward_over_reverse import MODELS  # the same smooth and residual models
-from tests.curvature.test_ggn_route import float64_case
+from tests.curvature.test_forward_over_reverse import (  # the same smooth and residual models
+    MODELS,
+    every_layer_against_dense,
+)
 from workers.curvature.forward_over_forward import (
     decomposed_layer_norm,
     decomposed_layer_norms,
@@ -19,17 +20,8 @@ from workers.curvature.forward_over_forward import (
 
 @pytest.mark.parametrize("case", sorted(MODELS))
 def test_forward_over_forward_equals_the_dense_block_hessian(case: str) -> None:
-    model, x, y, batch, specs = float64_case(*MODELS[case], "cross_entropy")
-    checked = 0
-    for spec in specs:
-        svd, M_ref, scale = dense_compressed(model, x, y, spec, 4)
-        out = forward_over_forward_curvature(
-            model, batch.split(x.shape[0] // 2 + 1), spec, svd.U, svd.V
-        )
-        assert out is not None, spec.name
-        torch.testing.assert_close(out, torch.diagonal(M_ref), rtol=0, atol=1e-12 * scale)
-        checked += 1
-    assert checked == len(specs)
+    for h, M_ref, scale in every_layer_against_dense(case, forward_over_forward_curvature):
+        torch.testing.assert_close(h, torch.diagonal(M_ref), rtol=0, atol=1e-12 * scale)
 
 
 def test_native_layer_norm_is_not_on_the_forward_over_forward_path() -> None:

@@ -3,6 +3,9 @@ piecewise-linear models (tanh, GELU, LayerNorm, softmax attention above the laye
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 import torch
 
@@ -20,18 +23,24 @@ MODELS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(MODELS))
-def test_forward_over_reverse_equals_the_dense_block_hessian(case: str) -> None:
+def every_layer_against_dense(
+    case: str, curvature: Callable[..., Any]
+) -> list[tuple[Any, torch.Tensor, float]]:
+    """(the route's output, the dense float64 M_jk, its scale) for every layer of
+    ``MODELS[case]``, the route run on two micro-batches; each layer must take the route."""
     model, x, y, batch, specs = float64_case(*MODELS[case], "cross_entropy")
-    checked = 0
+    rows = []
     for spec in specs:
         svd, M_ref, scale = dense_compressed(model, x, y, spec, 4)
-        out = forward_over_reverse_curvature(
-            model, batch.split(x.shape[0] // 2 + 1), spec, svd.U, svd.V
-        )
+        out = curvature(model, batch.split(x.shape[0] // 2 + 1), spec, svd.U, svd.V)
         assert out is not None, spec.name
-        h, M = out
+        rows.append((out, M_ref, scale))
+    assert len(rows) == len(specs)
+    return rows
+
+
+@pytest.mark.parametrize("case", sorted(MODELS))
+def test_forward_over_reverse_equals_the_dense_block_hessian(case: str) -> None:
+    for (h, M), M_ref, scale in every_layer_against_dense(case, forward_over_reverse_curvature):
         torch.testing.assert_close(h, torch.diagonal(M_ref), rtol=0, atol=1e-12 * scale)
         torch.testing.assert_close(M, M_ref, rtol=0, atol=1e-12 * scale)
-        checked += 1
-    assert checked == len(specs)
