@@ -21,7 +21,7 @@ from service.leader import Leadership
 from service.problems import install_problem_handlers, move_problem_schemas, problem
 from service.settings import Settings
 from service.store import db
-from service.store.layer_cache import LayerJsonCache
+from service.store.json_cache import RowJsonCache
 from service.store.paging import CursorError
 from service.store.repo import Conflict
 from service.store.statistics import StatisticsRefresher
@@ -100,7 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             sessions=sessions,
             artifacts=artifacts,
             runner=None,
-            layer_cache=LayerJsonCache(settings.layer_cache_bytes),
+            layer_cache=RowJsonCache(settings.layer_cache_bytes),
+            job_cache=RowJsonCache(settings.job_cache_bytes),
         )
 
         statistics = StatisticsRefresher(engine)

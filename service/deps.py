@@ -24,8 +24,10 @@ from service.artifacts import ArtifactStore
 from service.jobs_runner import JobRunner
 from service.problems import idempotent_submission, problems
 from service.settings import Settings
-from service.store.layer_cache import LayerJsonCache
+from service.store.job_pages import JobKey
+from service.store.json_cache import RowJsonCache
 from service.store.models import IDEMPOTENCY_KEY_LENGTH
+from service.store.queries import LayerKey
 from service.store.submit import BATCH_KEY_LENGTH
 from service.upload import MinimumRate, ReceivedUpload, receive_upload
 
@@ -39,7 +41,8 @@ class Services:
     sessions: sessionmaker[Session]
     artifacts: ArtifactStore
     runner: JobRunner | None
-    layer_cache: LayerJsonCache = field(default_factory=lambda: LayerJsonCache(0))
+    layer_cache: RowJsonCache[LayerKey] = field(default_factory=lambda: RowJsonCache(0))
+    job_cache: RowJsonCache[JobKey] = field(default_factory=lambda: RowJsonCache(0))
 
 
 def get_services(request: Request) -> Services:

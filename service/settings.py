@@ -78,8 +78,11 @@ class Settings(BaseSettings):
     """seconds an idle HTTP connection stays open; longer than the idle timeout of clients and
     load balancers, so none sends on a connection the server is closing"""
     layer_cache_bytes: NonNegativeInt = 64 * 1024**2
-    """bytes of full layer rows' JSON kept per server process for full pages of GET
-    /v1/layers (service/store/layer_cache.py); 0: none"""
+    """bytes of layer rows' JSON kept per server process for the pages of GET /v1/layers
+    (service/store/json_cache.py); 0: none"""
+    job_cache_bytes: NonNegativeInt = 8 * 1024**2
+    """bytes of jobs' JSON (and the rows they were built from) kept per server process for
+    the pages of GET /v1/jobs (service/store/job_pages.py); 0: none"""
     db_pool_timeout: PositiveFloat = 5.0
     """seconds a request waits for a connection, then 503"""
 

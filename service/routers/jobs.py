@@ -30,8 +30,8 @@ from service.deps import (
     submission_route,
 )
 from service.problems import problems
+from service.store import job_pages, queries, repo, submit
 from service.store import logs as job_logs_store
-from service.store import queries, repo, submit
 from service.store.models import JobRow
 
 router = APIRouter(tags=["jobs"], responses=problems(401, 422, 503))
@@ -58,14 +58,14 @@ def submit_job(spec: JobSpec, submission: JobSubmission) -> Job:
 @router.get("/jobs", **read_route(Page[Job], 400))
 def list_jobs(
     session: SessionDep,
+    services: ServicesDep,
     filters: Annotated[JobFilters, Query()],
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
     rows, next_cursor = repo.list_jobs(session, filters, cursor=cursor, limit=limit)
-    page = Page[Job](items=repo.job_summaries(session, rows), next_cursor=next_cursor)
-    # the jobs were validated as they were built; serialised once, not validated again
-    return Response(page.model_dump_json(), media_type="application/json")
+    body = job_pages.job_page_json(session, rows, next_cursor, services.job_cache)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/jobs/{job_id}", **read_route(Job, 404))

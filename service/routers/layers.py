@@ -87,7 +87,7 @@ def list_layers(
         Query(description="`full`: every array of each layer; `brief`: indexed scalars only"),
     ] = "full",
 ) -> Response:
-    # each row's JSON is encoded once per process (store/layer_cache.py)
+    # each row's JSON is encoded once per process (store/json_cache.py)
     body = queries.query_layer_page_json(
         session,
         filters,

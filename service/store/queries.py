@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import ColumnElement, Select, select
@@ -30,8 +31,8 @@ from api_schemas.layer_fields import (
 from api_schemas.queries import StoredLayer
 from service.store import paging, provenance
 from service.store.codec import unpack_profile, unpack_profile_json
+from service.store.json_cache import RowJsonCache, page_json
 from service.store.labels import JobLabelFilters
-from service.store.layer_cache import LayerJsonCache, LayerKey
 from service.store.models import JobRow, LayerProfileRow, LayerResultRow, layer_column
 
 SORTABLE: dict[str, InstrumentedAttribute[Any]] = {
@@ -143,7 +144,9 @@ LAYER_KEY_COLUMNS: tuple[InstrumentedAttribute[Any], ...] = (
     LayerResultRow.id,
     LayerResultRow.job_id,
     LayerResultRow.created_at,
-)  # a row's key in the LayerJsonCache
+)
+LayerKey = tuple[LayerView, int, str, datetime]
+"""A layer row's key in its ``RowJsonCache``: the view and ``LAYER_KEY_COLUMNS``."""
 
 
 def _encoded_rows(session: Session, view: LayerView, ids: list[int]) -> Iterator[tuple[Any, bytes]]:
@@ -168,7 +171,7 @@ def _encoded_rows(session: Session, view: LayerView, ids: list[int]) -> Iterator
 def query_layer_page_json(
     session: Session,
     filters: LayerFilters,
-    cache: LayerJsonCache,
+    cache: RowJsonCache[LayerKey],
     view: LayerView = "full",
     **page: Unpack[LayerPage],
 ) -> bytes:
@@ -187,15 +190,7 @@ def query_layer_page_json(
             key = (view, *key_values)
             fragments[key] = fragment
             cache.put(key, fragment)
-    parts = [b'{"items":[']
-    for i, key in enumerate(keys):
-        parts += (b",", fragments[key]) if i else (fragments[key],)
-    parts += (
-        b'],"next_cursor":',
-        b"null" if next_cursor is None else json.dumps(next_cursor).encode(),
-        b"}",
-    )
-    return b"".join(parts)  # one copy of the page's bytes
+    return page_json((fragments[key] for key in keys), next_cursor)
 
 
 def query_layer_briefs(

@@ -226,7 +226,7 @@ def job_model(session: Session, row: JobRow) -> Job:
         ],
     )
     compute = sum(w for w, _ in results.values() if w is not None)
-    return _job(row, progress, compute)
+    return job_from_row(row, progress, compute)
 
 
 def job_summaries(session: Session, rows: Sequence[JobRow]) -> list[Job]:
@@ -236,11 +236,12 @@ def job_summaries(session: Session, rows: Sequence[JobRow]) -> list[Job]:
     for row in rows:
         summary = figures[row.id]
         progress = JobProgress(done=summary.done, total=summary.total, failed=summary.failed)
-        out.append(_job(row, progress, summary.compute_seconds))
+        out.append(job_from_row(row, progress, summary.compute_seconds))
     return out
 
 
-def _job(row: JobRow, progress: JobProgress, compute_seconds: float) -> Job:
+def job_from_row(row: JobRow, progress: JobProgress, compute_seconds: float) -> Job:
+    """The wire model of one job row, with its progress and compute time."""
     wall = None
     if row.started_at and row.finished_at:
         wall = (row.finished_at - row.started_at).total_seconds()

@@ -1,7 +1,8 @@
-"""Layer pages from the per-process row JSON cache (service/store/layer_cache.py): the same
-bytes as ``Page[LayerRow].model_dump_json()`` (full) and ``Page[LayerBrief]``'s (brief) cold,
-warm and under eviction, on SQLite and PostgreSQL; the bound in bytes; and a row id handed
-out again never serves old bytes."""
+"""Pages from the per-process row JSON cache (service/store/json_cache.py): layer pages are
+the same bytes as ``Page[LayerRow].model_dump_json()`` (full) and ``Page[LayerBrief]``'s
+(brief) cold, warm and under eviction, on SQLite and PostgreSQL; the bound in bytes; a row id
+handed out again never serves old bytes. Job pages are ``Page[Job]``'s bytes and follow every
+change of a job (service/store/job_pages.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ import math
 import pytest
 from sqlalchemy import delete
 
-from api_schemas import JobSpec, LayerBrief, LayerRow, Page
-from service.store import queries, repo
-from service.store.layer_cache import LayerJsonCache
+from api_schemas import Job, JobSpec, LayerBrief, LayerRow, Page
+from service.store import job_pages, queries, repo
+from service.store.json_cache import RowJsonCache
 from service.store.models import LayerResultRow
 from tests.service.helpers import fake_profile, store_layer
 
@@ -43,7 +44,7 @@ def test_pages_are_the_models_json_byte_for_byte(session, max_bytes: int, view: 
             f"l{i}", "conv" if i % 2 else "linear", alpha=alpha, gamma=0.1 * i, flags=flags
         )
         store_layer(session, job, profile, node_id=f"n{i % 3}", data_indices=[i])
-    cache = LayerJsonCache(max_bytes)
+    cache = RowJsonCache(max_bytes)
     pages = 0
     for _ in range(2):  # cold, then from the cache (where it keeps anything)
         for sort in ("alpha", "-alpha", "id", "-id", "name"):
@@ -70,7 +71,7 @@ def test_pages_are_the_models_json_byte_for_byte(session, max_bytes: int, view: 
 def test_a_stored_nan_bic_is_dropped_as_in_the_model(session) -> None:  # type: ignore[no-untyped-def]
     job = _job(session)
     store_layer(session, job, fake_profile("l0", bic={"a": 1.5, "b": math.nan}))
-    cache = LayerJsonCache(1 << 20)
+    cache = RowJsonCache(1 << 20)
     for _ in range(2):
         got = queries.query_layer_page_json(session, queries.LayerFilters(), cache)
         assert got == _expected(session, queries.LayerFilters())
@@ -78,7 +79,7 @@ def test_a_stored_nan_bic_is_dropped_as_in_the_model(session) -> None:  # type: 
 
 
 def test_the_cache_drops_the_least_recently_used_rows_within_its_bytes() -> None:
-    cache = LayerJsonCache(10)
+    cache = RowJsonCache(10)
     keys = [("full", i, "job", None) for i in range(4)]
     cache.put(keys[0], b"aaaa")  # type: ignore[arg-type]
     cache.put(keys[1], b"bbbb")  # type: ignore[arg-type]
@@ -93,7 +94,7 @@ def test_the_cache_drops_the_least_recently_used_rows_within_its_bytes() -> None
 def test_a_row_id_handed_out_again_is_not_served_from_the_cache(session) -> None:  # type: ignore[no-untyped-def]
     job = _job(session)
     store_layer(session, job, fake_profile("old", alpha=1.0))
-    cache = LayerJsonCache(1 << 20)
+    cache = RowJsonCache(1 << 20)
     first = queries.query_layer_page_json(session, queries.LayerFilters(), cache)
     old_id = Page[LayerRow].model_validate_json(first).items[0].id
     session.execute(delete(LayerResultRow))  # by hand: the service itself never deletes rows
@@ -112,8 +113,56 @@ def test_one_cache_keeps_the_views_of_a_row_apart(session) -> None:  # type: ign
     job = _job(session)
     for i in range(3):
         store_layer(session, job, fake_profile(f"l{i}", alpha=0.5 * i))
-    cache = LayerJsonCache(1 << 20)
+    cache = RowJsonCache(1 << 20)
     for view in ("full", "brief", "full", "brief"):
         got = queries.query_layer_page_json(session, queries.LayerFilters(), cache, view)
         assert got == _expected(session, queries.LayerFilters(), view)
     assert len(cache) == 6 and cache.hits == 6
+
+
+def _expected_jobs(session, rows, cursor) -> bytes:  # type: ignore[no-untyped-def]
+    page = Page[Job](items=repo.job_summaries(session, rows), next_cursor=cursor)
+    return page.model_dump_json().encode()
+
+
+def _job_page(session, cache, limit=2, cursor=None):  # type: ignore[no-untyped-def]
+    rows, next_cursor = repo.list_jobs(session, cursor=cursor, limit=limit)
+    got = job_pages.job_page_json(session, rows, next_cursor, cache)
+    return got, _expected_jobs(session, rows, next_cursor), next_cursor
+
+
+@pytest.mark.parametrize("max_bytes", [0, 2500, 8 * 1024**2])
+def test_job_pages_are_the_models_json_and_follow_every_change(session, max_bytes: int) -> None:  # type: ignore[no-untyped-def]
+    jobs = [_job(session) for _ in range(5)]
+    repo.ensure_job_layers(session, jobs[0].id, ["a", "b"])
+    cache: RowJsonCache[job_pages.JobKey] = RowJsonCache(max_bytes)
+
+    def every_page() -> list[bytes]:
+        pages, cursor = [], None
+        while True:
+            got, expected, cursor = _job_page(session, cache, cursor=cursor)
+            assert got == expected
+            pages.append(got)
+            if cursor is None:
+                return pages
+
+    first = every_page()
+    assert every_page() == first  # warm, where it keeps anything
+    # each kind of change a job goes through: the listing shows it at once
+    repo.set_job_state(session, jobs[0].id, "running")
+    store_layer(session, jobs[0], fake_profile("a", alpha=1.0))
+    repo.set_layers_state(session, jobs[0].id, ["b"], "failed", error="boom")
+    repo.set_job_state(session, jobs[0].id, "failed", error="one layer failed")
+    repo.set_job_state(session, jobs[1].id, "cancelled")
+    after = every_page()
+    assert after != first
+    listed = {job.id: job for p in after for job in Page[Job].model_validate_json(p).items}
+    assert listed[jobs[0].id].state == "failed"
+    assert listed[jobs[0].id].error == "one layer failed"
+    assert (listed[jobs[0].id].progress.done, listed[jobs[0].id].progress.failed) == (1, 1)
+    assert listed[jobs[1].id].state == "cancelled"
+    assert cache.bytes <= max_bytes
+    if max_bytes == 0:
+        assert len(cache) == 0 and cache.hits == 0
+    elif max_bytes > 10**6:
+        assert cache.hits >= 5  # the second round of pages, every job unchanged
