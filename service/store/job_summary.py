@@ -5,7 +5,9 @@ its stored layers' wall seconds. Counted live, that reads every layer row of eve
 page (10⁵ rows for 50 jobs of 2,000 layers). A job that has ended no longer changes, so
 ``set_job_state`` fixes its figures on the job row (``jobs.summary_*``) in the transaction
 that ends it; any later write to its layers (a result that arrives after a cancel) clears
-them, and such a job is counted live again. Fixed or live, the figures are the same.
+them, and such a job is counted live again. A new job is written with the figures of no
+layers, which planning its layers (or starting it) clears. Fixed or live, the figures are
+the same.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def _columns(values: dict[str, Any]) -> dict[str, Any]:
 
 
 NAMES = [f.name for f in fields(JobSummary)]
+NEW_JOB_COLUMNS = _columns(asdict(JobSummary()))
+"""A new job's figures: it has no layers yet, until the runner plans them (which clears)."""
 
 
 def summaries(session: Session, rows: Sequence[JobRow]) -> dict[str, JobSummary]:

@@ -140,6 +140,7 @@ def add_job(
         created_at=utcnow(),
         name=spec.name,
         step=spec.step,
+        **job_summary.NEW_JOB_COLUMNS,
     )
     session.add(row)
     session.add_all(JobTagRow(job_id=row.id, tag=tag) for tag in spec.tags)

@@ -1,5 +1,5 @@
 """A job's listing figures (service/store/job_summary.py): fixed on its row when it ends,
-cleared by any later write to its layers, filled by migration 0005 for jobs that had ended;
+written as zeros for a new job, cleared by any later write to its layers, filled by migration 0005 for jobs that had ended;
 fixed or counted, the listing shows the same numbers (SQLite, and PostgreSQL when set)."""
 
 from __future__ import annotations
@@ -63,6 +63,19 @@ def test_a_late_layer_write_clears_the_fixed_figures(session: Session) -> None:
     session.refresh(job)
     assert (job.summary_done, job.summary_total, job.summary_failed) == (3, 3, 0)
     assert _listed(session, job.id) == (3, 3, 0, 3.5)
+
+
+def test_a_new_job_is_listed_from_the_figures_of_no_layers(session: Session) -> None:
+    job, _ = repo.create_job(
+        session, JobSpec(checkpoint_id="zoo:mlp", dataset="digits"), arch="mlp"
+    )
+    fixed = (job.summary_done, job.summary_total, job.summary_failed, job.summary_compute_seconds)
+    assert fixed == (0, 0, 0, 0.0)
+    assert job_summary.counted(session, [job.id])[job.id] == job_summary.JobSummary()
+    repo.ensure_job_layers(session, job.id, ["a", "b"])  # planned: counted from now on
+    session.refresh(job)
+    assert job.summary_total is None
+    assert _listed(session, job.id) == (0, 2, 0, 0.0)
 
 
 def test_counted_matches_fixed_for_every_job_of_a_page(session: Session) -> None:
