@@ -234,7 +234,6 @@ def measure(url: str, data_dir: Path, rounds: int) -> dict[str, Any]:
     """p50/p99 of the query mix per view (``brief``: indexed columns; ``full``: every array)."""
     import httpx
 
-    from service.routers.layers import layer_filters
     from service.store import db, queries
 
     out: dict[str, Any] = {}
@@ -253,7 +252,7 @@ def measure(url: str, data_dir: Path, rounds: int) -> dict[str, Any]:
     # the same query functions the router calls, without HTTP/JSON
     engine = db.make_engine(url)
     sessions = db.make_session_factory(engine)
-    q0 = layer_filters(kind="conv", alpha_min=0.5, alpha_max=1.5)
+    q0 = queries.LayerFilters(kind=["conv"], alpha_min=0.5, alpha_max=1.5)
     for view, fn in (("brief", queries.query_layer_briefs), ("full", queries.query_layers)):
         inner: list[float] = []
         with sessions() as session:

@@ -7,7 +7,7 @@ pool that the endpoints need (docs/reliability.md, "The thread and pool model").
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
@@ -199,11 +199,11 @@ WriteAuth = Depends(require_write)
 ReadAuth = Depends(require_read)
 
 
-def submission_getter(key_length: int) -> Callable[..., Submission]:
+def submission_getter(key_length: int) -> Callable[..., Awaitable[Submission]]:
     """The dependency giving the ``Submission`` of an endpoint whose Idempotency-Key header
     is at most ``key_length`` long."""
 
-    def get_submission(
+    async def get_submission(
         response: Response,
         services: ServicesDep,
         session: SessionDep,

@@ -61,9 +61,11 @@ class Settings(BaseSettings):
     workers: PositiveInt = 1
     """processes of `curvprof serve` on its port; the one holding data_dir/leader.lock runs
     the jobs (service/leader.py)"""
-    api_threads: PositiveInt = 40
+    api_threads: PositiveInt = 8
     """requests served at once, each on a worker thread with one connection of the pool; more
-    wait in a queue (service/admission.py)"""
+    wait in a queue (service/admission.py). A process runs Python on one core at a time, so
+    more threads than this mostly contend for it: 40 cost 45% more CPU per request than 8
+    under load (docs/reliability.md)"""
     upload_slots: PositiveInt = 4
     """uploads receiving their body at once, apart from the api_threads slots; more wait in
     their own queue (service/admission.py)"""

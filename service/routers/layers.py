@@ -33,9 +33,10 @@ def _query(param: FilterParam) -> Any:
     return Annotated[param.value_type | None, Query(description=param.description)]
 
 
-def layer_filters(**values: Any) -> queries.LayerFilters:
+async def layer_filters(**values: Any) -> queries.LayerFilters:
     """The layer listings' filters from the query: every parameter of the registry
-    (``api_schemas.layer_fields.FILTER_PARAMS``) and the job labels."""
+    (``api_schemas.layer_fields.FILTER_PARAMS``) and the job labels. ``async``: it does no
+    I/O, and FastAPI runs a sync dependency on a worker thread."""
     tags = split_csv(values.pop("tag", None))
     job_name = values.pop("job_name", None)
     for name, param in FILTER_PARAMS.items():
