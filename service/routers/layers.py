@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 from collections.abc import Iterator
 from typing import Annotated, Any
@@ -14,7 +13,8 @@ from starlette.background import BackgroundTask
 
 from api_schemas import LayerBrief, LayerDetail, LayerRow, Page
 from api_schemas.enums import LayerView
-from api_schemas.layer_fields import CSV_FIELDS, FILTER_PARAMS, FilterParam
+from api_schemas.layer_fields import CSV_FIELDS, FILTER_PARAMS
+from api_schemas.layer_filters import LayerFilterQuery
 from api_schemas.wire import INT64_MAX, split_csv
 from service.deps import ReadAuth, ServicesDep, SessionDep, read_route
 from service.problems import problems
@@ -26,39 +26,19 @@ LayerId = Annotated[int, Path(ge=1, le=INT64_MAX, description="a stored layer's 
 CSV_COLUMNS: tuple[str, ...] = tuple(f.name for f in CSV_FIELDS)
 
 
-def _query(param: FilterParam) -> Any:
-    """The FastAPI query parameter of one registry filter (integers bounded as int64 >= 0)."""
-    if param.value_type is int:
-        return Annotated[int | None, Query(description=param.description, ge=0, le=INT64_MAX)]
-    return Annotated[param.value_type | None, Query(description=param.description)]
-
-
-async def layer_filters(**values: Any) -> queries.LayerFilters:
+async def layer_filters(
+    query: Annotated[LayerFilterQuery, Query()],
+) -> queries.LayerFilters:
     """The layer listings' filters from the query: every parameter of the registry
-    (``api_schemas.layer_fields.FILTER_PARAMS``) and the job labels. ``async``: it does no
-    I/O, and FastAPI runs a sync dependency on a worker thread."""
-    tags = split_csv(values.pop("tag", None))
-    job_name = values.pop("job_name", None)
+    (``api_schemas.layer_fields.FILTER_PARAMS``) and the job labels, validated as one model.
+    ``async``: it does no I/O, and FastAPI runs a sync dependency on a worker thread."""
+    values = query.model_dump()
+    tags = split_csv(values.pop("tag"))
+    job_name = values.pop("job_name")
     for name, param in FILTER_PARAMS.items():
         if param.op == "in":
-            values[name] = split_csv(values.get(name))
+            values[name] = split_csv(values[name])
     return queries.LayerFilters(job_name=job_name, tags=tags, **values)
-
-
-_LABEL_PARAMS = {
-    "job_name": Annotated[str | None, Query(description="layers of jobs of this name")],
-    "tag": Annotated[str | None, Query(description="jobs' tag(s), comma-separated: all")],
-}
-layer_filters.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
-    [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=kind)
-        for name, kind in (
-            *((name, _query(param)) for name, param in FILTER_PARAMS.items()),
-            *_LABEL_PARAMS.items(),
-        )
-    ],
-    return_annotation=queries.LayerFilters,
-)
 
 
 FiltersDep = Annotated[queries.LayerFilters, Depends(layer_filters)]

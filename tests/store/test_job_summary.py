@@ -1,6 +1,7 @@
 """A job's listing figures (service/store/job_summary.py): fixed on its row when it ends,
-written as zeros for a new job, cleared by any later write to its layers, filled by migration 0005 for jobs that had ended;
-fixed or counted, the listing shows the same numbers (SQLite, and PostgreSQL when set)."""
+written as zeros for a new job, cleared by any later write to its layers, filled by
+migration 0005 for jobs that had ended; fixed or counted, the listing shows the same numbers
+(SQLite, and PostgreSQL when set)."""
 
 from __future__ import annotations
 

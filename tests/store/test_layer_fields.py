@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import types
 import typing
-from inspect import signature
 from typing import Any, Literal, get_args, get_origin
 
 from sqlalchemy import inspect
@@ -23,8 +22,9 @@ from api_schemas.layer_fields import (
     LAYER_FIELDS,
     LayerField,
 )
+from api_schemas.layer_filters import LayerFilterQuery
 from api_schemas.queries import StoredLayer
-from service.routers.layers import CSV_COLUMNS, csv_cells, layer_filters
+from service.routers.layers import CSV_COLUMNS, csv_cells
 from service.store import db, queries, repo
 from service.store import provenance as stored_provenance
 from service.store.models import Base
@@ -93,7 +93,7 @@ def test_sort_keys_and_brief_view_are_the_registry_s() -> None:
 
 
 def test_every_filter_is_a_query_parameter_of_the_listings() -> None:
-    params = set(signature(layer_filters).parameters)
+    params = set(LayerFilterQuery.model_fields)
     assert params == set(FILTER_PARAMS) | {"job_name", "tag"}
     filtered = {p.field.name for p in FILTER_PARAMS.values()}
     assert filtered == {f.name for f in LAYER_FIELDS if f.filter is not None}
