@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,7 +27,7 @@ from sqlalchemy.orm import (
     relationship,
 )
 
-from api_schemas.layer_fields import COLUMN_FIELDS, FIELDS, LayerField
+from api_schemas.layer_fields import COLUMN_FIELDS, FIELDS, SORTABLE_FIELDS, LayerField
 from service.store import provenance
 
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -189,6 +190,30 @@ def layer_column(name: str) -> InstrumentedAttribute[Any]:
 
 for _name in ("alpha", "gamma", "s"):
     Index(f"ix_layer_results_kind_{_name}", layer_column("kind"), layer_column(_name))
+
+# PostgreSQL walks a column's index backwards as DESC NULLS FIRST, not as the listings'
+# DESC NULLS LAST (then id): without these a descending sort sorts every matching row. SQLite
+# keeps nulls lowest, so a backward walk of the column's own index is that order already.
+DESCENDING_SORT_COLUMNS = tuple(
+    f.column_name for f in SORTABLE_FIELDS if f.indexed and f.stored == "column"
+)
+for _column in DESCENDING_SORT_COLUMNS:
+    Index(
+        f"ix_layer_results_{_column}_desc",
+        getattr(LayerResultRow, _column).desc().nulls_last(),
+        LayerResultRow.id,
+    ).ddl_if(dialect="postgresql")
+
+
+def on_this_dialect(dialect: str) -> Callable[..., bool]:
+    """An ``include_object`` for Alembic's comparison, which does not read ``ddl_if``: the
+    schema objects that exist on ``dialect``."""
+
+    def include(obj: Any, _name: Any, _type: Any, _reflected: Any, _compare_to: Any) -> bool:
+        condition = getattr(obj, "_ddl_if", None)
+        return condition is None or condition.dialect in (None, dialect)
+
+    return include
 
 
 class LayerProfileRow(Base):

@@ -1,14 +1,16 @@
 """The Alembic revisions (service/migrations) build exactly the schema the ORM models declare:
 alembic's own autogenerate comparison, with column types, finds nothing to change on a
-freshly migrated SQLite or PostgreSQL database."""
+freshly migrated SQLite or PostgreSQL database, and the PostgreSQL-only indexes exist there
+alone."""
 
 from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy import inspect
 
 from service.store import db
-from service.store.models import Base
+from service.store.models import DESCENDING_SORT_COLUMNS, Base, on_this_dialect
 
 
 def test_the_migrated_schema_is_the_orm_schema(db_url: str) -> None:
@@ -16,7 +18,23 @@ def test_the_migrated_schema_is_the_orm_schema(db_url: str) -> None:
     engine = db.make_engine(db_url)
     try:
         with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            include = on_this_dialect(conn.dialect.name)
+            opts = {"compare_type": True, "include_object": include}
+            context = MigrationContext.configure(conn, opts=opts)
             assert compare_metadata(context, Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_the_descending_sort_indexes_are_on_postgresql_alone(db_url: str) -> None:
+    db.upgrade(db_url)
+    engine = db.make_engine(db_url)
+    try:
+        names = {ix["name"] for ix in inspect(engine).get_indexes("layer_results")}
+        wanted = {f"ix_layer_results_{column}_desc" for column in DESCENDING_SORT_COLUMNS}
+        if engine.dialect.name == "postgresql":
+            assert wanted <= names
+        else:
+            assert not wanted & names
     finally:
         engine.dispose()
