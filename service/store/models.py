@@ -191,18 +191,33 @@ def layer_column(name: str) -> InstrumentedAttribute[Any]:
 for _name in ("alpha", "gamma", "s"):
     Index(f"ix_layer_results_kind_{_name}", layer_column("kind"), layer_column(_name))
 
-# PostgreSQL walks a column's index backwards as DESC NULLS FIRST, not as the listings'
-# DESC NULLS LAST (then id): without these a descending sort sorts every matching row. SQLite
-# keeps nulls lowest, so a backward walk of the column's own index is that order already.
+# PostgreSQL walks an ascending index backwards as DESC NULLS FIRST, not as the listings'
+# descending orders (nulls last, then the tie-breaker): without these a descending layer sort
+# and every newest-first listing sort all their matching rows. SQLite keeps nulls lowest, so
+# a backward walk of the column's own index is that order already.
 DESCENDING_SORT_COLUMNS = tuple(
     f.column_name for f in SORTABLE_FIELDS if f.indexed and f.stored == "column"
 )
-for _column in DESCENDING_SORT_COLUMNS:
-    Index(
-        f"ix_layer_results_{_column}_desc",
-        getattr(LayerResultRow, _column).desc().nulls_last(),
-        LayerResultRow.id,
-    ).ddl_if(dialect="postgresql")
+POSTGRESQL_ONLY_INDEXES: list[Index] = [
+    *(
+        Index(
+            f"ix_layer_results_{column}_desc",
+            getattr(LayerResultRow, column).desc().nulls_last(),
+            LayerResultRow.id,
+        )
+        for column in DESCENDING_SORT_COLUMNS
+    ),
+    *(  # paging.newest_first
+        Index(
+            f"ix_{table.__tablename__}_newest_first",
+            table.created_at.desc().nulls_last(),
+            table.id.desc(),
+        )
+        for table in (CheckpointRow, DatasetRow, JobRow)
+    ),
+]
+for _index in POSTGRESQL_ONLY_INDEXES:
+    _index.ddl_if(dialect="postgresql")
 
 
 def on_this_dialect(dialect: str) -> Callable[..., bool]:

@@ -10,7 +10,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect
 
 from service.store import db
-from service.store.models import DESCENDING_SORT_COLUMNS, Base, on_this_dialect
+from service.store.models import (
+    DESCENDING_SORT_COLUMNS,
+    POSTGRESQL_ONLY_INDEXES,
+    Base,
+    on_this_dialect,
+)
 
 
 def test_the_migrated_schema_is_the_orm_schema(db_url: str) -> None:
@@ -26,15 +31,22 @@ def test_the_migrated_schema_is_the_orm_schema(db_url: str) -> None:
         engine.dispose()
 
 
-def test_the_descending_sort_indexes_are_on_postgresql_alone(db_url: str) -> None:
+def test_the_descending_order_indexes_are_on_postgresql_alone(db_url: str) -> None:
     db.upgrade(db_url)
     engine = db.make_engine(db_url)
     try:
-        names = {ix["name"] for ix in inspect(engine).get_indexes("layer_results")}
-        wanted = {f"ix_layer_results_{column}_desc" for column in DESCENDING_SORT_COLUMNS}
+        found = {
+            (table, ix["name"])
+            for table in ("layer_results", "jobs", "checkpoints", "datasets")
+            for ix in inspect(engine).get_indexes(table)
+        }
+        wanted = {
+            (ix.table.name, ix.name) for ix in POSTGRESQL_ONLY_INDEXES if ix.table is not None
+        }
+        assert len(wanted) == len(DESCENDING_SORT_COLUMNS) + 3
         if engine.dialect.name == "postgresql":
-            assert wanted <= names
+            assert wanted <= found
         else:
-            assert not wanted & names
+            assert not wanted & found
     finally:
         engine.dispose()

@@ -1,7 +1,8 @@
-"""On PostgreSQL, an index per sortable layer column in the listings' descending order
-(``col DESC NULLS LAST, id``), so that a descending sort walks an index instead of sorting
-every matching row (``service/store/models.py``). SQLite needs none: it keeps nulls lowest,
-and a backward walk of the column's own index is that order already.
+"""On PostgreSQL, indexes in the listings' descending orders, so that a descending sort walks
+an index instead of sorting every matching row (``service/store/models.py``): one per
+sortable layer column (``col DESC NULLS LAST, id``) and one per newest-first listing (jobs,
+checkpoints, datasets: ``created_at DESC NULLS LAST, id DESC``). SQLite needs none: it keeps
+nulls lowest, and a backward walk of the column's own index is that order already.
 
 Written 2026-12-02.
 """
@@ -29,6 +30,9 @@ COLUMNS = (
 )
 
 
+NEWEST_FIRST = ("checkpoints", "datasets", "jobs")
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
@@ -38,10 +42,18 @@ def upgrade() -> None:
             "layer_results",
             [sa.text(f"{column} DESC NULLS LAST"), "id"],
         )
+    for table in NEWEST_FIRST:
+        op.create_index(
+            f"ix_{table}_newest_first",
+            table,
+            [sa.text("created_at DESC NULLS LAST"), sa.text("id DESC")],
+        )
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != "postgresql":
         return
+    for table in reversed(NEWEST_FIRST):
+        op.drop_index(f"ix_{table}_newest_first", table)
     for column in reversed(COLUMNS):
         op.drop_index(f"ix_layer_results_{column}_desc", "layer_results")
