@@ -1,10 +1,10 @@
 """The query of the layer listings as one model: every filter of the registry
 (``layer_fields.FILTER_PARAMS``) and the job labels.
 
-One model, not one FastAPI parameter per filter: FastAPI extracts and validates each
-parameter of its own on every request, and with 21 of them that was the largest part of a
-layer page's framework cost (docs/reliability.md, "The load benchmark"). The OpenAPI lists
-the model's fields as query parameters all the same.
+One model derived from the registry, in place of a hand-built signature of 21 parameters.
+FastAPI validates it once instead of field by field (about 8% fewer Python calls a layer
+page; it still extracts each field on its own). The OpenAPI lists the model's fields as
+query parameters all the same.
 """
 
 from __future__ import annotations

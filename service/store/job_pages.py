@@ -15,7 +15,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api_schemas import JobProgress
 from service.store import job_summary, repo
 from service.store.json_cache import RowJsonCache, page_json
 from service.store.models import JobRow
@@ -48,9 +47,6 @@ def job_page_json(
     for row, key in zip(rows, keys, strict=True):
         if key in fragments:
             continue
-        summary = figures[row.id]
-        progress = JobProgress(done=summary.done, total=summary.total, failed=summary.failed)
-        job = repo.job_from_row(row, progress, summary.compute_seconds)
-        fragments[key] = job.model_dump_json().encode()
+        fragments[key] = repo.listed_job(row, figures[row.id]).model_dump_json().encode()
         cache.put(key, fragments[key], _key_bytes(key))
     return page_json((fragments[key] for key in keys), next_cursor)

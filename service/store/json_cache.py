@@ -9,7 +9,7 @@ a row seen before (docs/reliability.md, "The load benchmark"). Two keys are in u
   and carries its job and creation time beside its id (``queries.LayerKey``), so an id that
   SQLite hands out again after a row was deleted by hand never serves the old row's bytes;
 - a job row does change (state, times, error, progress): its key is every value its JSON is
-  built from (``repo.JobKey``), so any change is a new key and the old one ages out.
+  built from (``job_pages.JobKey``), so any change is a new key and the old one ages out.
 
 The cache is bounded in bytes (each entry's JSON plus what its key holds) and drops the
 least recently used entries first.
@@ -74,6 +74,12 @@ class RowJsonCache(Generic[K]):
 def page_json(fragments: Iterable[bytes], next_cursor: str | None) -> bytes:
     """The JSON of a ``Page`` whose items' JSON are ``fragments``, byte for byte as
     ``Page.model_dump_json()`` writes it, in one copy."""
-    parts = [b'{"items":[', b",".join(fragments), b'],"next_cursor":']
-    parts += (b"null" if next_cursor is None else json.dumps(next_cursor).encode(), b"}")
+    parts = [b'{"items":[']
+    for i, fragment in enumerate(fragments):
+        parts += (b",", fragment) if i else (fragment,)
+    parts += (
+        b'],"next_cursor":',
+        b"null" if next_cursor is None else json.dumps(next_cursor).encode(),
+        b"}",
+    )
     return b"".join(parts)

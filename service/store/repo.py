@@ -233,12 +233,13 @@ def job_model(session: Session, row: JobRow) -> Job:
 def job_summaries(session: Session, rows: Sequence[JobRow]) -> list[Job]:
     """The jobs of a listing without their per-layer progress (``job_summary``)."""
     figures = job_summary.summaries(session, rows)
-    out = []
-    for row in rows:
-        summary = figures[row.id]
-        progress = JobProgress(done=summary.done, total=summary.total, failed=summary.failed)
-        out.append(job_from_row(row, progress, summary.compute_seconds))
-    return out
+    return [listed_job(row, figures[row.id]) for row in rows]
+
+
+def listed_job(row: JobRow, summary: job_summary.JobSummary) -> Job:
+    """One job of a listing, from its row and its listing figures."""
+    progress = JobProgress(done=summary.done, total=summary.total, failed=summary.failed)
+    return job_from_row(row, progress, summary.compute_seconds)
 
 
 def job_from_row(row: JobRow, progress: JobProgress, compute_seconds: float) -> Job:
