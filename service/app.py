@@ -98,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings,
             engine=engine,
             sessions=sessions,
+            read_sessions=db.make_read_session_factory(engine),
             artifacts=artifacts,
             runner=None,
             layer_cache=RowJsonCache(settings.layer_cache_bytes),

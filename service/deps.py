@@ -39,6 +39,7 @@ class Services:
     settings: Settings
     engine: Engine
     sessions: sessionmaker[Session]
+    read_sessions: sessionmaker[Session]
     artifacts: ArtifactStore
     runner: JobRunner | None
     layer_cache: RowJsonCache[LayerKey] = field(default_factory=lambda: RowJsonCache(0))
@@ -59,22 +60,30 @@ async def get_settings(services: Annotated[Services, Depends(services_dependency
     return services.settings
 
 
+READ_METHODS = frozenset({"GET", "HEAD"})
+"""Requests that only read: their session is ``Services.read_sessions``."""
+
+
 async def get_session(
+    request: Request,
     services: Annotated[Services, Depends(services_dependency)],
 ) -> AsyncIterator[Session]:
     """A session for the endpoint function only: ``SessionDep`` closes it as the function
     returns, so its connection goes back to the pool before the response is serialised.
 
-    Opened on the event loop (no connection is taken until the first query). Closing it
-    ends its transaction: on SQLite an in-process call, made on the loop; on a database
-    server a ROLLBACK round trip, which would stall the loop, so it runs on a thread of its
-    own limiter, never waiting for the endpoints' threads (as FastAPI closes sync
-    dependencies)."""
-    session = services.sessions()
+    A GET or HEAD gets a read session (``db.make_read_session_factory``: autocommit on a
+    database server, and it refuses writes), other methods a transaction. Opened on the
+    event loop (no connection is taken until the first query). Closing a read session, or
+    any session on SQLite, does no I/O and runs on the loop; closing a transaction on a
+    database server is a ROLLBACK round trip, which would stall the loop, so it runs on a
+    thread of its own limiter, never waiting for the endpoints' threads (as FastAPI closes
+    sync dependencies)."""
+    reads = request.method in READ_METHODS
+    session = (services.read_sessions if reads else services.sessions)()
     try:
         yield session
     finally:
-        if services.engine.dialect.name == "sqlite":
+        if reads or services.engine.dialect.name == "sqlite":
             session.close()
         else:
             with anyio.CancelScope(shield=True):

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import Engine, create_engine, event, exc, text
+from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -48,9 +49,9 @@ def make_engine(url: str, pool: PoolSize | None = None) -> Engine:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         kwargs["connect_args"] = {"check_same_thread": False, "timeout": 60}
-    else:
-        kwargs["pool_pre_ping"] = True
     engine = create_engine(url, **kwargs)
+    if not url.startswith("sqlite"):
+        _ping_idle_connections(engine)
     if url.startswith("sqlite"):
 
         @event.listens_for(engine, "connect")
@@ -65,8 +66,69 @@ def make_engine(url: str, pool: PoolSize | None = None) -> Engine:
     return engine
 
 
+PING_AFTER_IDLE_S = 1.0
+"""A pooled connection idle longer than this is pinged before it is handed out."""
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """Check a pooled connection is alive before use, but only after ``PING_AFTER_IDLE_S``
+    in the pool (HikariCP's rule). SQLAlchemy's ``pool_pre_ping`` pings at every checkout:
+    on psycopg a BEGIN and a ``SELECT 1``, two round trips before each request's query,
+    on connections a busy server used milliseconds before. A connection the database
+    dropped since its last use is replaced (``DisconnectionError`` makes the pool
+    reconnect); one that breaks within the window fails its statement, and SQLAlchemy then
+    invalidates the pool, as it would without any ping."""
+
+    @event.listens_for(engine, "checkin")
+    def _returned(_dbapi_conn: Any, record: Any) -> None:
+        record.info["returned_at"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        returned_at = record.info.get("returned_at")
+        if returned_at is None or time.monotonic() - returned_at <= PING_AFTER_IDLE_S:
+            return  # a new connection, or one in use moments ago
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+            dbapi_conn.rollback()  # the ping's transaction, so none is open at checkout
+        except engine.dialect.loaded_dbapi.Error as error:
+            raise exc.DisconnectionError(str(error)) from error
+
+
+def read_only_engine(engine: Engine) -> Engine:
+    """``engine`` for requests that only read: on a database server its connections run
+    in autocommit (the pool is shared). A read then costs its statements' round trips
+    alone, with no BEGIN before them and no ROLLBACK after; each statement sees its own
+    snapshot, as each already does in PostgreSQL's default READ COMMITTED transactions.
+    SQLite's transactions are calls inside the process, so it keeps ``engine``."""
+    if engine.dialect.name == "sqlite":
+        return engine
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
+
+
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+class WriteInReadSession(RuntimeError):
+    """A write attempted in a session of ``make_read_session_factory``."""
+
+
+def make_read_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions on :func:`read_only_engine`, which refuse to write: in autocommit a write
+    would not be atomic, so one reaching a read session is a bug, raised before any SQL."""
+    factory = sessionmaker(bind=read_only_engine(engine), expire_on_commit=False)
+
+    @event.listens_for(factory, "before_flush")
+    def _no_flush(session: Session, _flush: UOWTransaction, _instances: Any) -> None:
+        raise WriteInReadSession("a read-only session was asked to flush changes")
+
+    @event.listens_for(factory, "do_orm_execute")
+    def _no_dml(state: ORMExecuteState) -> None:
+        if state.is_insert or state.is_update or state.is_delete:
+            raise WriteInReadSession("a read-only session was asked to write")
+
+    return factory
 
 
 def alembic_config(url: str) -> Config:
