@@ -63,8 +63,7 @@ def list_jobs(
     cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Response:
-    rows, next_cursor = repo.list_jobs(session, filters, cursor=cursor, limit=limit)
-    body = job_pages.job_page_json(session, rows, next_cursor, services.job_cache)
+    body = job_pages.job_page_json(session, filters, services.job_cache, cursor=cursor, limit=limit)
     return Response(body, media_type="application/json")
 
 

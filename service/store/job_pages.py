@@ -10,11 +10,12 @@ the listing's cost (docs/reliability.md, "The load benchmark").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
+from api_schemas import JobFilters
 from service.store import job_summary, repo
 from service.store.json_cache import RowJsonCache, page_json
 from service.store.models import JobRow
@@ -25,8 +26,9 @@ JobKey = tuple[Any, ...]
 _COLUMNS = tuple(column.key for column in JobRow.__table__.columns)
 
 
-def job_key(row: JobRow, summary: job_summary.JobSummary) -> JobKey:
-    return (*(getattr(row, name) for name in _COLUMNS), summary)
+def job_key(row: Row[Any], summary: job_summary.JobSummary) -> JobKey:
+    """The key of a row of ``repo.list_job_records``: its job columns, then ``summary``."""
+    return (*tuple(row)[: len(_COLUMNS)], summary)
 
 
 def _key_bytes(key: JobKey) -> int:
@@ -35,18 +37,25 @@ def _key_bytes(key: JobKey) -> int:
 
 def job_page_json(
     session: Session,
-    rows: Sequence[JobRow],
-    next_cursor: str | None,
+    filters: JobFilters,
     cache: RowJsonCache[JobKey],
+    *,
+    cursor: str | None = None,
+    limit: int = 50,
 ) -> bytes:
-    """``Page[Job](items=repo.job_summaries(session, rows), next_cursor=...)``'s JSON, byte
-    for byte, from ``cache`` for the jobs seen unchanged before."""
+    """The JSON of ``Page[Job]`` for ``repo.list_jobs(session, filters, ...)``, each job as
+    ``repo.job_summaries`` gives it, byte for byte; from ``cache`` for the jobs seen
+    unchanged before. The jobs are read as plain rows, and an ORM ``JobRow`` is built only
+    for a job whose bytes are not cached."""
+    rows, next_cursor = repo.list_job_records(session, filters, cursor=cursor, limit=limit)
     figures = job_summary.summaries(session, rows)
     keys = [job_key(row, figures[row.id]) for row in rows]
     fragments = cache.get_many(keys)
-    for row, key in zip(rows, keys, strict=True):
+    for key in keys:
         if key in fragments:
             continue
-        fragments[key] = repo.listed_job(row, figures[row.id]).model_dump_json().encode()
+        *columns, summary = key
+        job = JobRow(**dict(zip(_COLUMNS, columns, strict=True)))
+        fragments[key] = repo.listed_job(job, summary).model_dump_json().encode()
         cache.put(key, fragments[key], _key_bytes(key))
     return page_json((fragments[key] for key in keys), next_cursor)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from sqlalchemy import Update, func, select, update
+from sqlalchemy import Row, Update, func, select, update
 from sqlalchemy.orm import Session
 
 from service.store.models import JobLayerRow, JobRow, LayerResultRow, layer_column
@@ -70,8 +70,9 @@ NEW_JOB_COLUMNS = _columns(asdict(JobSummary()))
 """A new job's figures: it has no layers yet, until the runner plans them (which clears)."""
 
 
-def summaries(session: Session, rows: Sequence[JobRow]) -> dict[str, JobSummary]:
-    """Each job's figures: fixed on its row where it has ended, else counted."""
+def summaries(session: Session, rows: Sequence[JobRow | Row[Any]]) -> dict[str, JobSummary]:
+    """Each job's figures: fixed on its row where it has ended, else counted. ``rows`` are
+    ORM rows or plain rows of the job table's columns."""
     out = {
         row.id: JobSummary(**{name: getattr(row, f"summary_{name}") for name in NAMES})
         for row in rows

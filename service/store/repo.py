@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Row, Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -276,6 +276,29 @@ def list_jobs(
     limit: int = 50,
 ) -> tuple[list[JobRow], str | None]:
     """A page of the jobs ``filters`` select, newest first, and the next page's cursor."""
+    rows, next_cursor = _page_of_jobs(session, select(JobRow), filters, cursor, limit)
+    return [row[0] for row in rows], next_cursor
+
+
+def list_job_records(
+    session: Session,
+    filters: JobFilters | None = None,
+    *,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> tuple[list[Row[Any]], str | None]:
+    """:func:`list_jobs`' page as plain rows whose first values are the job table's
+    columns, in its order: no ORM object is built (``GET /v1/jobs``, ``job_pages``)."""
+    return _page_of_jobs(session, select(*JobRow.__table__.columns), filters, cursor, limit)
+
+
+def _page_of_jobs(
+    session: Session,
+    what: Select[Any],
+    filters: JobFilters | None,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[Row[Any]], str | None]:
     filters = filters or JobFilters()
     labels = JobLabelFilters(
         name=filters.name,
@@ -284,7 +307,7 @@ def list_jobs(
         step_min=filters.step_min,
         step_max=filters.step_max,
     )
-    stmt = select(JobRow).where(*labels.job_clauses())
+    stmt = what.where(*labels.job_clauses())
     if filters.id_prefix:
         stmt = stmt.where(JobRow.id.startswith(filters.id_prefix, autoescape=True))
     if filters.states():
@@ -293,8 +316,7 @@ def list_jobs(
         stmt = stmt.where(JobRow.checkpoint_id == filters.checkpoint_id)
     if filters.batch_id:
         stmt = stmt.where(JobRow.batch_id == filters.batch_id)
-    rows, next_cursor = paging.page(session, stmt, JOBS_ORDER, cursor, limit)
-    return [row[0] for row in rows], next_cursor
+    return paging.page(session, stmt, JOBS_ORDER, cursor, limit)
 
 
 def jobs_in_states(

@@ -12,7 +12,7 @@ import math
 import pytest
 from sqlalchemy import delete
 
-from api_schemas import Job, JobSpec, LayerBrief, LayerRow, Page
+from api_schemas import Job, JobFilters, JobSpec, LayerBrief, LayerRow, Page
 from service.store import job_pages, queries, repo
 from service.store.json_cache import RowJsonCache
 from service.store.models import LayerResultRow
@@ -127,7 +127,7 @@ def _expected_jobs(session, rows, cursor) -> bytes:  # type: ignore[no-untyped-d
 
 def _job_page(session, cache, limit=2, cursor=None):  # type: ignore[no-untyped-def]
     rows, next_cursor = repo.list_jobs(session, cursor=cursor, limit=limit)
-    got = job_pages.job_page_json(session, rows, next_cursor, cache)
+    got = job_pages.job_page_json(session, JobFilters(), cache, cursor=cursor, limit=limit)
     return got, _expected_jobs(session, rows, next_cursor), next_cursor
 
 
