@@ -5,7 +5,7 @@
     python -m bench.load --clients 50 --layers 2000 --backend postgres --out load.json
 
 The store is filled first (bench.store.populate: 10^5 layer rows over 100 jobs, real
-compressed profiles). The server is ``uvicorn service.app:create_app`` in its own process
+compressed profiles). The server is ``curvprof serve`` in its own process
 (the job runner off; the load generator must not share its interpreter). Every client is an
 aiohttp session of its own connection that sends its requests one after another, each
 drawn from the mix: ``GET /v1/jobs``, a filtered ``GET /v1/layers`` (bench.store.QUERIES,
@@ -287,8 +287,8 @@ def _free_port() -> int:
 def server_process(
     db_url: str, data_dir: Path, env: dict[str, str] | None = None, workers: int = 1
 ) -> Iterator[tuple[str, int]]:
-    """``uvicorn service.app:create_app`` in a child process on loopback (``workers``
-    processes on its port, as ``curvprof serve --workers``); yields its URL and pid."""
+    """``curvprof serve`` in a child process on loopback (``workers`` processes on its
+    port); yields its URL and pid."""
     import httpx
 
     port = _free_port()
@@ -302,9 +302,8 @@ def server_process(
         "CURVPROF_RUN_JOBS": "false",
         **(env or {}),
     }
-    command = [sys.executable, "-m", "uvicorn", "service.app:create_app", "--factory"]
-    command += ["--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"]
-    command += ["--no-access-log", "--workers", str(workers)]
+    command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--log-level", "warning", "--workers", str(workers)]
     proc = subprocess.Popen(command, env=child_env)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -356,10 +355,6 @@ def run_load(
         cpus=os.cpu_count() or 0,
     )
     result.load_average_before = os.getloadavg()
-    if workers > 1:
-        from service.store import db
-
-        db.upgrade(db_url)  # once, as `curvprof serve --workers` does
     with server_process(db_url, data_dir, workers=workers) as (url, pid):
         _warm_up(url)
         for r in range(repeats):

@@ -4,6 +4,7 @@ Every client command takes ``--json`` (JSON on stdout, one document per line).""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -123,7 +124,11 @@ def serve(
         # migrated once here, not by N processes at once; the leader starts its own Ray
         os.environ.update({f"CURVPROF_{k.upper()}": v for k, v in given.items() if v})
         db.upgrade(settings.database_url)
-        uvicorn.run("service.app:create_app", factory=True, workers=workers, **common)
+        from service import worker_processes
+
+        config = uvicorn.Config("service.app:create_app", factory=True, workers=workers, **common)
+        with contextlib.suppress(KeyboardInterrupt):
+            worker_processes.run(config)
         return 0
     if settings.run_jobs:
         # imported here: an API-only replica (CURVPROF_RUN_JOBS=false) never imports Ray

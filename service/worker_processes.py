@@ -1,0 +1,74 @@
+"""``curvprof serve --workers N``: N uvicorn processes on one port, each with a listening
+socket of its own, so that the kernel spreads the connections evenly between them.
+
+uvicorn's supervisor binds one socket and hands it to every worker. All workers then wait
+on it, and a worker that wakes first accepts every connection queued there: 200 clients
+connecting together were split 182 / 18 between two workers, so one process did nine
+tenths of the work while the other idled (docs/reliability.md, "Several server
+processes"). On Linux each worker instead opens its own listener with ``SO_REUSEPORT``, and
+the kernel assigns each new connection to one of them by a hash of its addresses (nginx's
+``reuseport``). The parent keeps a socket bound to the port, not listening, so that the port
+stays reserved (and a port of 0 is resolved once) while workers come and go.
+
+Elsewhere (no ``SO_REUSEPORT``, or not Linux, where it does not balance) the workers share
+the one socket, as uvicorn does.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from typing import Any
+
+import uvicorn
+from uvicorn.supervisors import Multiprocess
+
+BALANCES = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def reuseport_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket with ``SO_REUSEPORT`` bound to ``(host, port)``, not yet listening."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _listen_in_worker(host: str, port: int, backlog: int) -> socket.socket:
+    sock = reuseport_socket(host, port)
+    sock.listen(backlog)
+    return sock
+
+
+class OwnListener:
+    """Stands, in the parent, for the listening socket each worker opens for itself.
+
+    uvicorn pickles a worker's sockets to start it; this one unpickles, in the worker, as a
+    new ``SO_REUSEPORT`` socket listening on the parent's port."""
+
+    def __init__(self, host: str, port: int, backlog: int) -> None:
+        self.host, self.port, self.backlog = host, port, backlog
+
+    def __reduce__(self) -> tuple[Any, tuple[str, int, int]]:
+        return _listen_in_worker, (self.host, self.port, self.backlog)
+
+
+def run(config: uvicorn.Config) -> None:
+    """Serve ``config`` with ``config.workers`` processes (``uvicorn.run``'s multiprocess
+    branch, with the balanced listeners)."""
+    if not BALANCES:
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    reserved = reuseport_socket(config.host, config.port)
+    port = reserved.getsockname()[1]
+    listener: Any = OwnListener(config.host, port, config.backlog)
+    uvicorn.config.logger.info("Uvicorn running on http://%s:%d", config.host, port)
+    try:
+        Multiprocess(config, sockets=[listener]).run()
+    finally:
+        reserved.close()
