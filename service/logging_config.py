@@ -51,6 +51,6 @@ def log_config(fmt: LogFormat = "text", level: str = "INFO") -> dict[str, Any]:
         "level": level.upper(),
         "propagate": False,
     }
-    for name in ("uvicorn", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         config["loggers"][name]["level"] = level.upper()
     return config

@@ -57,3 +57,28 @@ def test_text_lines() -> None:
     assert "INFO    curvprof.jobs: job abc: claimed (run 1)" in err[0]
     assert not any(line.startswith("{") for line in out + err)
     assert '"GET /healthz HTTP/1.1" 200' in out[0]
+
+
+def test_the_level_applies_to_every_uvicorn_logger() -> None:
+    script = (
+        "import logging, logging.config\n"
+        "from service.logging_config import log_config\n"
+        "logging.config.dictConfig(log_config('text', 'warning'))\n"
+        "logging.getLogger('uvicorn.access').info('%s - \"%s %s HTTP/%s\" %d', "
+        "'127.0.0.1:5000', 'GET', '/healthz', '1.1', 200)\n"
+        "for name in ('uvicorn', 'uvicorn.error', 'curvprof.app'):\n"
+        "    logging.getLogger(name).info('%s info', name)\n"
+        "    logging.getLogger(name).warning('%s warning', name)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    logged = result.stdout + result.stderr
+    assert "info" not in logged and "/healthz" not in logged
+    for name in ("uvicorn", "uvicorn.error", "curvprof.app"):
+        assert f"{name} warning" in logged
