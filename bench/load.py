@@ -285,18 +285,21 @@ def _free_port() -> int:
 
 @contextmanager
 def server_process(
-    db_url: str, data_dir: Path, env: dict[str, str] | None = None, workers: int = 1
+    db_url: str,
+    data_dir: Path,
+    env: dict[str, str] | None = None,
+    workers: int = 1,
+    checkout: Path | None = None,
 ) -> Iterator[tuple[str, int]]:
     """``curvprof serve`` in a child process on loopback (``workers`` processes on its
-    port); yields its URL and pid."""
+    port), from ``checkout`` (default: this one); yields its URL and pid."""
     import httpx
 
     port = _free_port()
+    code = str(checkout or Path(__file__).resolve().parents[1])
     child_env = {
         **os.environ,
-        "PYTHONPATH": os.pathsep.join(
-            p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
-        ),
+        "PYTHONPATH": os.pathsep.join(p for p in (code, os.environ.get("PYTHONPATH")) if p),
         "CURVPROF_DATA_DIR": str(data_dir),
         "CURVPROF_DB_URL": db_url,
         "CURVPROF_RUN_JOBS": "false",
@@ -304,7 +307,7 @@ def server_process(
     }
     command = [sys.executable, "-m", "service.cli", "serve", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--log-level", "warning", "--workers", str(workers)]
-    proc = subprocess.Popen(command, env=child_env)
+    proc = subprocess.Popen(command, env=child_env, cwd=code)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -345,6 +348,52 @@ def run_load(
     """Fill ``db_url`` with ``layers`` rows, serve it, and drive the clients ``repeats``
     times (each repeat its own Idempotency-Keys)."""
     populate(db_url, layers, template_profiles(), per_job=min(1000, max(1, layers // 100)))
+    result = _new_result(backend, clients, requests, layers, think_s, workers)
+    with server_process(db_url, data_dir, workers=workers) as (url, pid):
+        _warm_up(url)
+        for r in range(repeats):
+            result.add(_one_repeat(url, pid, clients, requests, seed * 1000 + r, think_s, workers))
+    return result
+
+
+def run_paired_load(
+    db_url: str,
+    data_dir: Path,
+    against: Path,
+    *,
+    backend: str,
+    clients: int,
+    requests: int,
+    layers: int,
+    seed: int = 0,
+    repeats: int = 1,
+    think_s: float = 0.0,
+    workers: int = 1,
+) -> tuple[LoadResult, LoadResult]:
+    """:func:`run_load` for this checkout's server and for ``against``'s (another checkout,
+    e.g. a ``git worktree`` of an earlier commit), both serving one store and driven in
+    turn, repeat by repeat (which goes first alternates), so that both meet the same drift
+    of the machine. Each drive has Idempotency-Keys of its own."""
+    populate(db_url, layers, template_profiles(), per_job=min(1000, max(1, layers // 100)))
+    ours = _new_result(backend, clients, requests, layers, think_s, workers)
+    theirs = _new_result(backend, clients, requests, layers, think_s, workers)
+    with (
+        server_process(db_url, data_dir / "this", workers=workers) as this_server,
+        server_process(db_url, data_dir / "against", workers=workers, checkout=against) as other,
+    ):
+        _warm_up(this_server[0])
+        _warm_up(other[0])
+        for r in range(repeats):
+            turns = [(ours, this_server, 0), (theirs, other, 1)]
+            for result, (url, pid), side in turns if r % 2 == 0 else turns[::-1]:
+                drive_seed = seed * 1000 + 2 * r + side
+                result.add(_one_repeat(url, pid, clients, requests, drive_seed, think_s, workers))
+    return ours, theirs
+
+
+def _new_result(
+    backend: str, clients: int, requests: int, layers: int, think_s: float, workers: int
+) -> LoadResult:
     result = LoadResult(
         backend,
         clients,
@@ -355,22 +404,38 @@ def run_load(
         cpus=os.cpu_count() or 0,
     )
     result.load_average_before = os.getloadavg()
-    with server_process(db_url, data_dir, workers=workers) as (url, pid):
-        _warm_up(url)
-        for r in range(repeats):
-            repeat = Repeat()
-            times, server_cpu, own_cpu = _route_times(url), _cpu_seconds(pid), _own_cpu_seconds()
-            started = time.perf_counter()
-            record = asyncio.run(_drive(url, clients, requests, seed * 1000 + r, think_s))
-            repeat.seconds = time.perf_counter() - started
-            repeat.server_cpu_s = _cpu_seconds(pid) - server_cpu
-            repeat.client_cpu_s = _own_cpu_seconds() - own_cpu
-            # each process keeps its own /metrics: with several, a scrape reads one of them
-            repeat.in_app_ms = _in_app_ms(times, _route_times(url)) if workers == 1 else {}
-            repeat.load_average = os.getloadavg()
-            _summarise(repeat, record)
-            result.add(repeat)
     return result
+
+
+def _one_repeat(
+    url: str, pid: int, clients: int, requests: int, seed: int, think_s: float, workers: int
+) -> Repeat:
+    repeat = Repeat()
+    times, server_cpu, own_cpu = _route_times(url), _cpu_seconds(pid), _own_cpu_seconds()
+    started = time.perf_counter()
+    record = asyncio.run(_drive(url, clients, requests, seed, think_s))
+    repeat.seconds = time.perf_counter() - started
+    repeat.server_cpu_s = _cpu_seconds(pid) - server_cpu
+    repeat.client_cpu_s = _own_cpu_seconds() - own_cpu
+    # each process keeps its own /metrics: with several, a scrape reads one of them
+    repeat.in_app_ms = _in_app_ms(times, _route_times(url)) if workers == 1 else {}
+    repeat.load_average = os.getloadavg()
+    _summarise(repeat, record)
+    return repeat
+
+
+def paired_report(ours: LoadResult, theirs: LoadResult, against: Path) -> str:
+    lines = ["this checkout:", report(ours), f"against {against}:", report(theirs)]
+    lines.append("  repeat   this p99 ms   against p99 ms   this req/s   against req/s")
+    for i, (a, b) in enumerate(zip(ours.repeats, theirs.repeats, strict=True)):
+        lines.append(
+            f"  {i:>6}{a.layer_p99_ms:>14.0f}{b.layer_p99_ms:>17.0f}"
+            f"{a.requests / max(a.seconds, 1e-9):>13.0f}{b.requests / max(b.seconds, 1e-9):>16.0f}"
+        )
+    lines.append(
+        f"  median layer p99: this {ours.layer_p99_ms:.0f} ms, against {theirs.layer_p99_ms:.0f} ms"
+    )
+    return "\n".join(lines)
 
 
 def report(result: LoadResult) -> str:
@@ -420,6 +485,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=1, help="server processes (curvprof serve --workers)"
     )
+    parser.add_argument(
+        "--against",
+        type=Path,
+        help="another checkout (e.g. a git worktree of an earlier commit) to serve beside "
+        "this one on the same store, the two driven in turn repeat by repeat",
+    )
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="curvprof-load-") as tmp:
@@ -434,23 +505,30 @@ def main(argv: list[str] | None = None) -> int:
                 print("postgres: CURVPROF_TEST_PG_URL is not set")
                 return 2
             database = fresh_pg_database(pg)
+        options: dict[str, Any] = {
+            "backend": args.backend,
+            "clients": args.clients,
+            "requests": args.requests,
+            "layers": args.layers,
+            "seed": args.seed,
+            "repeats": args.repeats,
+            "think_s": args.think,
+            "workers": args.workers,
+        }
         with database as db:
-            result = run_load(
-                db,
-                Path(tmp),
-                backend=args.backend,
-                clients=args.clients,
-                requests=args.requests,
-                layers=args.layers,
-                seed=args.seed,
-                repeats=args.repeats,
-                think_s=args.think,
-                workers=args.workers,
-            )
-    print(report(result))
+            if args.against is None:
+                results = [run_load(db, Path(tmp), **options)]
+                printed, saved = report(results[0]), asdict(results[0])
+            else:
+                ours, theirs = run_paired_load(db, Path(tmp), args.against.resolve(), **options)
+                results = [ours, theirs]
+                printed = paired_report(ours, theirs, args.against)
+                saved = {"this": asdict(ours), "against": asdict(theirs)}
+                saved["against_checkout"] = str(args.against)
+    print(printed)
     if args.out:
-        args.out.write_text(json.dumps(asdict(result), indent=2) + "\n")
-    return 0 if result.errors == 0 else 1
+        args.out.write_text(json.dumps(saved, indent=2) + "\n")
+    return 0 if all(result.errors == 0 for result in results) else 1
 
 
 if __name__ == "__main__":

@@ -53,3 +53,32 @@ def test_request_cpu_measures_every_kind_on_a_real_server(tmp_path: Path) -> Non
     assert all(wall > 0 for _, wall, _ in figures.values())
     assert sum(cpu for cpu, _, _ in figures.values()) > 0  # /proc counts in 10 ms ticks
     assert figures["layers_full"][2] > figures["layers_brief"][2] > 0  # arrays vs scalars
+
+
+@pytest.mark.timeout(300)
+def test_a_paired_run_drives_both_checkouts_in_turn(tmp_path: Path) -> None:
+    from bench.load import run_paired_load, server_process
+
+    checkout = Path(__file__).resolve().parents[2]  # this checkout, against itself
+    ours, theirs = run_paired_load(
+        f"sqlite:///{tmp_path / 'load.db'}",
+        tmp_path,
+        checkout,
+        backend="sqlite",
+        clients=10,
+        requests=2,
+        layers=200,
+        repeats=2,
+    )
+    for result in (ours, theirs):
+        assert len(result.repeats) == 2 and result.requests == 40
+        assert result.errors == 0 and not result.error_kinds, result.error_kinds
+        assert all(r.server_cpu_s > 0 for r in result.repeats)
+    # each drive had keys of its own: every submission made a new job, none was a replay
+    # (populate stored 200 layers as 100 jobs of 2)
+    with server_process(f"sqlite:///{tmp_path / 'load.db'}", tmp_path / "count") as (url, _):
+        import httpx
+
+        jobs = httpx.get(f"{url}/v1/jobs", params={"limit": 500}, timeout=30).json()["items"]
+    submitted = sum(r.kinds["submit"].requests for r in (*ours.repeats, *theirs.repeats))
+    assert submitted > 0 and len(jobs) == 100 + submitted
