@@ -75,10 +75,10 @@ def test_a_paired_run_drives_both_checkouts_in_turn(tmp_path: Path) -> None:
         assert result.errors == 0 and not result.error_kinds, result.error_kinds
         assert all(r.server_cpu_s > 0 for r in result.repeats)
     # each drive had keys of its own: every submission made a new job, none was a replay
-    # (populate stored 200 layers as 100 jobs of 2)
+    # (populate stored 200 layers as 100 jobs of 2; each server's warm-up submitted one)
     with server_process(f"sqlite:///{tmp_path / 'load.db'}", tmp_path / "count") as (url, _):
         import httpx
 
         jobs = httpx.get(f"{url}/v1/jobs", params={"limit": 500}, timeout=30).json()["items"]
     submitted = sum(r.kinds["submit"].requests for r in (*ours.repeats, *theirs.repeats))
-    assert submitted > 0 and len(jobs) == 100 + submitted
+    assert submitted > 0 and len(jobs) == 100 + 2 + submitted
