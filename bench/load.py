@@ -332,93 +332,86 @@ def server_process(
             proc.wait()
 
 
-def run_load(
-    db_url: str,
-    data_dir: Path,
-    *,
-    backend: str,
-    clients: int,
-    requests: int,
-    layers: int,
-    seed: int = 0,
-    repeats: int = 1,
-    think_s: float = 0.0,
-    workers: int = 1,
-) -> LoadResult:
-    """Fill ``db_url`` with ``layers`` rows, serve it, and drive the clients ``repeats``
-    times (each repeat its own Idempotency-Keys)."""
-    populate(db_url, layers, template_profiles(), per_job=min(1000, max(1, layers // 100)))
-    result = _new_result(backend, clients, requests, layers, think_s, workers)
-    with server_process(db_url, data_dir, workers=workers) as (url, pid):
+@dataclass(frozen=True)
+class LoadPlan:
+    """What a run drives: the backend's name, ``clients`` each sending ``requests`` on a
+    store of ``layers`` rows, ``repeats`` times, pausing ``think_s`` on average between
+    requests, against ``workers`` server processes."""
+
+    backend: str
+    clients: int
+    requests: int
+    layers: int
+    seed: int = 0
+    repeats: int = 1
+    think_s: float = 0.0
+    workers: int = 1
+
+
+def run_load(db_url: str, data_dir: Path, plan: LoadPlan) -> LoadResult:
+    """Fill ``db_url`` with ``plan.layers`` rows, serve it, and drive the clients
+    ``plan.repeats`` times (each repeat its own Idempotency-Keys)."""
+    _populate(db_url, plan)
+    result = _new_result(plan)
+    with server_process(db_url, data_dir, workers=plan.workers) as (url, pid):
         _warm_up(url)
-        for r in range(repeats):
-            result.add(_one_repeat(url, pid, clients, requests, seed * 1000 + r, think_s, workers))
+        for r in range(plan.repeats):
+            result.add(_one_repeat(url, pid, plan, plan.seed * 1000 + r))
     return result
 
 
 def run_paired_load(
-    db_url: str,
-    data_dir: Path,
-    against: Path,
-    *,
-    backend: str,
-    clients: int,
-    requests: int,
-    layers: int,
-    seed: int = 0,
-    repeats: int = 1,
-    think_s: float = 0.0,
-    workers: int = 1,
+    db_url: str, data_dir: Path, plan: LoadPlan, against: Path
 ) -> tuple[LoadResult, LoadResult]:
     """:func:`run_load` for this checkout's server and for ``against``'s (another checkout,
     e.g. a ``git worktree`` of an earlier commit), both serving one store and driven in
     turn, repeat by repeat (which goes first alternates), so that both meet the same drift
     of the machine. Each drive has Idempotency-Keys of its own."""
-    populate(db_url, layers, template_profiles(), per_job=min(1000, max(1, layers // 100)))
-    ours = _new_result(backend, clients, requests, layers, think_s, workers)
-    theirs = _new_result(backend, clients, requests, layers, think_s, workers)
+    _populate(db_url, plan)
+    ours, theirs = _new_result(plan), _new_result(plan)
+    workers = plan.workers
     with (
         server_process(db_url, data_dir / "this", workers=workers) as this_server,
         server_process(db_url, data_dir / "against", workers=workers, checkout=against) as other,
     ):
         _warm_up(this_server[0])
         _warm_up(other[0])
-        for r in range(repeats):
+        for r in range(plan.repeats):
             turns = [(ours, this_server, 0), (theirs, other, 1)]
             for result, (url, pid), side in turns if r % 2 == 0 else turns[::-1]:
-                drive_seed = seed * 1000 + 2 * r + side
-                result.add(_one_repeat(url, pid, clients, requests, drive_seed, think_s, workers))
+                result.add(_one_repeat(url, pid, plan, plan.seed * 1000 + 2 * r + side))
     return ours, theirs
 
 
-def _new_result(
-    backend: str, clients: int, requests: int, layers: int, think_s: float, workers: int
-) -> LoadResult:
+def _populate(db_url: str, plan: LoadPlan) -> None:
+    per_job = min(1000, max(1, plan.layers // 100))
+    populate(db_url, plan.layers, template_profiles(), per_job=per_job)
+
+
+def _new_result(plan: LoadPlan) -> LoadResult:
     result = LoadResult(
-        backend,
-        clients,
-        requests,
-        layers,
-        think_s=think_s,
-        workers=workers,
+        plan.backend,
+        plan.clients,
+        plan.requests,
+        plan.layers,
+        think_s=plan.think_s,
+        workers=plan.workers,
         cpus=os.cpu_count() or 0,
     )
     result.load_average_before = os.getloadavg()
     return result
 
 
-def _one_repeat(
-    url: str, pid: int, clients: int, requests: int, seed: int, think_s: float, workers: int
-) -> Repeat:
+def _one_repeat(url: str, pid: int, plan: LoadPlan, seed: int) -> Repeat:
     repeat = Repeat()
     times, server_cpu, own_cpu = _route_times(url), _cpu_seconds(pid), _own_cpu_seconds()
     started = time.perf_counter()
-    record = asyncio.run(_drive(url, clients, requests, seed, think_s))
+    record = asyncio.run(_drive(url, plan.clients, plan.requests, seed, plan.think_s))
     repeat.seconds = time.perf_counter() - started
     repeat.server_cpu_s = _cpu_seconds(pid) - server_cpu
     repeat.client_cpu_s = _own_cpu_seconds() - own_cpu
     # each process keeps its own /metrics: with several, a scrape reads one of them
-    repeat.in_app_ms = _in_app_ms(times, _route_times(url)) if workers == 1 else {}
+    repeat.in_app_ms = _in_app_ms(times, _route_times(url)) if plan.workers == 1 else {}
     repeat.load_average = os.getloadavg()
     _summarise(repeat, record)
     return repeat
@@ -505,22 +498,22 @@ def main(argv: list[str] | None = None) -> int:
                 print("postgres: CURVPROF_TEST_PG_URL is not set")
                 return 2
             database = fresh_pg_database(pg)
-        options: dict[str, Any] = {
-            "backend": args.backend,
-            "clients": args.clients,
-            "requests": args.requests,
-            "layers": args.layers,
-            "seed": args.seed,
-            "repeats": args.repeats,
-            "think_s": args.think,
-            "workers": args.workers,
-        }
+        plan = LoadPlan(
+            backend=args.backend,
+            clients=args.clients,
+            requests=args.requests,
+            layers=args.layers,
+            seed=args.seed,
+            repeats=args.repeats,
+            think_s=args.think,
+            workers=args.workers,
+        )
         with database as db:
             if args.against is None:
-                results = [run_load(db, Path(tmp), **options)]
+                results = [run_load(db, Path(tmp), plan)]
                 printed, saved = report(results[0]), asdict(results[0])
             else:
-                ours, theirs = run_paired_load(db, Path(tmp), args.against.resolve(), **options)
+                ours, theirs = run_paired_load(db, Path(tmp), plan, args.against.resolve())
                 results = [ours, theirs]
                 printed = paired_report(ours, theirs, args.against)
                 saved = {"this": asdict(ours), "against": asdict(theirs)}

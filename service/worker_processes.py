@@ -39,23 +39,20 @@ def reuseport_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _listen_in_worker(host: str, port: int, backlog: int) -> socket.socket:
-    sock = reuseport_socket(host, port)
-    sock.listen(backlog)
-    return sock
-
-
 class OwnListener:
     """Stands, in the parent, for the listening socket each worker opens for itself.
 
     uvicorn pickles a worker's sockets to start it; this one unpickles, in the worker, as a
-    new ``SO_REUSEPORT`` socket listening on the parent's port."""
+    new ``SO_REUSEPORT`` socket bound to the parent's port. It starts listening only when
+    uvicorn serves on it, after the app's start-up: a worker still importing its app or
+    restarting after a crash gets no connections meanwhile (a bound socket that does not
+    listen is not among those the kernel picks from)."""
 
-    def __init__(self, host: str, port: int, backlog: int) -> None:
-        self.host, self.port, self.backlog = host, port, backlog
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
 
-    def __reduce__(self) -> tuple[Any, tuple[str, int, int]]:
-        return _listen_in_worker, (self.host, self.port, self.backlog)
+    def __reduce__(self) -> tuple[Any, tuple[str, int]]:
+        return reuseport_socket, (self.host, self.port)
 
 
 def run(config: uvicorn.Config) -> None:
@@ -66,7 +63,7 @@ def run(config: uvicorn.Config) -> None:
         return
     reserved = reuseport_socket(config.host, config.port)
     port = reserved.getsockname()[1]
-    listener: Any = OwnListener(config.host, port, config.backlog)
+    listener: Any = OwnListener(config.host, port)
     uvicorn.config.logger.info("Uvicorn running on http://%s:%d", config.host, port)
     try:
         Multiprocess(config, sockets=[listener]).run()

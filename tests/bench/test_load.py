@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.load import KINDS, run_load
+from bench.load import KINDS, LoadPlan, run_load
 
 
 @pytest.mark.timeout(300)
@@ -14,10 +14,7 @@ def test_fifty_concurrent_clients_get_no_errors(tmp_path: Path) -> None:
     result = run_load(
         f"sqlite:///{tmp_path / 'load.db'}",
         tmp_path,
-        backend="sqlite",
-        clients=50,
-        requests=3,
-        layers=500,
+        LoadPlan(backend="sqlite", clients=50, requests=3, layers=500),
     )
     assert result.requests == 150
     assert result.errors == 0 and not result.error_kinds, result.error_kinds
@@ -30,11 +27,7 @@ def test_two_server_processes_get_no_errors_and_their_cpu_is_counted(tmp_path: P
     result = run_load(
         f"sqlite:///{tmp_path / 'load.db'}",
         tmp_path,
-        backend="sqlite",
-        clients=20,
-        requests=3,
-        layers=500,
-        workers=2,
+        LoadPlan(backend="sqlite", clients=20, requests=3, layers=500, workers=2),
     )
     assert result.requests == 60 and result.workers == 2
     assert result.errors == 0 and not result.error_kinds, result.error_kinds
@@ -63,12 +56,8 @@ def test_a_paired_run_drives_both_checkouts_in_turn(tmp_path: Path) -> None:
     ours, theirs = run_paired_load(
         f"sqlite:///{tmp_path / 'load.db'}",
         tmp_path,
+        LoadPlan(backend="sqlite", clients=10, requests=2, layers=200, repeats=2),
         checkout,
-        backend="sqlite",
-        clients=10,
-        requests=2,
-        layers=200,
-        repeats=2,
     )
     for result in (ours, theirs):
         assert len(result.repeats) == 2 and result.requests == 40

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import signal
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +104,14 @@ def partial_json_post(url: str, path: str, body: bytes, *, total: int) -> socket
         + body
     )
     return sock
+
+
+def stop_serving(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a ``curvprof serve`` child as an operator would (SIGINT), killing it only if it
+    has not stopped within a minute."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -17,6 +17,7 @@ import pytest
 
 from service.embedded import free_port
 from service.leader import LOCK_NAME, Leadership
+from tests.service.helpers import stop_serving
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -140,12 +141,7 @@ def test_serve_with_two_workers_runs_each_job_once_and_survives_its_leader(
             claims = [line for line in lines if line["message"].startswith("claimed")]
             assert len(claims) == 1, lines  # claimed by one process, once
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_serving(proc)
 
 
 def test_a_failed_takeover_lets_the_lock_go_and_tries_again(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ import pytest
 
 from service import worker_processes
 from service.embedded import free_port
+from tests.service.helpers import stop_serving
 
 REPO = Path(__file__).resolve().parents[2]
 CONNECTIONS = 200
@@ -29,19 +30,22 @@ linux_only = pytest.mark.skipif(not worker_processes.BALANCES, reason="SO_REUSEP
 
 
 @linux_only
-def test_a_listener_unpickles_as_a_socket_listening_on_the_port() -> None:
+def test_a_listener_unpickles_as_a_socket_that_listens_once_served() -> None:
     reserved = worker_processes.reuseport_socket("127.0.0.1", 0)
     port = reserved.getsockname()[1]
-    stand_in = worker_processes.OwnListener("127.0.0.1", port, 16)
+    stand_in = worker_processes.OwnListener("127.0.0.1", port)
     first, second = (pickle.loads(pickle.dumps(stand_in)) for _ in range(2))
     try:
         for listener in (first, second):
             assert isinstance(listener, socket.socket)
             assert listener.getsockname() == ("127.0.0.1", port)
-            assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
-        assert reserved.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
+            assert listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
+        with pytest.raises(ConnectionRefusedError):  # nobody listens yet
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        first.listen(16)  # as uvicorn's create_server does once the app has started
         with socket.create_connection(("127.0.0.1", port), timeout=5):
-            pass  # the kernel queued it on one of the two listeners
+            pass  # queued on the one socket that listens
+        assert reserved.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0
     finally:
         for sock in (first, second, reserved):
             sock.close()
@@ -53,8 +57,12 @@ def _children(pid: int) -> list[int]:
 
 
 def _socket_inodes(pid: int) -> set[str]:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    inodes: set[str] = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:  # gone, or a zombie
+        return inodes
+    for fd in fds:
         try:
             match = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
         except OSError:
@@ -94,12 +102,7 @@ def two_workers(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]
         _wait_for_workers(proc, port, set())
         yield proc, port
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_serving(proc)
 
 
 def _wait_for_workers(proc: subprocess.Popen[bytes], port: int, gone: set[int]) -> list[int]:
@@ -115,14 +118,19 @@ def _wait_for_workers(proc: subprocess.Popen[bytes], port: int, gone: set[int]) 
         time.sleep(0.3)
 
 
-def _listeners(pid: int, port: int) -> set[str]:
-    """The sockets of ``pid`` listening on ``port`` (their inodes)."""
+def _listening(port: int) -> set[str]:
+    """The sockets listening on ``port`` (their inodes; /proc/net/tcp)."""
     listening = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":
             listening.add(fields[9])
-    return _socket_inodes(pid) & listening
+    return listening
+
+
+def _listeners(pid: int, port: int) -> set[str]:
+    """The sockets of ``pid`` listening on ``port``."""
+    return _socket_inodes(pid) & _listening(port)
 
 
 def _listens(pid: int, port: int) -> bool:
@@ -162,7 +170,22 @@ def test_connections_are_spread_over_the_workers_and_a_killed_one_is_replaced(
     # a fair hash gives 100 +- 7 each: 50 is 7 standard deviations off
     assert min(counts.values()) >= 50, counts
 
+    before = set(_children(proc.pid))
     os.kill(workers[0], signal.SIGKILL)
+    while len(_listening(port)) > 1:  # until the kernel has closed the killed one's socket
+        time.sleep(0.05)
+    # until its replacement listens, and for 2 s after it was spawned, the survivor answers
+    # every connection at once: the replacement's socket listens only once its app started
+    spawned_at: float | None = None
+    answered = 0
+    while spawned_at is None or time.monotonic() < spawned_at + 2 or len(_listening(port)) < 2:
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: curvprof\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
+        answered += 1
+        if spawned_at is None and set(_children(proc.pid)) - before:
+            spawned_at = time.monotonic()
+    assert answered > 10
     replaced = _wait_for_workers(proc, port, {workers[0]})
     assert workers[1] in replaced
     counts = _connect_all(port, replaced)

@@ -57,6 +57,14 @@ def pg_url() -> Iterator[str]:
     yield from _pg_database()
 
 
+@pytest.fixture
+def one_connection(pg_url: str) -> Iterator[Engine]:
+    """An engine on a fresh PostgreSQL database whose pool holds one connection."""
+    engine = db.make_engine(pg_url, db.PoolSize(1, 0, 5.0))
+    yield engine
+    engine.dispose()
+
+
 def _status(session: Session) -> TransactionStatus:
     dbapi = session.connection().connection.dbapi_connection
     assert isinstance(dbapi, psycopg.Connection)
@@ -65,21 +73,19 @@ def _status(session: Session) -> TransactionStatus:
 
 @pytest.mark.postgres
 @pytest.mark.skipif(PG_URL is None, reason="CURVPROF_TEST_PG_URL not set")
-def test_reads_on_a_database_server_open_no_transaction(pg_url: str) -> None:
+def test_reads_on_a_database_server_open_no_transaction(
+    pg_url: str, one_connection: Engine
+) -> None:
     db.upgrade(pg_url)
-    engine = db.make_engine(pg_url, db.PoolSize(1, 0, 5.0))
-    try:
-        reads = db.make_read_session_factory(engine)
-        writes = db.make_session_factory(engine)
-        for _ in range(2):  # one pooled connection, alternately lent to each kind
-            with reads() as session:
-                session.execute(select(JobRow)).all()
-                assert _status(session) == TransactionStatus.IDLE  # no BEGIN was sent
-            with writes() as session:
-                session.execute(select(JobRow)).all()
-                assert _status(session) == TransactionStatus.INTRANS
-    finally:
-        engine.dispose()
+    reads = db.make_read_session_factory(one_connection)
+    writes = db.make_session_factory(one_connection)
+    for _ in range(2):  # one pooled connection, alternately lent to each kind
+        with reads() as session:
+            session.execute(select(JobRow)).all()
+            assert _status(session) == TransactionStatus.IDLE  # no BEGIN was sent
+        with writes() as session:
+            session.execute(select(JobRow)).all()
+            assert _status(session) == TransactionStatus.INTRANS
 
 
 def _backend_pid(engine: Engine) -> int:
@@ -92,9 +98,9 @@ def _backend_pid(engine: Engine) -> int:
 @pytest.mark.postgres
 @pytest.mark.skipif(PG_URL is None, reason="CURVPROF_TEST_PG_URL not set")
 def test_connections_are_pinged_only_after_an_idle_spell(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+    one_connection: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = db.make_engine(pg_url, db.PoolSize(1, 0, 5.0))
+    engine = one_connection
     pings: list[object] = []
     ping = engine.dialect.do_ping
 
@@ -103,19 +109,16 @@ def test_connections_are_pinged_only_after_an_idle_spell(
         return ping(dbapi_conn)
 
     monkeypatch.setattr(engine.dialect, "do_ping", counted_ping)
-    try:
-        first = _backend_pid(engine)
-        assert [_backend_pid(engine) for _ in range(20)] == [first] * 20
-        assert pings == []  # each use came moments after the last
-        monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)
-        assert [_backend_pid(engine) for _ in range(3)] == [first] * 3
-        assert len(pings) == 3
-        with engine.connect() as conn:  # the ping left no transaction open
-            dbapi = conn.connection.dbapi_connection
-            assert isinstance(dbapi, psycopg.Connection)
-            assert dbapi.info.transaction_status == TransactionStatus.IDLE
-    finally:
-        engine.dispose()
+    first = _backend_pid(engine)
+    assert [_backend_pid(engine) for _ in range(20)] == [first] * 20
+    assert pings == []  # each use came moments after the last
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)
+    assert [_backend_pid(engine) for _ in range(3)] == [first] * 3
+    assert len(pings) == 3
+    with engine.connect() as conn:  # the ping left no transaction open
+        dbapi = conn.connection.dbapi_connection
+        assert isinstance(dbapi, psycopg.Connection)
+        assert dbapi.info.transaction_status == TransactionStatus.IDLE
 
 
 def _terminate(pg_url: str, pid: int) -> None:
@@ -130,21 +133,18 @@ def _terminate(pg_url: str, pid: int) -> None:
 @pytest.mark.postgres
 @pytest.mark.skipif(PG_URL is None, reason="CURVPROF_TEST_PG_URL not set")
 def test_an_idle_connection_the_database_dropped_is_replaced(
-    pg_url: str, monkeypatch: pytest.MonkeyPatch
+    pg_url: str, one_connection: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = db.make_engine(pg_url, db.PoolSize(1, 0, 5.0))
-    try:
-        dropped = _backend_pid(engine)
-        _terminate(pg_url, dropped)
-        monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)  # it has been idle long enough
-        replacement = _backend_pid(engine)
-        assert replacement != dropped
+    engine = one_connection
+    dropped = _backend_pid(engine)
+    _terminate(pg_url, dropped)
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 0.0)  # it has been idle long enough
+    replacement = _backend_pid(engine)
+    assert replacement != dropped
 
-        # within the window there is no ping: the dropped connection fails its statement
-        monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 3600.0)
-        _terminate(pg_url, replacement)
-        with pytest.raises(exc.OperationalError):
-            _backend_pid(engine)
-        assert _backend_pid(engine) not in (dropped, replacement)  # the pool reconnected
-    finally:
-        engine.dispose()
+    # within the window there is no ping: the dropped connection fails its statement
+    monkeypatch.setattr(db, "PING_AFTER_IDLE_S", 3600.0)
+    _terminate(pg_url, replacement)
+    with pytest.raises(exc.OperationalError):
+        _backend_pid(engine)
+    assert _backend_pid(engine) not in (dropped, replacement)  # the pool reconnected
