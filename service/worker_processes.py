@@ -10,6 +10,12 @@ the kernel assigns each new connection to one of them by a hash of its addresses
 ``reuseport``). The parent keeps a socket bound to the port, not listening, so that the port
 stays reserved (and a port of 0 is resolved once) while workers come and go.
 
+The price: when a listener closes (its worker stopped or died), the connections the kernel
+had queued on it and no worker had accepted yet are reset, where a shared socket would have
+kept them for another worker. Linux 5.14+ hands them to another listener instead when the
+network namespace's ``net.ipv4.tcp_migrate_req`` is 1 (``deploy/docker-compose.yml`` sets
+it); the server says so at start-up when it is not.
+
 Elsewhere (no ``SO_REUSEPORT``, or not Linux, where it does not balance) the workers share
 the one socket, as uvicorn does.
 """
@@ -18,12 +24,14 @@ from __future__ import annotations
 
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 import uvicorn
 from uvicorn.supervisors import Multiprocess
 
 BALANCES = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+MIGRATE_SETTING = Path("/proc/sys/net/ipv4/tcp_migrate_req")
 
 
 def _family(host: str) -> socket.AddressFamily:
@@ -55,6 +63,14 @@ class OwnListener:
         return reuseport_socket, (self.host, self.port)
 
 
+def migrates_queued_connections() -> bool:
+    """Whether the kernel hands a closed listener's queued connections to another one."""
+    try:
+        return MIGRATE_SETTING.read_text().strip() == "1"
+    except OSError:
+        return False
+
+
 def run(config: uvicorn.Config) -> None:
     """Serve ``config`` with ``config.workers`` processes (``uvicorn.run``'s multiprocess
     branch, with the balanced listeners)."""
@@ -65,6 +81,11 @@ def run(config: uvicorn.Config) -> None:
     port = reserved.getsockname()[1]
     listener: Any = OwnListener(config.host, port)
     uvicorn.config.logger.info("Uvicorn running on http://%s:%d", config.host, port)
+    if not migrates_queued_connections():
+        uvicorn.config.logger.warning(
+            "net.ipv4.tcp_migrate_req is not 1: connections queued on a worker that stops "
+            "or dies are reset rather than handed to another worker"
+        )
     try:
         Multiprocess(config, sockets=[listener]).run()
     finally:

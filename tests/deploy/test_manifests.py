@@ -86,6 +86,8 @@ def test_compose_services_images_ports() -> None:
     assert services["ray-worker"]["command"] == ["ray-worker"]
     assert services["api"]["command"] == ["api"]
     assert services["api"]["ports"] == ["127.0.0.1:8000:8000"]
+    # its workers' own sockets hand queued connections on when one stops (worker_processes)
+    assert services["api"]["sysctls"] == {"net.ipv4.tcp_migrate_req": 1}
     assert services["ray-worker"]["deploy"]["replicas"] >= 2
     gpu = services["ray-worker-gpu"]
     assert gpu["profiles"] == ["gpu"] and "gpu" in gpu["image"]

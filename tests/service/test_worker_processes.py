@@ -51,6 +51,17 @@ def test_a_listener_unpickles_as_a_socket_that_listens_once_served() -> None:
             sock.close()
 
 
+@pytest.mark.parametrize(("text", "migrates"), [("1\n", True), ("0\n", False), (None, False)])
+def test_the_migration_setting_is_read_from_proc(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str | None, migrates: bool
+) -> None:
+    setting = tmp_path / "tcp_migrate_req"
+    if text is not None:
+        setting.write_text(text)
+    monkeypatch.setattr(worker_processes, "MIGRATE_SETTING", setting)
+    assert worker_processes.migrates_queued_connections() is migrates
+
+
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
