@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from service.client import CurvprofClient
 from service.embedded import free_port
 from service.leader import LOCK_NAME, Leadership
 from tests.service.helpers import stop_serving
@@ -73,15 +74,9 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie has closed its sockets already)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _submit_and_wait(url: str, seed: int) -> dict[str, object]:
+    """Submit a job as the project's client does (with an Idempotency-Key, so a connection
+    broken by a dying worker is retried without a second job) and wait for its end."""
     spec = {
         "checkpoint_id": "zoo:mlp",
         "dataset": "digits",
@@ -91,14 +86,15 @@ def _submit_and_wait(url: str, seed: int) -> dict[str, object]:
         "layers": "head",
         "seed": seed,
     }
-    job = httpx.post(f"{url}/v1/jobs", json=spec, timeout=60).json()
-    deadline = time.monotonic() + 240
-    while True:
-        got: dict[str, object] = httpx.get(f"{url}/v1/jobs/{job['id']}", timeout=60).json()
-        if got["state"] in ("succeeded", "failed", "cancelled"):
-            return got
-        assert time.monotonic() < deadline, got
-        time.sleep(0.5)
+    with CurvprofClient(url, timeout=60) as client:
+        job_id = client.submit(spec, idempotency_key=f"leader-test-{seed}").id
+        deadline = time.monotonic() + 240
+        while True:
+            got: dict[str, object] = client.job(job_id).model_dump(mode="json")
+            if got["state"] in ("succeeded", "failed", "cancelled"):
+                return got
+            assert time.monotonic() < deadline, got
+            time.sleep(0.5)
 
 
 @pytest.mark.slow
@@ -140,11 +136,9 @@ def test_serve_with_two_workers_runs_each_job_once_and_survives_its_leader(
         assert job["state"] == "succeeded", job
         leader = int((data / LOCK_NAME).read_text())
         assert leader in _children(proc.pid)
-        os.kill(leader, signal.SIGKILL)  # the other worker takes over; uvicorn replaces it
-        # connections the kernel queued on the killed worker's own socket as it died are
-        # reset (service/worker_processes.py): the client below comes once it is dead
-        while _alive(leader):
-            time.sleep(0.05)
+        # the other worker takes over and uvicorn replaces this one; a connection the kernel
+        # had queued on its socket is reset, and the client retries (worker_processes.py)
+        os.kill(leader, signal.SIGKILL)
         job = _submit_and_wait(url, seed=2)
         assert job["state"] == "succeeded", job
         assert int((data / LOCK_NAME).read_text()) != leader
