@@ -115,3 +115,9 @@ def stop_serving(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started that still run (Linux /proc)."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []

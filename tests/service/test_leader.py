@@ -18,7 +18,7 @@ import pytest
 from service.client import CurvprofClient
 from service.embedded import free_port
 from service.leader import LOCK_NAME, Leadership
-from tests.service.helpers import stop_serving
+from tests.service.helpers import child_pids, stop_serving
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,11 +69,6 @@ def test_a_follower_takes_over_from_a_leader_killed_with_sigkill(tmp_path: Path)
         ours.release()
 
 
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
 def _submit_and_wait(url: str, seed: int) -> dict[str, object]:
     """Submit a job as the project's client does (with an Idempotency-Key, so a connection
     broken by a dying worker is retried without a second job) and wait for its end."""
@@ -119,7 +114,7 @@ def test_serve_with_two_workers_runs_each_job_once_and_survives_its_leader(
     )
     try:
         deadline = time.monotonic() + 120
-        while len(_children(proc.pid)) < 2 or not (data / LOCK_NAME).exists():
+        while len(child_pids(proc.pid)) < 2 or not (data / LOCK_NAME).exists():
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
             assert time.monotonic() < deadline
             time.sleep(0.3)
@@ -135,7 +130,7 @@ def test_serve_with_two_workers_runs_each_job_once_and_survives_its_leader(
         job = _submit_and_wait(url, seed=1)
         assert job["state"] == "succeeded", job
         leader = int((data / LOCK_NAME).read_text())
-        assert leader in _children(proc.pid)
+        assert leader in child_pids(proc.pid)
         # the other worker takes over and uvicorn replaces this one; a connection the kernel
         # had queued on its socket is reset, and the client retries (worker_processes.py)
         os.kill(leader, signal.SIGKILL)

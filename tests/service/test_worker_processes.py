@@ -21,7 +21,7 @@ import pytest
 
 from service import worker_processes
 from service.embedded import free_port
-from tests.service.helpers import stop_serving
+from tests.service.helpers import child_pids, stop_serving
 
 REPO = Path(__file__).resolve().parents[2]
 CONNECTIONS = 200
@@ -62,11 +62,6 @@ def test_the_migration_setting_is_read_from_proc(
     assert worker_processes.migrates_queued_connections() is migrates
 
 
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
 def _socket_inodes(pid: int) -> set[str]:
     inodes: set[str] = set()
     try:
@@ -83,13 +78,22 @@ def _socket_inodes(pid: int) -> set[str]:
     return inodes
 
 
-def _served_by(port: int, workers: list[int]) -> Counter[int]:
-    """How many established connections to ``port`` each worker holds (/proc/net/tcp)."""
-    established = set()
+ESTABLISHED, LISTEN = "01", "0A"  # the states of /proc/net/tcp
+
+
+def _sockets_on(port: int, state: str) -> set[str]:
+    """The sockets on local ``port`` in ``state`` (their inodes; /proc/net/tcp)."""
+    found = set()
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
-            established.add(fields[9])
+        if int(fields[1].split(":")[1], 16) == port and fields[3] == state:
+            found.add(fields[9])
+    return found
+
+
+def _served_by(port: int, workers: list[int]) -> Counter[int]:
+    """How many established connections to ``port`` each worker holds."""
+    established = _sockets_on(port, ESTABLISHED)
     return Counter({pid: len(_socket_inodes(pid) & established) for pid in workers})
 
 
@@ -123,25 +127,15 @@ def _wait_for_workers(proc: subprocess.Popen[bytes], port: int, gone: set[int]) 
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]  # type: ignore[union-attr]
         assert time.monotonic() < deadline, "the workers did not start"
         # the children that listen: multiprocessing's resource tracker is one too
-        workers = [p for p in _children(proc.pid) if p not in gone and _listens(p, port)]
+        workers = [p for p in child_pids(proc.pid) if p not in gone and _listens(p, port)]
         if len(workers) == 2:
             return workers
         time.sleep(0.3)
 
 
-def _listening(port: int) -> set[str]:
-    """The sockets listening on ``port`` (their inodes; /proc/net/tcp)."""
-    listening = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":
-            listening.add(fields[9])
-    return listening
-
-
 def _listeners(pid: int, port: int) -> set[str]:
     """The sockets of ``pid`` listening on ``port``."""
-    return _socket_inodes(pid) & _listening(port)
+    return _socket_inodes(pid) & _sockets_on(port, LISTEN)
 
 
 def _listens(pid: int, port: int) -> bool:
@@ -181,20 +175,24 @@ def test_connections_are_spread_over_the_workers_and_a_killed_one_is_replaced(
     # a fair hash gives 100 +- 7 each: 50 is 7 standard deviations off
     assert min(counts.values()) >= 50, counts
 
-    before = set(_children(proc.pid))
+    before = set(child_pids(proc.pid))
     os.kill(workers[0], signal.SIGKILL)
-    while len(_listening(port)) > 1:  # until the kernel has closed the killed one's socket
+    while len(_sockets_on(port, LISTEN)) > 1:  # until the kernel has closed the killed one's socket
         time.sleep(0.05)
     # until its replacement listens, and for 2 s after it was spawned, the survivor answers
     # every connection at once: the replacement's socket listens only once its app started
     spawned_at: float | None = None
     answered = 0
-    while spawned_at is None or time.monotonic() < spawned_at + 2 or len(_listening(port)) < 2:
+
+    def both_listen() -> bool:
+        return len(_sockets_on(port, LISTEN)) == 2
+
+    while spawned_at is None or time.monotonic() < spawned_at + 2 or not both_listen():
         with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: curvprof\r\n\r\n")
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
         answered += 1
-        if spawned_at is None and set(_children(proc.pid)) - before:
+        if spawned_at is None and set(child_pids(proc.pid)) - before:
             spawned_at = time.monotonic()
     assert answered > 10
     replaced = _wait_for_workers(proc, port, {workers[0]})
