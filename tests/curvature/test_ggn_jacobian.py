@@ -12,6 +12,7 @@ from tests.curvature.test_ggn_route import float64_case
 from tests.curvature.test_seeded_lanczos import CASES
 from workers.curvature import ggn_jacobian
 from workers.curvature.ggn_jacobian import jacobian_ggn
+from workers.curvature.ggn_output import layer_ggn_products
 from workers.curvature.hvp import block_matvec
 from workers.curvature.lanczos import lanczos
 
@@ -40,3 +41,53 @@ def test_refused_over_the_memory_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     model, _, _, batch, specs = float64_case(*CASES["relu_mlp"], "cross_entropy")
     monkeypatch.setattr(ggn_jacobian, "MAX_ELEMENTS", 1)
     assert jacobian_ggn(model, [batch], specs[0]) is None
+
+
+def _directions(m: int, n: int, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(2)
+    U = torch.linalg.qr(torch.randn(m, K, dtype=F64, generator=g))[0]
+    V = torch.linalg.qr(torch.randn(n, K, dtype=F64, generator=g))[0]
+    return U, V
+
+
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_the_h_k_steps_jacobians_serve_the_products(
+    chunk: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """G kept by the GGN route (C = 3 < K reverse passes, in chunks of examples, over three
+    micro-batches) gives the dense block Hessian's products with no reverse pass of its own."""
+    model, x, y, batch, specs = float64_case(*CASES["piecewise_cnn"], "cross_entropy")
+    micro = batch.split(x.shape[0] // 3 + 1)
+    for spec in specs:
+        _, H = dense_reference(model, x, y, "cross_entropy", spec)
+        m, n = spec.shape
+        U, V = _directions(m, n, min(m, n, 4))
+        route = layer_ggn_products(
+            model, micro, spec, U, V, reverse_below=10, chunk=chunk, keep_jacobians=10**9
+        )
+        assert len(route.jacobians) == len(micro), spec.name
+        with monkeypatch.context() as patched:
+            patched.setattr(ggn_jacobian, "output_jacobian", _no_reverse_pass)
+            op = jacobian_ggn(model, micro, spec, known=route.jacobians)
+        assert op is not None
+        X = torch.randn(m * n, 3, dtype=F64, generator=torch.Generator().manual_seed(3))
+        got = block_matvec(op.products, spec, op.weight)(X)
+        torch.testing.assert_close(got, H @ X, rtol=0, atol=1e-12 * float(H.abs().max()))
+
+
+def test_no_jacobian_is_kept_over_the_bound_or_without_reverse_passes() -> None:
+    model, x, _, batch, specs = float64_case(*CASES["piecewise_cnn"], "cross_entropy")
+    spec = specs[0]
+    U, V = _directions(*spec.shape, 2)
+    micro = batch.split(x.shape[0] // 2)
+    kept = layer_ggn_products(model, micro, spec, U, V, reverse_below=10, keep_jacobians=10**9)
+    elements = sum(j.G.numel() for j in kept.jacobians)
+    over = layer_ggn_products(
+        model, micro, spec, U, V, reverse_below=10, keep_jacobians=elements - 1
+    )
+    forward = layer_ggn_products(model, micro, spec, U, V, reverse_below=0, keep_jacobians=10**9)
+    assert len(kept.jacobians) == 2 and over.jacobians == [] and forward.jacobians == []
+
+
+def _no_reverse_pass(*_args: object) -> None:
+    raise AssertionError("the operator took its own reverse passes")

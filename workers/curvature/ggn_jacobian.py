@@ -30,7 +30,7 @@ from workers.curvature.ggn_output import (
     rank_one_layer,
     rest_of_network,
 )
-from workers.curvature.ggn_reverse import output_jacobian
+from workers.curvature.ggn_reverse import OutputJacobian, output_jacobian
 from workers.curvature.ggn_route import loss_hessian_products
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import Batch
@@ -88,31 +88,40 @@ def pays_off(model: nn.Module, spec: LayerSpec) -> bool:
 
 
 def jacobian_ggn(
-    model: nn.Module, micro_batches: list[Batch], spec: LayerSpec
+    model: nn.Module,
+    micro_batches: list[Batch],
+    spec: LayerSpec,
+    known: list[OutputJacobian] | None = None,
 ) -> JacobianGGN | None:
     """The operator for a layer whose block is already known to be GGN-exact, or None where
     the layer is not a single-use linear/convolution, C > ``MAX_OUTPUTS``, the output has no
     example dimension first, or all G would exceed ``MAX_ELEMENTS`` (callers fall back to
-    ``hvp.BlockHessian``)."""
+    ``hvp.BlockHessian``). ``known``: every micro-batch's G as the h_k step already took it
+    (``ggn_output.layer_ggn_products(keep_jacobians=...)``); then no reverse pass is taken."""
     module = rank_one_layer(model, spec)
     if module is None:
         return None
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    parts = known if known is not None and len(known) == len(micro_batches) else None
+    if parts is None:
+        parts = []
+        total = 0
+        with torch.no_grad():
+            for batch in micro_batches:
+                a, z = capture_layer_io(model, module, batch)
+                found = output_jacobian(rest_of_network(model, module, batch), z, MAX_OUTPUTS)
+                if found is None:
+                    return None
+                total += found[1].numel()
+                if total > MAX_ELEMENTS:
+                    return None
+                parts.append(OutputJacobian(batch, a, *found))
     held: list[_Held] = []
-    total = 0
-    with torch.no_grad():
-        for batch in micro_batches:
-            a, z = capture_layer_io(model, module, batch)
-            found = output_jacobian(rest_of_network(model, module, batch), z, MAX_OUTPUTS)
-            if found is None:
-                return None
-            out, G = found
-            total += G.numel()
-            if total > MAX_ELEMENTS:
-                return None
-            layer = layer_map(module, a)
-            held.append(
-                _Held(batch, out, G.reshape(G.shape[0], z.shape[0], -1), vmap(layer),
-                      vmap(vjp(layer, weight)[1]), z.shape)
-            )  # fmt: skip
+    for part in parts:
+        layer = layer_map(module, part.a)
+        G = part.G
+        held.append(
+            _Held(part.batch, part.out, G.reshape(G.shape[0], G.shape[1], -1), vmap(layer),
+                  vmap(vjp(layer, weight)[1]), G.shape[1:])
+        )  # fmt: skip
     return JacobianGGN(weight, held)

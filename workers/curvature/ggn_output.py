@@ -32,7 +32,11 @@ import torch
 from torch import nn
 from torch.func import jvp, vjp, vmap
 
-from workers.curvature.ggn_reverse import jacobian_rows, reverse_output_tangents
+from workers.curvature.ggn_reverse import (
+    OutputJacobian,
+    jacobian_rows,
+    reverse_output_tangents,
+)
 from workers.curvature.ggn_route import (
     GGNProducts,
     compressed_from_products,
@@ -167,9 +171,10 @@ def _one_micro_batch(
     z: torch.Tensor,
     weight_products: bool,
     reverse_below: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(h_k, the K weight-space products H[V_k]) on one micro-batch whose layer input and
-    output are a and z, or without ``weight_products`` (h_k, M from the output tangents).
+) -> tuple[torch.Tensor, torch.Tensor, OutputJacobian | None]:
+    """(h_k, the K weight-space products H[V_k], G where it was taken) on one micro-batch whose
+    layer input and output are a and z, or without ``weight_products`` (h_k, M from the
+    output tangents, G).
 
     When the model has C < ``reverse_below`` outputs per example, everything comes from the
     C rows of J_g (``ggn_reverse.jacobian_rows``: C reverse passes through g): the output
@@ -193,10 +198,11 @@ def _one_micro_batch(
             return jvp(rest, (z,), (t,))
 
         out, Jdz = vmap(tangent, out_dims=(None, 0))(output_tangents(module, a, u, v))  # type: ignore[arg-type]
+    held = None if G is None else OutputJacobian(batch, a, out, G)
     HJdz = loss_hessian_products(batch, out, Jdz)
     h = (Jdz * HJdz).flatten(1).sum(1).to(torch.float64)
     if not weight_products:
-        return h, output_space_matrix(Jdz, HJdz)
+        return h, output_space_matrix(Jdz, HJdz), held
     if G is not None:
         B = z.shape[0]
         pulled = torch.einsum("kbc,cbx->kbx", HJdz.reshape(K, B, C), G.reshape(C, B, -1))
@@ -206,7 +212,7 @@ def _one_micro_batch(
         (pulled,) = vmap(pullback)(HJdz)
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
     (products,) = vmap(vjp(layer_map(module, a), weight)[1])(pulled)
-    return h, products
+    return h, products, held
 
 
 def example_chunks(
@@ -241,6 +247,7 @@ def layer_ggn_products(
     weight_products: bool = True,
     reverse_below: int | None = None,
     chunk: int | None = None,
+    keep_jacobians: int | None = None,
 ) -> GGNProducts:
     """``ggn_route.ggn_products`` (same ``weight_products`` option), with rank-1 output tangents
     on a layer ``rank_one_layer`` accepts, else the full weight tangent through the model.
@@ -251,7 +258,10 @@ def layer_ggn_products(
     directions: then the C passes are fewer than the K tangents; 0 turns it off). Chunks and
     the reverse passes both assume examples that do not interact above the layer; the
     engine's check runs them on chunks of its sub-batch, so a model that mixes examples fails
-    the check (``routes.ggn_refusal``)."""
+    the check (``routes.ggn_refusal``).
+
+    With ``keep_jacobians`` (a bound on the elements of all G together) the result carries
+    every micro-batch's G, when the route took reverse passes on all of them within it."""
     layer = rank_one_directions(model, spec, U, V)
     if layer is None:
         return ggn_products(model, micro_batches, spec, (U, V), weight_products=weight_products)
@@ -260,15 +270,27 @@ def layer_ggn_products(
     below = K if reverse_below is None else reverse_below
     h = torch.zeros(K, dtype=torch.float64, device=weight.device)
     products = weight.new_zeros((K, *weight.shape)) if weight_products else h.new_zeros((K, K))
+    kept: list[OutputJacobian] | None = [] if keep_jacobians is not None else None
+    limit, elements = keep_jacobians or 0, 0
     with torch.no_grad():
         for batch in micro_batches:
+            chunks: list[OutputJacobian] = []
             for sub, a, z in example_chunks(model, module, batch, K, chunk):
-                h_b, products_b = _one_micro_batch(
+                h_b, products_b, held = _one_micro_batch(
                     model, module, sub, u, v, a, z, weight_products, below
                 )
                 h += h_b
                 products += products_b
+                if kept is not None:  # no G on a chunk, or too many: none is kept
+                    elements += held.G.numel() if held is not None else 0
+                    if held is None or elements > limit:
+                        kept, chunks = None, []
+                    else:
+                        chunks.append(held)
+            if kept is not None:
+                kept.append(OutputJacobian.joined(batch, chunks))
+    jacobians = kept or []
     if not weight_products:
-        return GGNProducts(h=h, M=products)
+        return GGNProducts(h=h, M=products, jacobians=jacobians)
     M, norms = compressed_from_products(spec, U, V, products)
-    return GGNProducts(h=h, M=M, hv_norms=norms)
+    return GGNProducts(h=h, M=M, hv_norms=norms, jacobians=jacobians)

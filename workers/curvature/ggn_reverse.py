@@ -24,11 +24,38 @@ which runs this implementation against the exact h) refuses the route otherwise.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 from torch.func import vjp, vmap
+
+from workers.curvature.measurement import Batch
+
+
+@dataclass(frozen=True)
+class OutputJacobian:
+    """One micro-batch's layer input a, model output f and G (C, *z.shape), held so that a
+    later step (the eigen step's products, ``ggn_jacobian.py``) need not take the C reverse
+    passes again."""
+
+    batch: Batch
+    a: torch.Tensor
+    out: torch.Tensor
+    G: torch.Tensor
+
+    @classmethod
+    def joined(cls, batch: Batch, chunks: list[OutputJacobian]) -> OutputJacobian:
+        """The micro-batch's record from those of its chunks of examples, in order."""
+        if len(chunks) == 1:
+            return cls(batch, chunks[0].a, chunks[0].out, chunks[0].G)
+        return cls(
+            batch,
+            torch.cat([c.a for c in chunks]),
+            torch.cat([c.out for c in chunks]),
+            torch.cat([c.G for c in chunks], dim=1),
+        )
 
 
 def outputs_per_example(out: torch.Tensor, examples: int) -> int | None:

@@ -26,12 +26,13 @@ A single-use linear or convolution layer takes rank-1 output tangents (``ggn_out
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.func import functional_call, jvp, vjp, vmap
 
+from workers.curvature.ggn_reverse import OutputJacobian
 from workers.curvature.hvp import BlockHessian
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import Batch, output_tensor
@@ -57,6 +58,8 @@ class GGNProducts:
     # tangents, ⟨J V_j, H_L J V_k⟩ (its asymmetry still measures the products' rounding)
     M: torch.Tensor | None = None
     hv_norms: torch.Tensor | None = None  # (K,) ‖H[V_k]‖_F, with ``weight_products`` only
+    # every micro-batch's G where the route took C reverse passes and was asked to keep them
+    jacobians: list[OutputJacobian] = field(default_factory=list)
 
 
 def _tangents(

@@ -17,7 +17,7 @@ precisions (``noise_floor.py``): the noise floor does not depend on the route.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import get_args
 
 import torch
@@ -25,7 +25,9 @@ from torch import nn
 
 from api_schemas import HkRoute
 from workers.curvature.forward_over_reverse import forward_over_reverse_curvature
+from workers.curvature.ggn_jacobian import MAX_OUTPUTS
 from workers.curvature.ggn_output import layer_ggn_products
+from workers.curvature.ggn_reverse import OutputJacobian
 from workers.curvature.ggn_route import CHECK_EXAMPLES, numerically_ggn
 from workers.curvature.hvp import BlockHessian, directional_curvature
 from workers.curvature.inventory import LayerSpec
@@ -64,14 +66,22 @@ class RoutedCurvature:
     hv_norms: torch.Tensor | None = None
     reason: str | None = None  # why the GGN route was not taken
     rounding: RoundingEstimate | None = None
+    # the GGN route's G of every micro-batch, when asked to keep them (``ggn_output.py``)
+    jacobians: list[OutputJacobian] = field(default_factory=list)
 
 
 def check_products(
-    model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
+    model: nn.Module,
+    micro_batches: list[Batch],
+    spec: LayerSpec,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    reverse_below: int | None = None,
 ) -> torch.Tensor:
     """h^GGN for all K directions by the route's own implementation on chunks of the check's
-    sub-batch, with C reverse passes wherever the full run takes them (``CHECK_OPTIONS``)."""
-    options = CHECK_OPTIONS | {"reverse_below": U.shape[1]}
+    sub-batch, with C reverse passes wherever the full run takes them (``CHECK_OPTIONS``;
+    ``reverse_below`` as ``ggn_output.layer_ggn_products``, default K)."""
+    options = CHECK_OPTIONS | {"reverse_below": reverse_below or U.shape[1]}
     return layer_ggn_products(model, micro_batches, spec, U, V, weight_products=False, **options).h
 
 
@@ -85,10 +95,16 @@ class GGNDecision:
 
 
 def ggn_decision(
-    model: nn.Module, micro_batches: list[Batch], spec: LayerSpec, U: torch.Tensor, V: torch.Tensor
+    model: nn.Module,
+    micro_batches: list[Batch],
+    spec: LayerSpec,
+    U: torch.Tensor,
+    V: torch.Tensor,
+    reverse_below: int | None = None,
 ) -> GGNDecision:
     """Structure, then numbers on the first ``CHECK_EXAMPLES`` examples as a batch of their
-    own (``noise_floor.sub_batch``; the noise estimate's sub-batch when B ≥ 128)."""
+    own (``noise_floor.sub_batch``; the noise estimate's sub-batch when B ≥ 128), by the
+    implementation the route will run (``reverse_below``: as ``check_products``)."""
     if micro_batches[0].loss == MODEL_LOSS:
         return GGNDecision("the model's own loss is not a function of its output alone")
     try:
@@ -96,7 +112,7 @@ def ggn_decision(
         if not structure.piecewise_linear:
             return GGNDecision(structure.reason)
         sub = [sub_batch(micro_batches[0], CHECK_EXAMPLES)]
-        sub_h = check_products(model, sub, spec, U, V)
+        sub_h = check_products(model, sub, spec, U, V, reverse_below)
         check = numerically_ggn(
             model, micro_batches, spec, U, V, exact_in_output=exact_in_output, sub=sub,
             ggn_h=sub_h,
@@ -126,12 +142,19 @@ def run_route(
     *,
     diagnostics: bool,
     block: BlockHessian | None = None,
+    keep_jacobians: int | None = None,
 ) -> RoutedCurvature | None:
     """h_k (and M, ‖H V_k‖) by ``route`` alone; None where it does not apply. The
-    weight-space route reuses ``block`` when given (its graph serves Lanczos too)."""
+    weight-space route reuses ``block`` when given (its graph serves Lanczos too). Given
+    ``keep_jacobians``, the GGN route takes C reverse passes wherever C ≤
+    ``ggn_jacobian.MAX_OUTPUTS`` and keeps G within that many elements: they serve the eigen
+    step, which would otherwise take the same passes again."""
     if route == "ggn_jvp":
-        ggn = layer_ggn_products(model, micro_batches, spec, U, V, weight_products=diagnostics)
-        return RoutedCurvature(ggn.h.cpu(), route, ggn.M, ggn.hv_norms)
+        ggn = layer_ggn_products(
+            model, micro_batches, spec, U, V, weight_products=diagnostics,
+            reverse_below=_reverse_below(keep_jacobians), keep_jacobians=keep_jacobians,
+        )  # fmt: skip
+        return RoutedCurvature(ggn.h.cpu(), route, ggn.M, ggn.hv_norms, jacobians=ggn.jacobians)
     if route == "output_double_backward":
         fast = output_space_curvature(model, micro_batches, spec, U, V)
         return None if fast is None else RoutedCurvature(fast[0].cpu(), route, fast[1])
@@ -143,6 +166,12 @@ def run_route(
     return RoutedCurvature(curv.h.cpu(), route, curv.M, curv.hv_norms)
 
 
+def _reverse_below(keep_jacobians: int | None) -> int | None:
+    """The GGN route's ``reverse_below``: past every C the eigen step takes G for when the
+    route is to keep G for it, else the default (K)."""
+    return MAX_OUTPUTS + 1 if keep_jacobians is not None else None
+
+
 def routed_curvature(
     model: nn.Module,
     micro_batches: list[Batch],
@@ -152,15 +181,21 @@ def routed_curvature(
     *,
     block: BlockHessian,
     diagnostics: bool,
+    keep_jacobians: int | None = None,
 ) -> RoutedCurvature:
     """h_k for the K paired columns of U (m, K), V (n, K) by the cheapest exact route, with
-    its rounding error estimated by the same route in two precisions."""
-    decision = ggn_decision(model, micro_batches, spec, U, V)
+    its rounding error estimated by the same route in two precisions (``keep_jacobians``:
+    as ``run_route``)."""
+    below = _reverse_below(keep_jacobians)
+    decision = ggn_decision(model, micro_batches, spec, U, V, below)
     reason = decision.reason
     found: RoutedCurvature | None = None
     if reason is None:
         try:
-            found = run_route("ggn_jvp", model, micro_batches, spec, U, V, diagnostics=diagnostics)
+            found = run_route(
+                "ggn_jvp", model, micro_batches, spec, U, V, diagnostics=diagnostics,
+                keep_jacobians=keep_jacobians,
+            )  # fmt: skip
         except (RuntimeError, NotImplementedError) as exc:  # no batching rule for some op
             reason = f"vmap failed: {type(exc).__name__}"
     if found is None and not diagnostics:
@@ -180,7 +215,7 @@ def routed_curvature(
         # h alone: on the GGN route h is the same number with or without the weight
         # products (and the check's run is reused), the weight-space route computes it all
         if route == "ggn_jvp":
-            return check_products(m, batches, spec, U, V)
+            return check_products(m, batches, spec, U, V, below)
         again = run_route(route, m, batches, spec, U, V, diagnostics=False)
         assert again is not None  # the route applied to the same layer of the original
         return again.h
