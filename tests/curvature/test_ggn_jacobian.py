@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from tests.curvature.dense import dense_reference
 from tests.curvature.test_ggn_route import float64_case
@@ -35,6 +36,39 @@ def test_products_and_eigenvalues_equal_dense(case: str) -> None:
         one = block_matvec(op.products, spec, op.weight)
         r = lanczos(lambda v, f=one: f(v[:, None])[:, 0], H.shape[0], steps=H.shape[0], k=k)
         np.testing.assert_allclose(r.eigenvalues[:k], dense[:k], rtol=0, atol=1e-9 * dense[0])
+
+
+class StridedPositions(nn.Module):
+    """A strided, dilated Conv1d (6 output positions), a Linear over those positions, ReLUs
+    and a 3-output head: GGN-exact, and S = 6 = 2C in both of the first two layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 3, stride=2, padding=2, dilation=2)
+        self.per_position = nn.Linear(3, 4)
+        self.head = nn.Linear(24, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x)).transpose(1, 2)  # (B, 6, 3)
+        return self.head(torch.relu(self.per_position(h)).flatten(1))
+
+
+@pytest.mark.parametrize("explicit", [True, False])
+def test_products_from_the_explicit_jacobian_equal_dense(
+    explicit: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """P = ∂f_{b,c}/∂W built from the identity filter bank, on a strided dilated Conv1d and a
+    Linear over positions; and the layer-map path it replaces on the same layers."""
+    if not explicit:
+        monkeypatch.setattr(ggn_jacobian, "explicit_jacobian", lambda *_: None)
+    model, x, y, batch, specs = float64_case(StridedPositions, (12, 2, 11), "cross_entropy")
+    for spec in specs[:2]:
+        _, H = dense_reference(model, x, y, "cross_entropy", spec)
+        op = jacobian_ggn(model, batch.split(5), spec)
+        assert op is not None and op.explicit is explicit, spec.name
+        X = torch.randn(H.shape[0], 3, dtype=F64, generator=torch.Generator().manual_seed(4))
+        got = block_matvec(op.products, spec, op.weight)(X)
+        torch.testing.assert_close(got, H @ X, rtol=0, atol=1e-12 * float(H.abs().max()))
 
 
 def test_refused_over_the_memory_bound(monkeypatch: pytest.MonkeyPatch) -> None:
