@@ -56,6 +56,7 @@ from workers.curvature.measurement import (
     measurement_mode,
     own_loss_split_problem,
 )
+from workers.curvature.output_jacobians import LayerJacobians
 from workers.curvature.participation import (
     finite_zeta_prediction,
     participation_ratio,
@@ -170,6 +171,7 @@ def profile_layers(
         raise ValueError(f"unknown layer {missing[0]!r}")
     specs = [by_name[n] for n in layer_names]
     results: list[LayerProfile] = []
+    jacobians = LayerJacobians.for_profile(work, micro, specs)
     with measurement_mode(work), torch.no_grad():
         started = time.perf_counter()
         phase("gradients")
@@ -209,7 +211,7 @@ def profile_layers(
             t0 = time.perf_counter()
             with torch.enable_grad():
                 profile = _profile_one(
-                    work, micro, spec, svds[spec.name], settings, projections, phase
+                    work, micro, spec, svds[spec.name], settings, projections, phase, jacobians
                 )
             profile.wall_seconds = shared + time.perf_counter() - t0
             results.append(profile)
@@ -276,6 +278,7 @@ def _profile_one(
     settings: ProfileSettings,
     projections: dict[str, dict[str, Projections]],
     phase: PhaseListener,
+    jacobians: LayerJacobians,
 ) -> LayerProfile:
     flags = list(spec.flags) + list(svd.flags)
     sigma = svd.sigma.cpu()
@@ -291,6 +294,7 @@ def _profile_one(
         curv = routed_curvature(
             model, micro, spec, svd.U, svd.V, block=block, diagnostics=settings.hvp_diagnostics,
             keep_jacobians=MAX_ELEMENTS if eigen_from_jacobian else None,
+            known_jacobians=jacobians.asker(spec),
         )  # fmt: skip
         h = curv.h
         if curv.M is not None:  # h alone (no ‖H[V_k]‖): the same noise floor, nothing else

@@ -171,10 +171,11 @@ def _one_micro_batch(
     z: torch.Tensor,
     weight_products: bool,
     reverse_below: int,
+    known: OutputJacobian | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, OutputJacobian | None]:
     """(h_k, the K weight-space products H[V_k], G where it was taken) on one micro-batch whose
     layer input and output are a and z, or without ``weight_products`` (h_k, M from the
-    output tangents, G).
+    output tangents, G). ``known``: the micro-batch's G already taken (then z is not read).
 
     When the model has C < ``reverse_below`` outputs per example, everything comes from the
     C rows of J_g (``ggn_reverse.jacobian_rows``: C reverse passes through g): the output
@@ -182,13 +183,17 @@ def _one_micro_batch(
     ĝ_k = Σ_c (H_L J_g dz_k)_c G_c, so no tangent of the layer output goes through g.
     Otherwise the K tangents go forward through g in one vmapped JVP and the pullbacks back
     in one vmapped VJP (of the pullback taken to look for G, so it costs no further forward)."""
-    rest = rest_of_network(model, module, batch)
     pullback: Callable[..., Any] | None = None
     G = None
-    if reverse_below > 1 or weight_products:
-        out, pullback = vjp(rest, z)[:2]
-        if reverse_below > 1:
-            G = jacobian_rows(out, pullback, z.shape[0], reverse_below - 1)
+    if known is not None:
+        out, G, z_shape = known.out, known.G, known.G.shape[1:]
+    else:
+        rest = rest_of_network(model, module, batch)
+        z_shape = z.shape
+        if reverse_below > 1 or weight_products:
+            out, pullback = vjp(rest, z)[:2]
+            if reverse_below > 1:
+                G = jacobian_rows(out, pullback, z.shape[0], reverse_below - 1)
     if G is not None:
         K, C = u.shape[1], G.shape[0]
         Jdz = reverse_output_tangents(module, a, G, u, v).reshape(K, *out.shape)
@@ -198,15 +203,15 @@ def _one_micro_batch(
             return jvp(rest, (z,), (t,))
 
         out, Jdz = vmap(tangent, out_dims=(None, 0))(output_tangents(module, a, u, v))  # type: ignore[arg-type]
-    held = None if G is None else OutputJacobian(batch, a, out, G)
+    held = known if known is not None or G is None else OutputJacobian(batch, a, out, G)
     HJdz = loss_hessian_products(batch, out, Jdz)
     h = (Jdz * HJdz).flatten(1).sum(1).to(torch.float64)
     if not weight_products:
         return h, output_space_matrix(Jdz, HJdz), held
     if G is not None:
-        B = z.shape[0]
+        B = z_shape[0]
         pulled = torch.einsum("kbc,cbx->kbx", HJdz.reshape(K, B, C), G.reshape(C, B, -1))
-        pulled = pulled.reshape(K, *z.shape)
+        pulled = pulled.reshape(K, *z_shape)
     else:
         assert pullback is not None
         (pulled,) = vmap(pullback)(HJdz)
@@ -226,15 +231,53 @@ def example_chunks(
     examples = batch.inputs.shape[0]
     if z.dim() == 0 or z.shape[0] != examples or a.shape[0] != examples:
         return [(batch, a, z)]
-    if chunk is None:
-        if z.device.type != "cpu":
-            return [(batch, a, z)]
-        chunk = max(1, CHUNK_BYTES // max(K * z[0].numel() * z.element_size(), 1))
-    if chunk >= examples:
+    chunk = _chunk_size(z, K, chunk)
+    if chunk is None or chunk >= examples:
         return [(batch, a, z)]
     # copies, not views: forward-mode AD on a view would carry a tangent of its whole base
     return [(sub, a[i * chunk : (i + 1) * chunk].clone(), z[i * chunk : (i + 1) * chunk].clone())
             for i, sub in enumerate(batch.split(chunk))]  # fmt: skip
+
+
+def _chunk_size(z: torch.Tensor, K: int, chunk: int | None) -> int | None:
+    """``chunk`` if given, else (on a CPU) as many examples as keep K tangents of the layer
+    output within ``CHUNK_BYTES``; None: the whole micro-batch."""
+    if chunk is not None:
+        return chunk
+    if z.device.type != "cpu":
+        return None
+    return max(1, CHUNK_BYTES // max(K * z[0].numel() * z.element_size(), 1))
+
+
+def known_chunks(
+    batch: Batch, known: OutputJacobian, K: int, chunk: int | None = None
+) -> list[tuple[Batch, OutputJacobian]]:
+    """``example_chunks`` for a micro-batch whose G is already known: slices of it (views: the
+    reverse-mode products on them carry no tangent of the base)."""
+    examples = batch.inputs.shape[0]
+    size = _chunk_size(known.G[0], K, chunk)
+    if size is None or size >= examples:
+        return [(batch, known)]
+    return [
+        (sub, OutputJacobian(sub, known.a[i * size : (i + 1) * size],
+                             known.out[i * size : (i + 1) * size],
+                             known.G[:, i * size : (i + 1) * size]))
+        for i, sub in enumerate(batch.split(size))
+    ]  # fmt: skip
+
+
+def _pieces(
+    model: nn.Module,
+    module: nn.Module,
+    batch: Batch,
+    K: int,
+    chunk: int | None,
+    known: OutputJacobian | None,
+) -> list[tuple[Batch, torch.Tensor, torch.Tensor, OutputJacobian | None]]:
+    """(sub-batch, layer input, layer output or G, its known G) for each chunk of examples."""
+    if known is None:
+        return [(sub, a, z, None) for sub, a, z in example_chunks(model, module, batch, K, chunk)]
+    return [(sub, part.a, part.G, part) for sub, part in known_chunks(batch, known, K, chunk)]
 
 
 def layer_ggn_products(
@@ -248,6 +291,7 @@ def layer_ggn_products(
     reverse_below: int | None = None,
     chunk: int | None = None,
     keep_jacobians: int | None = None,
+    known: list[OutputJacobian] | None = None,
 ) -> GGNProducts:
     """``ggn_route.ggn_products`` (same ``weight_products`` option), with rank-1 output tangents
     on a layer ``rank_one_layer`` accepts, else the full weight tangent through the model.
@@ -261,7 +305,9 @@ def layer_ggn_products(
     the check (``routes.ggn_refusal``).
 
     With ``keep_jacobians`` (a bound on the elements of all G together) the result carries
-    every micro-batch's G, when the route took reverse passes on all of them within it."""
+    every micro-batch's G, when the route took reverse passes on all of them within it.
+    ``known``: every micro-batch's G already taken (``output_jacobians.py``), used in place of
+    the route's own reverse passes whatever C."""
     layer = rank_one_directions(model, spec, U, V)
     if layer is None:
         return ggn_products(model, micro_batches, spec, (U, V), weight_products=weight_products)
@@ -273,11 +319,12 @@ def layer_ggn_products(
     kept: list[OutputJacobian] | None = [] if keep_jacobians is not None else None
     limit, elements = keep_jacobians or 0, 0
     with torch.no_grad():
-        for batch in micro_batches:
+        for index, batch in enumerate(micro_batches):
             chunks: list[OutputJacobian] = []
-            for sub, a, z in example_chunks(model, module, batch, K, chunk):
+            given_b = known[index] if known is not None else None
+            for sub, a, z, given in _pieces(model, module, batch, K, chunk, given_b):
                 h_b, products_b, held = _one_micro_batch(
-                    model, module, sub, u, v, a, z, weight_products, below
+                    model, module, sub, u, v, a, z, weight_products, below, given
                 )
                 h += h_b
                 products += products_b

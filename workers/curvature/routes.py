@@ -17,6 +17,7 @@ precisions (``noise_floor.py``): the noise floor does not depend on the route.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import get_args
 
@@ -39,7 +40,7 @@ from workers.curvature.piecewise_linear import output_structure
 ROUTES: tuple[str, ...] = get_args(HkRoute)
 # the check runs the route's own implementation on chunks of its sub-batch, and C reverse
 # passes wherever the route will: examples that interact above the layer then fail it
-CHECK_OPTIONS = {"chunk": CHECK_EXAMPLES // 2}
+CHECK_CHUNK = CHECK_EXAMPLES // 2
 
 
 def exact_in_output(
@@ -79,10 +80,12 @@ def check_products(
     reverse_below: int | None = None,
 ) -> torch.Tensor:
     """h^GGN for all K directions by the route's own implementation on chunks of the check's
-    sub-batch, with C reverse passes wherever the full run takes them (``CHECK_OPTIONS``;
+    sub-batch, with C reverse passes wherever the full run takes them (``CHECK_CHUNK`` examples;
     ``reverse_below`` as ``ggn_output.layer_ggn_products``, default K)."""
-    options = CHECK_OPTIONS | {"reverse_below": reverse_below or U.shape[1]}
-    return layer_ggn_products(model, micro_batches, spec, U, V, weight_products=False, **options).h
+    return layer_ggn_products(
+        model, micro_batches, spec, U, V, weight_products=False, chunk=CHECK_CHUNK,
+        reverse_below=reverse_below or U.shape[1],
+    ).h  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -143,16 +146,19 @@ def run_route(
     diagnostics: bool,
     block: BlockHessian | None = None,
     keep_jacobians: int | None = None,
+    known: list[OutputJacobian] | None = None,
 ) -> RoutedCurvature | None:
     """h_k (and M, ‖H V_k‖) by ``route`` alone; None where it does not apply. The
     weight-space route reuses ``block`` when given (its graph serves Lanczos too). Given
     ``keep_jacobians``, the GGN route takes C reverse passes wherever C ≤
     ``ggn_jacobian.MAX_OUTPUTS`` and keeps G within that many elements: they serve the eigen
-    step, which would otherwise take the same passes again."""
+    step, which would otherwise take the same passes again. ``known``: G already taken for
+    every micro-batch (``output_jacobians.py``), used instead of the route's own passes."""
     if route == "ggn_jvp":
         ggn = layer_ggn_products(
             model, micro_batches, spec, U, V, weight_products=diagnostics,
-            reverse_below=_reverse_below(keep_jacobians), keep_jacobians=keep_jacobians,
+            reverse_below=_reverse_below(keep_jacobians, known is not None),
+            keep_jacobians=keep_jacobians, known=known,
         )  # fmt: skip
         return RoutedCurvature(ggn.h.cpu(), route, ggn.M, ggn.hv_norms, jacobians=ggn.jacobians)
     if route == "output_double_backward":
@@ -166,10 +172,10 @@ def run_route(
     return RoutedCurvature(curv.h.cpu(), route, curv.M, curv.hv_norms)
 
 
-def _reverse_below(keep_jacobians: int | None) -> int | None:
-    """The GGN route's ``reverse_below``: past every C the eigen step takes G for when the
-    route is to keep G for it, else the default (K)."""
-    return MAX_OUTPUTS + 1 if keep_jacobians is not None else None
+def _reverse_below(keep_jacobians: int | None, known: bool) -> int | None:
+    """The GGN route's ``reverse_below``: past every C the eigen step takes G for when G is
+    known or the route is to keep it for that step, else the default (K)."""
+    return MAX_OUTPUTS + 1 if keep_jacobians is not None or known else None
 
 
 def routed_curvature(
@@ -182,11 +188,13 @@ def routed_curvature(
     block: BlockHessian,
     diagnostics: bool,
     keep_jacobians: int | None = None,
+    known_jacobians: Callable[[], list[OutputJacobian] | None] | None = None,
 ) -> RoutedCurvature:
     """h_k for the K paired columns of U (m, K), V (n, K) by the cheapest exact route, with
     its rounding error estimated by the same route in two precisions (``keep_jacobians``:
-    as ``run_route``)."""
-    below = _reverse_below(keep_jacobians)
+    as ``run_route``; ``known_jacobians()`` gives the layer's G, asked only once the GGN
+    route is taken)."""
+    below = _reverse_below(keep_jacobians, known_jacobians is not None)
     decision = ggn_decision(model, micro_batches, spec, U, V, below)
     reason = decision.reason
     found: RoutedCurvature | None = None
@@ -195,6 +203,7 @@ def routed_curvature(
             found = run_route(
                 "ggn_jvp", model, micro_batches, spec, U, V, diagnostics=diagnostics,
                 keep_jacobians=keep_jacobians,
+                known=known_jacobians() if known_jacobians is not None else None,
             )  # fmt: skip
         except (RuntimeError, NotImplementedError) as exc:  # no batching rule for some op
             reason = f"vmap failed: {type(exc).__name__}"
