@@ -12,10 +12,12 @@ from tests.curvature.dense import dense_reference
 from tests.curvature.test_ggn_route import float64_case
 from tests.curvature.test_seeded_lanczos import CASES
 from workers.curvature import ggn_jacobian
-from workers.curvature.ggn_jacobian import jacobian_ggn
+from workers.curvature.ggn_jacobian import _LinearHeld, jacobian_ggn
 from workers.curvature.ggn_output import layer_ggn_products
+from workers.curvature.ggn_route import per_example_loss_hessian
 from workers.curvature.hvp import block_matvec
 from workers.curvature.lanczos import lanczos
+from workers.curvature.measurement import make_batch
 
 F64 = torch.float64
 
@@ -125,3 +127,33 @@ def test_no_jacobian_is_kept_over_the_bound_or_without_reverse_passes() -> None:
 
 def _no_reverse_pass(*_args: object) -> None:
     raise AssertionError("the operator took its own reverse passes")
+
+
+def test_linear_layers_take_the_lean_products_with_a_per_example_loss() -> None:
+    """On the ReLU MLP every part of every layer is the five-matmul form (checked against
+    dense above); a loss that couples the examples keeps the autograd loss-Hessian products
+    and still gives the dense block Hessian's."""
+    model, x, y, batch, specs = float64_case(*CASES["relu_mlp"], "cross_entropy")
+    for spec in specs:
+        op = jacobian_ggn(model, batch.split(11), spec)
+        assert op is not None and all(isinstance(p, _LinearHeld) for p in op._held), spec.name
+
+    def coupled(out: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return (out.mean(0) ** 2).sum() + torch.nn.functional.cross_entropy(out, targets)
+
+    coupled_batch = make_batch(x, y, "custom", dtype=F64, loss_fn=coupled)
+    assert per_example_loss_hessian(coupled_batch, model(x)) is None
+    spec = specs[1]
+    op = jacobian_ggn(model, [coupled_batch], spec)
+    assert op is not None and not any(isinstance(p, _LinearHeld) for p in op._held)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    W = params[spec.parameter]
+
+    def loss_of(w_flat: torch.Tensor) -> torch.Tensor:
+        p = {**params, spec.parameter: w_flat.reshape(W.shape)}
+        return coupled(torch.func.functional_call(model, p, (x,)), y)
+
+    H = torch.autograd.functional.hessian(loss_of, W.reshape(-1).clone())
+    X = torch.randn(H.shape[0], 2, dtype=F64, generator=torch.Generator().manual_seed(6))
+    got = block_matvec(op.products, spec, op.weight)(X)
+    torch.testing.assert_close(got, H @ X, rtol=0, atol=1e-12 * float(H.abs().max()))

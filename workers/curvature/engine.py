@@ -28,6 +28,7 @@ from api_schemas.enums import ProfilePhase
 from workers.curvature import fits as fitting
 from workers.curvature.ggn import ggn_curvature
 from workers.curvature.ggn_jacobian import MAX_ELEMENTS, jacobian_ggn, pays_off
+from workers.curvature.ggn_output import rank_one_layer
 from workers.curvature.gradient import GradientSVD, gradient_svd, layer_gradients
 from workers.curvature.graph import Forward
 from workers.curvature.hvp import (
@@ -231,12 +232,12 @@ def _eigen_matvec(
     block: BlockHessian,
     curv: RoutedCurvature | None,
 ) -> LayerMatvec:
-    """The Lanczos operator: on a convolution the route found GGN-exact, products from the
-    held layer-output Jacobian (``ggn_jacobian.py``: no pass through the network per product;
-    the h_k step's G where it kept them) where it applies; else the block's reused-graph
-    double backward."""
-    if curv is not None and curv.route == "ggn_jvp" and pays_off(model, spec):
-        held = jacobian_ggn(model, micro, spec, known=curv.jacobians)
+    """The Lanczos operator: on a layer the route found GGN-exact, products from the held
+    layer-output Jacobian (``ggn_jacobian.py``: no pass through the network per product) where
+    the h_k step handed G over, or on a convolution where it applies; else the block's
+    reused-graph double backward."""
+    if curv is not None and curv.route == "ggn_jvp":
+        held = jacobian_ggn(model, micro, spec, known=curv.jacobians, build=pays_off(model, spec))
         curv.jacobians = []  # the operator holds them now
         if held is not None:
             columns = block_matvec(held.products, spec, held.weight)
@@ -290,7 +291,7 @@ def _profile_one(
     kron = mc = None
     if svd.k > 0:
         phase("h_k")
-        eigen_from_jacobian = settings.lanczos_steps > 0 and pays_off(model, spec)
+        eigen_from_jacobian = settings.lanczos_steps > 0 and rank_one_layer(model, spec) is not None
         curv = routed_curvature(
             model, micro, spec, svd.U, svd.V, block=block, diagnostics=settings.hvp_diagnostics,
             keep_jacobians=MAX_ELEMENTS if eigen_from_jacobian else None,

@@ -33,7 +33,7 @@ from workers.curvature.ggn_output import (
     rest_of_network,
 )
 from workers.curvature.ggn_reverse import OutputJacobian, output_jacobian
-from workers.curvature.ggn_route import loss_hessian_products
+from workers.curvature.ggn_route import loss_hessian_products, per_example_loss_hessian
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import Batch
 
@@ -78,10 +78,42 @@ class _Explicit:
         return (HJx @ self.P).reshape(directions.shape)
 
 
+@dataclass
+class _LinearHeld:
+    """One micro-batch of an ``nn.Linear``: input a (B·P, n) over P positions per example,
+    G as (B, C, P·m) and each example's loss Hessian Λ (B, C, C); a product is five matrix
+    products, with no autograd call."""
+
+    a: torch.Tensor
+    G: torch.Tensor
+    hessian: torch.Tensor
+
+    def products(self, directions: torch.Tensor) -> torch.Tensor:
+        b, B = directions.shape[0], self.G.shape[0]
+        dz = torch.matmul(self.a, directions.transpose(1, 2)).reshape(b, B, -1)
+        Jx = torch.einsum("bcq,ibq->ibc", self.G, dz)
+        HJx = torch.einsum("bcd,ibd->ibc", self.hessian, Jx)
+        pulled = torch.einsum("ibc,bcq->ibq", HJx, self.G).reshape(b, self.a.shape[0], -1)
+        return torch.matmul(pulled.transpose(1, 2), self.a)
+
+
+def _linear_held(module: nn.Module, part: OutputJacobian) -> _LinearHeld | None:
+    """The lean form of a linear layer's micro-batch; None where the loss Hessian is not
+    per example (``ggn_route.per_example_loss_hessian``) or the layer is no ``nn.Linear``."""
+    if not isinstance(module, nn.Linear):
+        return None
+    hessian = per_example_loss_hessian(part.batch, part.out)
+    if hessian is None:
+        return None
+    C, B = part.G.shape[:2]
+    G = part.G.reshape(C, B, -1).transpose(0, 1).contiguous()
+    return _LinearHeld(part.a.reshape(-1, part.a.shape[-1]), G, hessian)
+
+
 class JacobianGGN:
     """X (b, *W.shape) ↦ H[X_i] (b, *W.shape) from the held G; build with ``jacobian_ggn``."""
 
-    def __init__(self, weight: torch.Tensor, held: list[_Held | _Explicit]) -> None:
+    def __init__(self, weight: torch.Tensor, held: list[_Held | _Explicit | _LinearHeld]) -> None:
         self.weight, self._held = weight, held
         self.n_products = 0
 
@@ -136,11 +168,11 @@ def explicit_jacobian(
 
 
 def pays_off(model: nn.Module, spec: LayerSpec) -> bool:
-    """Whether the engine's eigen step should hold G for this layer: on convolutions only.
-    On an ``nn.Linear`` the layer map and its adjoint cost B·m·n per product, as much as
-    the reused-graph double backward of a dense network (measured on the bench's MLP, B = 1024:
-    20 Lanczos steps in 0.159 s from G against 0.117 s by the double backward; on its CNN,
-    B = 256, 3.3 s against 7.6 s; docs/benchmarks.md)."""
+    """Whether the eigen step should take G itself for this layer when the h_k step did not
+    hand it over: on convolutions only. On an ``nn.Linear`` the C reverse passes cost more than
+    its products save (bench MLP, B = 1024: G cost 1.4–4.4 gradients; its products, as five
+    matrix products, cost 0.28 / 0.62 / 0.16 gradients against 0.52 / 0.53 / 0.14 by the
+    double backward on the three layers), so a linear layer uses G only when handed over."""
     return isinstance(rank_one_layer(model, spec), nn.modules.conv._ConvNd)
 
 
@@ -149,17 +181,22 @@ def jacobian_ggn(
     micro_batches: list[Batch],
     spec: LayerSpec,
     known: list[OutputJacobian] | None = None,
+    *,
+    build: bool = True,
 ) -> JacobianGGN | None:
     """The operator for a layer whose block is already known to be GGN-exact, or None where
     the layer is not a single-use linear/convolution, C > ``MAX_OUTPUTS``, the output has no
     example dimension first, or all G would exceed ``MAX_ELEMENTS`` (callers fall back to
     ``hvp.BlockHessian``). ``known``: every micro-batch's G as the h_k step already took it
-    (``ggn_output.layer_ggn_products(keep_jacobians=...)``); then no reverse pass is taken."""
+    (``ggn_output.layer_ggn_products(keep_jacobians=...)``); then no reverse pass is taken.
+    Without ``build``, None unless ``known`` covers every micro-batch."""
     module = rank_one_layer(model, spec)
     if module is None:
         return None
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
     parts = known if known is not None and len(known) == len(micro_batches) else None
+    if parts is None and not build:
+        return None
     if parts is None:
         parts = []
         total = 0
@@ -173,13 +210,17 @@ def jacobian_ggn(
                 if total > MAX_ELEMENTS:
                     return None
                 parts.append(OutputJacobian(batch, a, *found))
-    held: list[_Held | _Explicit] = []
+    held: list[_Held | _Explicit | _LinearHeld] = []
     explicit = 0  # elements of every P so far: within MAX_ELEMENTS together, as G are
     for part in parts:
         P = explicit_jacobian(module, weight, part, MAX_ELEMENTS - explicit)
         if P is not None:
             explicit += P.numel()
             held.append(_Explicit(part.batch, part.out, P))
+            continue
+        lean = _linear_held(module, part)
+        if lean is not None:
+            held.append(lean)
             continue
         layer = layer_map(module, part.a)
         G = part.G

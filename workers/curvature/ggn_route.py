@@ -100,6 +100,35 @@ def loss_hessian_products(batch: Batch, out: torch.Tensor, tangents: torch.Tenso
     return products
 
 
+def per_example_loss_hessian(batch: Batch, out: torch.Tensor) -> torch.Tensor | None:
+    """Λ (B, C, C), Λ_b = ∂²L/∂f_b², from C products with the one-hot tangents e_c on every
+    example at once, or None where the output has no example dimension first or the loss is
+    not a sum of per-example terms (checked: Λ applied to a random tangent must equal the
+    loss's own product to ``CHECK_TOLERANCE``, so a loss that couples examples is refused)."""
+    B = out.shape[0] if out.dim() > 0 else 0
+    if B == 0:
+        return None
+    C = out[0].numel()
+    eye = torch.eye(C, dtype=out.dtype, device=out.device)
+    tangents = eye.reshape(C, 1, *out.shape[1:]).expand(C, *out.shape)
+    columns = loss_hessian_products(batch, out, tangents).reshape(C, B, C)
+    hessian = columns.permute(1, 2, 0).contiguous()  # [b, :, c] = Λ_b e_c
+    probe = torch.randn(
+        1, B, C, dtype=out.dtype, device=out.device, generator=_probe_generator(out.device)
+    )
+    own = loss_hessian_products(batch, out, probe.reshape(1, *out.shape)).reshape(B, C)
+    mine = torch.einsum("bcd,bd->bc", hessian, probe[0])
+    scale = float(own.abs().max())
+    tolerance = CHECK_TOLERANCE.get(out.dtype, 1e-5)
+    if float((own - mine).abs().max()) > tolerance * max(scale, 1e-300):
+        return None
+    return hessian
+
+
+def _probe_generator(device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(0)
+
+
 def _batched_jvp(
     outputs: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor, T: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
