@@ -41,9 +41,11 @@ def test_one_joint_pass_gives_every_layers_own_jacobian(case: str) -> None:
         torch.testing.assert_close(joint[module].out, out, rtol=0, atol=1e-14)
 
 
-def test_the_route_on_known_jacobians_equals_dense() -> None:
+@pytest.mark.parametrize("keep", [None, 10**9])
+def test_the_route_on_known_jacobians_equals_dense(keep: int | None) -> None:
     """h_k, M and ‖H[V_k]‖ with G from the joint pass (chunked, three micro-batches) against
-    the dense block Hessian, with C = 3 ≥ K = 2 (the route alone would push tangents)."""
+    the dense block Hessian, with C = 3 ≥ K = 2 (the route alone would push tangents); kept
+    for the eigen step, the weight products come from the layer's own Jacobian rows P."""
     model, x, y, batch, specs = float64_case(*CASES["piecewise_cnn"], "cross_entropy")
     micro = batch.split(7)
     jacobians = LayerJacobians.for_profile(model, micro, specs)
@@ -57,7 +59,12 @@ def test_the_route_on_known_jacobians_equals_dense() -> None:
         assert asker is not None
         known = asker()
         assert known is not None and len(known) == len(micro)
-        r = layer_ggn_products(model, micro, spec, U, V, chunk=3, known=known)
+        r = layer_ggn_products(
+            model, micro, spec, U, V, chunk=3, known=known, keep_jacobians=keep
+        )
+        # conv1 has S = 16 ≥ 2C output positions: H[V_k] came from P, which is kept
+        P = [j.P for j in r.jacobians if j.P is not None]
+        assert len(P) == (len(micro) if spec.name == "conv1" and keep is not None else 0)
         D = torch.stack([torch.outer(U[:, k], V[:, k]).reshape(-1) for k in range(2)], dim=1)
         HD = H @ D
         scale = float(H.abs().max())

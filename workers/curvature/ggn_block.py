@@ -24,12 +24,8 @@ import torch
 from torch import nn
 from torch.func import jvp, vjp, vmap
 
-from workers.curvature.ggn_output import (
-    capture_layer_io,
-    layer_map,
-    rank_one_layer,
-    rest_of_network,
-)
+from workers.curvature.ggn_output import capture_layer_io, rank_one_layer, rest_of_network
+from workers.curvature.ggn_reverse import layer_map
 from workers.curvature.ggn_route import loss_hessian_products, output_function
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import Batch

@@ -11,7 +11,7 @@ With A: W ↦ z the layer map and A* its adjoint,
 so a product costs one layer-map application, two contractions with G, the loss-Hessian product
 (``ggn_route.loss_hessian_products``) and the adjoint: no pass through the network. Where the
 layer output has S ≥ 2C positions per example, the rows of J = G ∘ A are held instead,
-P (B·C, numel(W)) (``explicit_jacobian``), and H[X] = Pᵀ H_L (P vec X).
+P (B·C, numel(W)) (``ggn_reverse.explicit_jacobian``), and H[X] = Pᵀ H_L (P vec X).
 Micro-batches add exactly. G is held for every micro-batch: C·B·numel(z_b) elements in all,
 refused (``jacobian_ggn`` returns None) above ``MAX_ELEMENTS`` or for C > ``MAX_OUTPUTS``.
 """
@@ -26,13 +26,13 @@ import torch
 from torch import nn
 from torch.func import vjp, vmap
 
-from workers.curvature.ggn_output import (
-    capture_layer_io,
+from workers.curvature.ggn_output import capture_layer_io, rank_one_layer, rest_of_network
+from workers.curvature.ggn_reverse import (
+    OutputJacobian,
+    explicit_jacobian,
     layer_map,
-    rank_one_layer,
-    rest_of_network,
+    output_jacobian,
 )
-from workers.curvature.ggn_reverse import OutputJacobian, output_jacobian
 from workers.curvature.ggn_route import loss_hessian_products, per_example_loss_hessian
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import Batch
@@ -119,7 +119,7 @@ class JacobianGGN:
 
     @property
     def explicit(self) -> bool:
-        """Whether every micro-batch's products come from P (``explicit_jacobian``)."""
+        """Whether every micro-batch's products come from P (``ggn_reverse.explicit_jacobian``)."""
         return all(isinstance(part, _Explicit) for part in self._held)
 
     def products(self, directions: torch.Tensor) -> torch.Tensor:
@@ -133,38 +133,6 @@ class JacobianGGN:
 
     def release(self) -> None:
         self._held.clear()
-
-
-def explicit_jacobian(
-    module: nn.Module, weight: torch.Tensor, part: OutputJacobian, max_elements: int
-) -> torch.Tensor | None:
-    """P (B·C, numel(W)) with P[(b, c)] = ∂f_{b,c}/∂W = Σ_s G[c, b, :, s] ⊗ patch_{b,s}, or None
-    where it does not pay: unless the layer output has S ≥ 2C positions (pixels, tokens) per
-    example, or where P would exceed ``max_elements``.
-
-    The patches are the layer map applied to the identity filter bank (n = numel(W)/m filters,
-    each picking one input element of a patch), so convolutions of any dimension, stride,
-    padding and dilation and linear layers over positions are handled alike. P costs
-    C·B·m·n·S once; a product from it then costs 2·C·B·m·n against 2·B·m·n·S through the layer
-    map and its adjoint. A single product reads all of P twice, so it is bound by memory
-    rather than arithmetic: on the bench's CNN (B = 256, C = 10) a product went from 7.9 to
-    0.7 ms on ``features.0`` (S = 64, P 6 MB) and from 34 to 24 ms on ``features.3`` (S = 64,
-    P 189 MB), and P cost less than a tenth of building G (docs/benchmarks.md)."""
-    G, a = part.G, part.a
-    C, B, m = G.shape[0], G.shape[1], weight.shape[0]
-    n = weight[0].numel()
-    S = G[0, 0].numel() // m
-    if S < 2 * C or C * B * m * n > max_elements:
-        return None
-    eye = torch.eye(n, dtype=weight.dtype, device=weight.device).reshape(n, *weight.shape[1:])
-    patches = layer_map(module, a)(eye)
-    if isinstance(module, nn.Linear):  # z (B, *positions, m), patches (B, *positions, n)
-        G_bms = G.reshape(C, B, S, m).permute(1, 0, 3, 2).reshape(B, C * m, S)
-        patches_bsn = patches.reshape(B, S, n)
-    else:  # convolution: z (B, m, *spatial), patches (B, n, *spatial)
-        G_bms = G.reshape(C, B, m, S).transpose(0, 1).reshape(B, C * m, S)
-        patches_bsn = patches.reshape(B, n, S).transpose(1, 2)
-    return torch.bmm(G_bms, patches_bsn).reshape(B * C, m * n)
 
 
 def pays_off(model: nn.Module, spec: LayerSpec) -> bool:
@@ -213,7 +181,11 @@ def jacobian_ggn(
     held: list[_Held | _Explicit | _LinearHeld] = []
     explicit = 0  # elements of every P so far: within MAX_ELEMENTS together, as G are
     for part in parts:
-        P = explicit_jacobian(module, weight, part, MAX_ELEMENTS - explicit)
+        P = (
+            part.P
+            if part.P is not None
+            else explicit_jacobian(module, weight, part, MAX_ELEMENTS - explicit)
+        )
         if P is not None:
             explicit += P.numel()
             held.append(_Explicit(part.batch, part.out, P))

@@ -24,6 +24,7 @@ pushes the full weight tangent through the whole model.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -34,7 +35,9 @@ from torch.func import jvp, vjp, vmap
 
 from workers.curvature.ggn_reverse import (
     OutputJacobian,
+    explicit_jacobian,
     jacobian_rows,
+    layer_map,
     reverse_output_tangents,
 )
 from workers.curvature.ggn_route import (
@@ -93,14 +96,6 @@ def rank_one_directions(
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
     u, v = padded_directions(spec, weight, U, V)
     return RankOneDirections(module, weight, u, v)
-
-
-def layer_map(module: nn.Module, a: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
-    """W ↦ the layer output on input a without its bias (linear in W)."""
-    if isinstance(module, nn.Linear):
-        return lambda w: nn.functional.linear(a, w)
-    conv: Any = module
-    return lambda w: conv._conv_forward(a, w, None)
 
 
 def capture_layer_io(
@@ -216,6 +211,8 @@ def _one_micro_batch(
         assert pullback is not None
         (pulled,) = vmap(pullback)(HJdz)
     weight: torch.Tensor = module.weight  # type: ignore[assignment]
+    if known is not None and known.P is not None:  # H[V_k] = Pᵀ (H_L J V_k): one product
+        return h, (HJdz.reshape(K, -1) @ known.P).reshape(K, *weight.shape), held
     (products,) = vmap(vjp(layer_map(module, a), weight)[1])(pulled)
     return h, products, held
 
@@ -254,16 +251,17 @@ def known_chunks(
 ) -> list[tuple[Batch, OutputJacobian]]:
     """``example_chunks`` for a micro-batch whose G is already known: slices of it (views: the
     reverse-mode products on them carry no tangent of the base)."""
-    examples = batch.inputs.shape[0]
+    examples, C = batch.inputs.shape[0], known.G.shape[0]
     size = _chunk_size(known.G[0], K, chunk)
     if size is None or size >= examples:
         return [(batch, known)]
-    return [
-        (sub, OutputJacobian(sub, known.a[i * size : (i + 1) * size],
-                             known.out[i * size : (i + 1) * size],
-                             known.G[:, i * size : (i + 1) * size]))
-        for i, sub in enumerate(batch.split(size))
-    ]  # fmt: skip
+
+    def part(i: int, sub: Batch) -> OutputJacobian:
+        rows = slice(i * size, (i + 1) * size)
+        P = None if known.P is None else known.P[i * size * C : (i + 1) * size * C]
+        return OutputJacobian(sub, known.a[rows], known.out[rows], known.G[:, rows], P)
+
+    return [(sub, part(i, sub)) for i, sub in enumerate(batch.split(size))]
 
 
 def _pieces(
@@ -322,6 +320,11 @@ def layer_ggn_products(
         for index, batch in enumerate(micro_batches):
             chunks: list[OutputJacobian] = []
             given_b = known[index] if known is not None else None
+            if given_b is not None and weight_products and kept is not None:
+                P = explicit_jacobian(module, weight, given_b, limit - elements)
+                if P is not None:  # serves H[V_k] here and the eigen step's products
+                    given_b = dataclasses.replace(given_b, P=P)
+                    elements += P.numel()
             for sub, a, z, given in _pieces(model, module, batch, K, chunk, given_b):
                 h_b, products_b, held = _one_micro_batch(
                     model, module, sub, u, v, a, z, weight_products, below, given
