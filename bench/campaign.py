@@ -46,9 +46,32 @@ MODES: dict[str, dict[str, Any]] = {
 }
 
 
-def run(mode: str, which: set[int]) -> dict[str, Any]:
-    """The cases in ``which`` (1–5) in ``mode``, each model's setup built once, and the goals."""
-    cfg = MODES[mode]
+MODEL_LISTS = ("hk_models", "eig_models", "whole_models")
+
+
+def configured(
+    mode: str, models: set[str] | None = None, batch: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """``mode``'s settings with its model lists cut to ``models`` and batch sizes overridden."""
+    cfg = {**MODES[mode], "batch": {**MODES[mode]["batch"], **(batch or {})}}
+    if models is not None:
+        unknown = models - set(cases.MODELS)
+        if unknown:
+            raise ValueError(f"unknown model {sorted(unknown)[0]!r}: one of {sorted(cases.MODELS)}")
+        for key in MODEL_LISTS:
+            cfg[key] = [n for n in cfg[key] if n in models]
+    return cfg
+
+
+def run(
+    mode: str,
+    which: set[int],
+    models: set[str] | None = None,
+    batch: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """The cases in ``which`` (1–5) in ``mode``, each model's setup built once, and the goals;
+    ``models`` and ``batch`` as ``configured``."""
+    cfg = configured(mode, models, batch)
     out: dict[str, Any] = {
         "mode": mode,
         "machine": results.machine(),

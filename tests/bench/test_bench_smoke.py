@@ -54,6 +54,17 @@ def test_modules_import_and_modes_are_defined() -> None:
     assert set(peers.available()) == {"pyhessian", "curvlinops", "eigenthings", "backpack"}
 
 
+def test_the_campaign_cuts_models_and_overrides_batches() -> None:
+    from bench import campaign
+
+    cfg = campaign.configured("full", {"cnn", "mlp"}, {"mlp": 512})
+    assert cfg["whole_models"] == ["cnn", "mlp"] and cfg["hk_models"] == ["cnn", "mlp"]
+    assert cfg["batch"] == {**campaign.MODES["full"]["batch"], "mlp": 512}
+    assert campaign.MODES["full"]["batch"]["mlp"] == 1024  # the mode itself is untouched
+    with pytest.raises(ValueError, match="unknown model 'vgg'"):
+        campaign.configured("full", {"vgg"})
+
+
 def test_curvprof_hk_matches_the_floor_and_timing_is_paired() -> None:
     s = tiny_setup()
     splits: list[tuple[float, float]] = []
