@@ -59,9 +59,7 @@ def test_the_route_on_known_jacobians_equals_dense(keep: int | None) -> None:
         assert asker is not None
         known = asker()
         assert known is not None and len(known) == len(micro)
-        r = layer_ggn_products(
-            model, micro, spec, U, V, chunk=3, known=known, keep_jacobians=keep
-        )
+        r = layer_ggn_products(model, micro, spec, U, V, chunk=3, known=known, keep_jacobians=keep)
         # conv1 has S = 16 ≥ 2C output positions: H[V_k] came from P, which is kept
         P = [j.P for j in r.jacobians if j.P is not None]
         assert len(P) == (len(micro) if spec.name == "conv1" and keep is not None else 0)
