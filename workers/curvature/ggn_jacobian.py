@@ -80,9 +80,9 @@ class _Explicit:
 
 @dataclass
 class _LinearHeld:
-    """One micro-batch of an ``nn.Linear``: input a (B·P, n) over P positions per example,
-    G as (B, C, P·m) and each example's loss Hessian Λ (B, C, C); a product is five matrix
-    products, with no autograd call."""
+    """One micro-batch as a linear map over positions: input patches a (B·S, n), S per
+    example, G as (B, C, S·m) position-major and each example's loss Hessian Λ (B, C, C);
+    a product is five matrix products, with no autograd call."""
 
     a: torch.Tensor
     G: torch.Tensor
@@ -90,24 +90,38 @@ class _LinearHeld:
 
     def products(self, directions: torch.Tensor) -> torch.Tensor:
         b, B = directions.shape[0], self.G.shape[0]
-        dz = torch.matmul(self.a, directions.transpose(1, 2)).reshape(b, B, -1)
+        flat = directions.reshape(b, directions.shape[1], -1)  # (b, m, n)
+        dz = torch.matmul(self.a, flat.transpose(1, 2)).reshape(b, B, -1)
         Jx = torch.einsum("bcq,ibq->ibc", self.G, dz)
         HJx = torch.einsum("bcd,ibd->ibc", self.hessian, Jx)
         pulled = torch.einsum("ibc,bcq->ibq", HJx, self.G).reshape(b, self.a.shape[0], -1)
-        return torch.matmul(pulled.transpose(1, 2), self.a)
+        return torch.matmul(pulled.transpose(1, 2), self.a).reshape(directions.shape)
 
 
-def _linear_held(module: nn.Module, part: OutputJacobian) -> _LinearHeld | None:
-    """The lean form of a linear layer's micro-batch; None where the loss Hessian is not
-    per example (``ggn_route.per_example_loss_hessian``) or the layer is no ``nn.Linear``."""
-    if not isinstance(module, nn.Linear):
-        return None
+def _linear_held(
+    module: nn.Module, weight: torch.Tensor, part: OutputJacobian
+) -> _LinearHeld | None:
+    """The lean form of a micro-batch; None where the loss Hessian is not per example
+    (``ggn_route.per_example_loss_hessian``). A convolution is a linear map of its patches
+    (the layer map applied to the identity filter bank, as in
+    ``ggn_reverse.explicit_jacobian``), so its products become GEMMs too: on the bench CNN's
+    ``features.7`` and ``features.10`` (S = 16) this halves the conv layer map's cost."""
     hessian = per_example_loss_hessian(part.batch, part.out)
     if hessian is None:
         return None
-    C, B = part.G.shape[:2]
-    G = part.G.reshape(C, B, -1).transpose(0, 1).contiguous()
-    return _LinearHeld(part.a.reshape(-1, part.a.shape[-1]), G, hessian)
+    C, B, m = part.G.shape[0], part.G.shape[1], weight.shape[0]
+    if isinstance(module, nn.Linear):  # z (B, *positions, m): already position-major
+        return _LinearHeld(
+            part.a.reshape(-1, part.a.shape[-1]),
+            part.G.reshape(C, B, -1).transpose(0, 1).contiguous(),
+            hessian,
+        )
+    n = weight[0].numel()
+    S = part.G[0, 0].numel() // m
+    eye = torch.eye(n, dtype=weight.dtype, device=weight.device).reshape(n, *weight.shape[1:])
+    patches = layer_map(module, part.a)(eye).reshape(B, n, S).transpose(1, 2)  # (B, S, n)
+    G = part.G.reshape(C, B, m, S).permute(1, 0, 3, 2).reshape(B, C, S * m)
+    return _LinearHeld(patches.reshape(B * S, n), G.contiguous(), hessian)
 
 
 class JacobianGGN:
@@ -190,7 +204,7 @@ def jacobian_ggn(
             explicit += P.numel()
             held.append(_Explicit(part.batch, part.out, P))
             continue
-        lean = _linear_held(module, part)
+        lean = _linear_held(module, weight, part)
         if lean is not None:
             held.append(lean)
             continue
