@@ -18,6 +18,7 @@ from workers.curvature.ggn_route import per_example_loss_hessian
 from workers.curvature.hvp import block_matvec
 from workers.curvature.lanczos import lanczos
 from workers.curvature.measurement import make_batch
+from workers.curvature.output_jacobians import LayerJacobians
 
 F64 = torch.float64
 
@@ -157,3 +158,23 @@ def test_linear_layers_take_the_lean_products_with_a_per_example_loss() -> None:
     X = torch.randn(H.shape[0], 2, dtype=F64, generator=torch.Generator().manual_seed(6))
     got = block_matvec(op.products, spec, op.weight)(X)
     torch.testing.assert_close(got, H @ X, rtol=0, atol=1e-12 * float(H.abs().max()))
+
+
+def test_a_convolution_with_few_positions_takes_its_patches_within_the_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """conv2 (S = 4 < 2C): products as five matrix products of its patches, and through the
+    layer map when the patches would exceed the bound; both equal dense."""
+    model, x, y, batch, specs = float64_case(*CASES["piecewise_cnn"], "cross_entropy")
+    spec = specs[1]
+    _, H = dense_reference(model, x, y, "cross_entropy", spec)
+    asker = LayerJacobians.for_profile(model, [batch], specs).asker(spec)
+    assert asker is not None
+    known = asker()
+    X = torch.randn(H.shape[0], 2, dtype=F64, generator=torch.Generator().manual_seed(7))
+    for bound, kind in [(ggn_jacobian.MAX_ELEMENTS, _LinearHeld), (0, ggn_jacobian._Held)]:
+        monkeypatch.setattr(ggn_jacobian, "MAX_ELEMENTS", bound)
+        op = jacobian_ggn(model, [batch], spec, known=known)
+        assert op is not None and all(isinstance(p, kind) for p in op._held), kind
+        got = block_matvec(op.products, spec, op.weight)(X)
+        torch.testing.assert_close(got, H @ X, rtol=0, atol=1e-12 * float(H.abs().max()))

@@ -99,10 +99,11 @@ class _LinearHeld:
 
 
 def _linear_held(
-    module: nn.Module, weight: torch.Tensor, part: OutputJacobian
+    module: nn.Module, weight: torch.Tensor, part: OutputJacobian, max_elements: int
 ) -> _LinearHeld | None:
     """The lean form of a micro-batch; None where the loss Hessian is not per example
-    (``ggn_route.per_example_loss_hessian``). A convolution is a linear map of its patches
+    (``ggn_route.per_example_loss_hessian``) or a convolution's patches (B·S·n elements)
+    would exceed ``max_elements``. A convolution is a linear map of its patches
     (the layer map applied to the identity filter bank, as in
     ``ggn_reverse.explicit_jacobian``), so its products become GEMMs too: on the bench CNN's
     ``features.7`` and ``features.10`` (S = 16) this halves the conv layer map's cost."""
@@ -118,6 +119,8 @@ def _linear_held(
         )
     n = weight[0].numel()
     S = part.G[0, 0].numel() // m
+    if B * S * n > max_elements:
+        return None
     eye = torch.eye(n, dtype=weight.dtype, device=weight.device).reshape(n, *weight.shape[1:])
     patches = layer_map(module, part.a)(eye).reshape(B, n, S).transpose(1, 2)  # (B, S, n)
     G = part.G.reshape(C, B, m, S).permute(1, 0, 3, 2).reshape(B, C, S * m)
@@ -193,7 +196,7 @@ def jacobian_ggn(
                     return None
                 parts.append(OutputJacobian(batch, a, *found))
     held: list[_Held | _Explicit | _LinearHeld] = []
-    explicit = 0  # elements of every P so far: within MAX_ELEMENTS together, as G are
+    explicit = 0  # elements of every P and patch matrix so far: within MAX_ELEMENTS, as G are
     for part in parts:
         P = (
             part.P
@@ -204,8 +207,9 @@ def jacobian_ggn(
             explicit += P.numel()
             held.append(_Explicit(part.batch, part.out, P))
             continue
-        lean = _linear_held(module, weight, part)
+        lean = _linear_held(module, weight, part, MAX_ELEMENTS - explicit)
         if lean is not None:
+            explicit += lean.a.numel()
             held.append(lean)
             continue
         layer = layer_map(module, part.a)
