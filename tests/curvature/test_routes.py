@@ -89,3 +89,33 @@ def test_every_route_sets_the_float32_noise_floor() -> None:
             kept = sum(h > 10 * layer.hvp_noise for h in layer.h)
             assert layer.n_valid == kept, (layer.name, layer.route)
     assert routes == {"ggn_jvp", "output_double_backward", "weight_double_backward"}
+
+
+def test_the_check_the_route_and_the_noise_estimate_run_one_implementation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Offered a shared G that then does not come, every GGN computation of the layer (check,
+    route, float32 estimate) still takes reverse passes for C = 3 ≥ K = 2, as the check did."""
+    from tests.curvature.test_ggn_route import float64_case
+    from tests.curvature.test_seeded_lanczos import CASES
+    from workers.curvature import routes
+    from workers.curvature.hvp import BlockHessian
+
+    model, _, _, batch, specs = float64_case(*CASES["piecewise_cnn"], "cross_entropy")
+    seen: list[int | None] = []
+    products = routes.layer_ggn_products
+
+    def spied(*args: object, reverse_below: int | None = None, **kw: object):  # type: ignore[no-untyped-def]
+        seen.append(reverse_below)
+        return products(*args, reverse_below=reverse_below, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(routes, "layer_ggn_products", spied)
+    spec = specs[0]
+    U = torch.linalg.qr(torch.randn(spec.shape[0], 2, dtype=torch.float64))[0]
+    V = torch.linalg.qr(torch.randn(spec.shape[1], 2, dtype=torch.float64))[0]
+    curv = routes.routed_curvature(
+        model, [batch], spec, U, V, block=BlockHessian(model, [batch], spec.parameter),
+        diagnostics=True, known_jacobians=lambda: None,
+    )  # fmt: skip
+    assert curv.route == "ggn_jvp" and len(seen) >= 3
+    assert set(seen) == {routes.MAX_OUTPUTS + 1}

@@ -147,17 +147,19 @@ def run_route(
     block: BlockHessian | None = None,
     keep_jacobians: int | None = None,
     known: list[OutputJacobian] | None = None,
+    reverse_below: int | None = None,
 ) -> RoutedCurvature | None:
     """h_k (and M, ‖H V_k‖) by ``route`` alone; None where it does not apply. The
     weight-space route reuses ``block`` when given (its graph serves Lanczos too). Given
     ``keep_jacobians``, the GGN route takes C reverse passes wherever C ≤
     ``ggn_jacobian.MAX_OUTPUTS`` and keeps G within that many elements: they serve the eigen
     step, which would otherwise take the same passes again. ``known``: G already taken for
-    every micro-batch (``output_jacobians.py``), used instead of the route's own passes."""
+    every micro-batch (``output_jacobians.py``), used instead of the route's own passes.
+    ``reverse_below``: as ``ggn_output.layer_ggn_products``, when the caller's check fixed it."""
     if route == "ggn_jvp":
         ggn = layer_ggn_products(
             model, micro_batches, spec, U, V, weight_products=diagnostics,
-            reverse_below=_reverse_below(keep_jacobians, known is not None),
+            reverse_below=reverse_below or _reverse_below(keep_jacobians, known is not None),
             keep_jacobians=keep_jacobians, known=known,
         )  # fmt: skip
         return RoutedCurvature(ggn.h.cpu(), route, ggn.M, ggn.hv_norms, jacobians=ggn.jacobians)
@@ -204,6 +206,7 @@ def routed_curvature(
                 "ggn_jvp", model, micro_batches, spec, U, V, diagnostics=diagnostics,
                 keep_jacobians=keep_jacobians,
                 known=known_jacobians() if known_jacobians is not None else None,
+                reverse_below=below,  # as the check ran, whether or not G comes
             )  # fmt: skip
         except (RuntimeError, NotImplementedError) as exc:  # no batching rule for some op
             reason = f"vmap failed: {type(exc).__name__}"
