@@ -79,9 +79,9 @@ def test_a_pass_covers_the_layers_after_the_one_asked_within_the_bound(
     passes: list[int] = []
     joint = output_jacobians.joint_output_jacobians
 
-    def counted(model_, batch_, modules, max_outputs):  # type: ignore[no-untyped-def]
+    def counted(model_, batch_, modules, max_outputs, io=None):  # type: ignore[no-untyped-def]
         passes.append(len(modules))
-        return joint(model_, batch_, modules, max_outputs)
+        return joint(model_, batch_, modules, max_outputs, io)
 
     monkeypatch.setattr(output_jacobians, "joint_output_jacobians", counted)
     modules = [rank_one_layer(model, s) for s in specs]

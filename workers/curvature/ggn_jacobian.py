@@ -31,7 +31,9 @@ from workers.curvature.ggn_reverse import (
     OutputJacobian,
     explicit_jacobian,
     layer_map,
+    layer_sizes,
     output_jacobian,
+    position_major,
 )
 from workers.curvature.ggn_route import loss_hessian_products, per_example_loss_hessian
 from workers.curvature.inventory import LayerSpec
@@ -104,27 +106,16 @@ def _linear_held(
     """The lean form of a micro-batch; None where the loss Hessian is not per example
     (``ggn_route.per_example_loss_hessian``) or a convolution's patches (B·S·n elements)
     would exceed ``max_elements``. A convolution is a linear map of its patches
-    (the layer map applied to the identity filter bank, as in
-    ``ggn_reverse.explicit_jacobian``), so its products become GEMMs too: on the bench CNN's
+    (``ggn_reverse.position_major``), so its products become GEMMs too: on the bench CNN's
     ``features.7`` and ``features.10`` (S = 16) this halves the conv layer map's cost."""
     hessian = per_example_loss_hessian(part.batch, part.out)
     if hessian is None:
         return None
-    C, B, m = part.G.shape[0], part.G.shape[1], weight.shape[0]
-    if isinstance(module, nn.Linear):  # z (B, *positions, m): already position-major
-        return _LinearHeld(
-            part.a.reshape(-1, part.a.shape[-1]),
-            part.G.reshape(C, B, -1).transpose(0, 1).contiguous(),
-            hessian,
-        )
-    n = weight[0].numel()
-    S = part.G[0, 0].numel() // m
-    if B * S * n > max_elements:
+    _, B, m, S, n = layer_sizes(weight, part)
+    if not isinstance(module, nn.Linear) and B * S * n > max_elements:
         return None
-    eye = torch.eye(n, dtype=weight.dtype, device=weight.device).reshape(n, *weight.shape[1:])
-    patches = layer_map(module, part.a)(eye).reshape(B, n, S).transpose(1, 2)  # (B, S, n)
-    G = part.G.reshape(C, B, m, S).permute(1, 0, 3, 2).reshape(B, C, S * m)
-    return _LinearHeld(patches.reshape(B * S, n), G.contiguous(), hessian)
+    patches, G = position_major(module, weight, part)
+    return _LinearHeld(patches.reshape(B * S, n), G.reshape(B, -1, S * m).contiguous(), hessian)
 
 
 class JacobianGGN:

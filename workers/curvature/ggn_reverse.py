@@ -126,26 +126,37 @@ def explicit_jacobian(
     where it does not pay: unless the layer output has S ≥ 2C positions (pixels, tokens) per
     example, or where P would exceed ``max_elements``.
 
-    The patches are the layer map applied to the identity filter bank (n = numel(W)/m filters,
-    each picking one input element of a patch), so convolutions of any dimension, stride,
+    The patches are those of ``position_major``, so convolutions of any dimension, stride,
     padding and dilation and linear layers over positions are handled alike. P costs
     C·B·m·n·S once; a product from it then costs 2·C·B·m·n against 2·B·m·n·S through the layer
     map and its adjoint. A single product reads all of P twice, so it is bound by memory
     rather than arithmetic: on the bench's CNN (B = 256, C = 10) a product went from 7.9 to
     0.7 ms on ``features.0`` (S = 64, P 6 MB) and from 34 to 24 ms on ``features.3`` (S = 64,
     P 189 MB), and P cost less than a tenth of building G (docs/benchmarks.md)."""
-    G, a = part.G, part.a
-    C, B, m = G.shape[0], G.shape[1], weight.shape[0]
-    n = weight[0].numel()
-    S = G[0, 0].numel() // m
+    C, B, m, S, n = layer_sizes(weight, part)
     if S < 2 * C or C * B * m * n > max_elements:
         return None
+    patches, G = position_major(module, weight, part)
+    return torch.bmm(G.transpose(2, 3).reshape(B, C * m, S), patches).reshape(B * C, m * n)
+
+
+def layer_sizes(weight: torch.Tensor, part: OutputJacobian) -> tuple[int, int, int, int, int]:
+    """(C, B, m, S, n): outputs and examples, the weight's rows, positions per example, and
+    the weight's columns (the elements of one patch)."""
+    m = weight.shape[0]
+    return part.G.shape[0], part.G.shape[1], m, part.G[0, 0].numel() // m, weight[0].numel()
+
+
+def position_major(
+    module: nn.Module, weight: torch.Tensor, part: OutputJacobian
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(patches (B, S, n), G (B, C, S, m)): the layer as a linear map applied at each of its S
+    positions. A linear layer's patches are its input; a convolution's are the layer map
+    applied to the identity filter bank (n = numel(W)/m filters, each picking one input
+    element of a patch), so any dimension, stride, padding and dilation is handled alike."""
+    C, B, m, S, n = layer_sizes(weight, part)
+    if isinstance(module, nn.Linear):  # z (B, *positions, m): already position-major
+        return part.a.reshape(B, S, n), part.G.reshape(C, B, S, m).transpose(0, 1)
     eye = torch.eye(n, dtype=weight.dtype, device=weight.device).reshape(n, *weight.shape[1:])
-    patches = layer_map(module, a)(eye)
-    if isinstance(module, nn.Linear):  # z (B, *positions, m), patches (B, *positions, n)
-        G_bms = G.reshape(C, B, S, m).permute(1, 0, 3, 2).reshape(B, C * m, S)
-        patches_bsn = patches.reshape(B, S, n)
-    else:  # convolution: z (B, m, *spatial), patches (B, n, *spatial)
-        G_bms = G.reshape(C, B, m, S).transpose(0, 1).reshape(B, C * m, S)
-        patches_bsn = patches.reshape(B, n, S).transpose(1, 2)
-    return torch.bmm(G_bms, patches_bsn).reshape(B * C, m * n)
+    patches = layer_map(module, part.a)(eye).reshape(B, n, S).transpose(1, 2)
+    return patches, part.G.reshape(C, B, m, S).permute(1, 0, 3, 2)  # z (B, m, *spatial)

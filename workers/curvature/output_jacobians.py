@@ -30,10 +30,12 @@ from workers.curvature.ggn_reverse import OutputJacobian, outputs_per_example
 from workers.curvature.inventory import LayerSpec
 from workers.curvature.measurement import Batch
 
+LayerIO = dict[nn.Module, tuple[torch.Tensor, torch.Tensor]]  # (input, output) per layer
+
 
 def _layer_io(
     model: nn.Module, batch: Batch, modules: Sequence[nn.Module]
-) -> tuple[dict[nn.Module, tuple[torch.Tensor, torch.Tensor]], torch.Tensor] | None:
+) -> tuple[LayerIO, torch.Tensor] | None:
     """((input a, output z) of each module's one call on ``batch``, the model output); None
     when one of them is called other than once."""
     seen: dict[nn.Module, list[tuple[torch.Tensor, torch.Tensor]]] = {m: [] for m in modules}
@@ -54,15 +56,21 @@ def _layer_io(
 
 
 def joint_output_jacobians(
-    model: nn.Module, batch: Batch, modules: Sequence[nn.Module], max_outputs: int
+    model: nn.Module,
+    batch: Batch,
+    modules: Sequence[nn.Module],
+    max_outputs: int,
+    io: LayerIO | None = None,
 ) -> dict[nn.Module, OutputJacobian] | None:
     """Every module's OutputJacobian on ``batch`` from one vmapped pullback, or None when a
     module is not called exactly once, the output's first dimension is not the example, or
-    C > ``max_outputs``."""
-    probed = _layer_io(model, batch, modules)
-    if probed is None:
-        return None
-    io, _ = probed
+    C > ``max_outputs``. ``io``: the modules' (input, output) on ``batch`` where a probe
+    already took them."""
+    if io is None:
+        probed = _layer_io(model, batch, modules)
+        if probed is None:
+            return None
+        io = probed[0]
     order = list(modules)
     zeros = tuple(torch.zeros_like(io[m][1]) for m in order)
 
@@ -135,14 +143,15 @@ class LayerJacobians:
 
     def _pass_for(self, module: nn.Module) -> None:
         later = self._waiting[self._waiting.index(module) + 1 :]  # those before it are done
-        chosen = self._within_bound([module, *later])
+        chosen, first_io = self._within_bound([module, *later])
         self._waiting = [m for m in later if m not in chosen]
         if not chosen:
             return
         per_batch = []
-        for batch in self._micro:
+        for index, batch in enumerate(self._micro):
+            io = first_io if index == 0 else None  # the bound's probe was this batch's
             try:
-                found = joint_output_jacobians(self._model, batch, chosen, self._max_outputs)
+                found = joint_output_jacobians(self._model, batch, chosen, self._max_outputs, io)
             except (RuntimeError, NotImplementedError):  # e.g. an op with no batching rule:
                 return  # each route takes its own passes, or falls back as it would have
             if found is None:
@@ -151,17 +160,18 @@ class LayerJacobians:
         for m in chosen:
             self._held[m] = [found[m] for found in per_batch]
 
-    def _within_bound(self, modules: list[nn.Module]) -> list[nn.Module]:
+    def _within_bound(self, modules: list[nn.Module]) -> tuple[list[nn.Module], LayerIO]:
         """The leading modules whose G together fit (C·N·numel(z_b) each, N examples in all,
-        from one forward without gradients); none when the first alone does not."""
+        from one forward without gradients; none when the first alone does not), and that
+        forward's (input, output) of each module on the first micro-batch."""
         first = self._micro[0]
         probed = _layer_io(self._model, first, modules)
         if probed is None:
-            return []
+            return [], {}
         io, out = probed
         C = outputs_per_example(out, first.inputs.shape[0])
         if C is None or self._max_outputs < C:
-            return []
+            return [], io
         examples = sum(b.inputs.shape[0] for b in self._micro)
         chosen: list[nn.Module] = []
         total = 0
@@ -171,4 +181,4 @@ class LayerJacobians:
             if total > self._max_elements:
                 break
             chosen.append(m)
-        return chosen
+        return chosen, io
